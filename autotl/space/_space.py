@@ -1,0 +1,169 @@
+"""Search spaces from YAML: validated once, then turned into ``trial.suggest_*`` calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import SpaceError
+from ._config import FIELD_NAMES, OPTIMIZERS, LR_SCHEDULES, REGULARIZERS, TrialConfig
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+_VOCABULARY = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "regularizer": REGULARIZERS}
+_INTS = {"warmup_epochs", "batch_size", "max_epochs"}
+
+
+@dataclass
+class Param:
+    """One searched or fixed setting. ``kind`` is 'fixed', 'choice' or 'range'."""
+
+    name: str
+    kind: str
+    value: object = None
+    choices: list = field(default_factory=list)
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    children: dict = field(default_factory=dict)  # choice -> list[Param], for conditional entries
+
+    def optuna_name(self, parent: str | None) -> str:
+        return f"{parent}.{self.name}" if parent else self.name
+
+
+@dataclass
+class SearchSpace:
+    """A validated search space: ``sample(trial)`` gives a TrialConfig for one trial."""
+
+    name: str
+    params: list[Param]
+    max_epochs: int
+    start_from: dict = field(default_factory=dict)
+
+    def sample(self, trial) -> TrialConfig:
+        """Ask the trial for every searched setting; conditional ones only under their choice."""
+        values = {"max_epochs": self.max_epochs}
+        _sample_into(trial, self.params, None, values)
+        return TrialConfig.from_dict(values)
+
+    def backbones(self) -> list[str]:
+        """Every backbone this space can pick."""
+        for param in self.params:
+            if param.name == "backbone":
+                return list(param.choices) if param.kind == "choice" else [param.value]
+        return [TrialConfig.backbone]
+
+    def start_params(self) -> dict:
+        """The ``start_from`` recipe as Optuna parameters, for ``study.enqueue_trial``."""
+        found = {}
+        _start_into(self.params, None, self.start_from, found)
+        return found
+
+
+def _sample_into(trial, params, parent, values):
+    for param in params:
+        name = param.optuna_name(parent)
+        if param.kind == "fixed":
+            value = param.value
+        elif param.kind == "choice":
+            value = trial.suggest_categorical(name, param.choices)
+        elif param.name in _INTS:
+            value = trial.suggest_int(name, int(param.low), int(param.high), log=param.log)
+        else:
+            value = trial.suggest_float(name, param.low, param.high, log=param.log)
+        values[param.name] = value
+        if param.children.get(value):
+            _sample_into(trial, param.children[value], value, values)
+
+
+def _start_into(params, parent, start, found):
+    for param in params:
+        if param.kind == "fixed" or param.name not in start and not param.children:
+            continue
+        value = start.get(param.name)
+        if param.kind == "choice" and value is None and len(param.choices) == 1:
+            value = param.choices[0]
+        if value is None:
+            continue
+        if param.kind == "choice" and value not in param.choices:
+            continue
+        if param.kind == "range" and not param.low <= value <= param.high:
+            continue
+        if param.name in start:
+            found[param.optuna_name(parent)] = value
+        if param.children.get(value):
+            _start_into(param.children[value], value, start, found)
+
+
+def load_space(space: str | Path = "default") -> SearchSpace:
+    """A search space by name ('default', 'quick') or by the path of a YAML file."""
+    path = Path(space)
+    if path.suffix not in (".yaml", ".yml"):
+        path = SPACES_DIR / f"{space}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
+            raise SpaceError(f"no search space named {space!r}: use one of {known}, or the path of a .yaml file")
+    if not path.is_file():
+        raise SpaceError(f"search-space file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpaceError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path} must be a mapping of setting names to values, choices or ranges")
+    raw = dict(raw)
+    start = raw.pop("start_from", None) or {}
+    max_epochs = raw.pop("max_epochs", TrialConfig.max_epochs)
+    if not isinstance(max_epochs, int) or max_epochs < 1:
+        raise SpaceError(f"{path}: max_epochs must be a positive whole number, got {max_epochs!r}")
+    if not isinstance(start, dict):
+        raise SpaceError(f"{path}: start_from must be a mapping of setting names to values")
+    for key in start:
+        if key not in FIELD_NAMES:
+            raise SpaceError(f"{path}: start_from names unknown setting {key!r}; allowed: {', '.join(FIELD_NAMES)}")
+    params = [_parse(path, key, value) for key, value in raw.items()]
+    return SearchSpace(name=path.stem if path.parent == SPACES_DIR else str(path), params=params,
+                       max_epochs=max_epochs, start_from=start)
+
+
+def _parse(path, key, value) -> Param:
+    where = f"{path}: {key}"
+    if key not in FIELD_NAMES or key == "max_epochs":
+        allowed = ", ".join(n for n in FIELD_NAMES if n != "max_epochs")
+        raise SpaceError(f"{where} is not a setting autotl knows; allowed: {allowed}, max_epochs, start_from")
+    if not isinstance(value, dict):
+        _check_vocabulary(where, key, [value])
+        return Param(key, "fixed", value=value)
+    if "choices" in value:
+        extra = set(value) - {"choices"}
+        if extra:
+            raise SpaceError(f"{where} mixes 'choices' with {sorted(extra)}: give either choices or low/high")
+        choices = value["choices"]
+        if isinstance(choices, dict):
+            _check_vocabulary(where, key, list(choices))
+            children = {c: [_parse(path, k, v) for k, v in (sub or {}).items()] for c, sub in choices.items()}
+            return Param(key, "choice", choices=list(choices), children=children)
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(f"{where}: choices must be a non-empty list (or a mapping of choice to sub-settings)")
+        _check_vocabulary(where, key, choices)
+        return Param(key, "choice", choices=choices)
+    if {"low", "high"} <= set(value):
+        extra = set(value) - {"low", "high", "log"}
+        if extra:
+            raise SpaceError(f"{where}: unknown key(s) {sorted(extra)}; a range takes low, high and optionally log")
+        low, high = value["low"], value["high"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low > high:
+            raise SpaceError(f"{where}: low and high must be numbers with low <= high, got {low!r} and {high!r}")
+        log = bool(value.get("log", False))
+        if log and low <= 0:
+            raise SpaceError(f"{where}: a log range needs low > 0, got {low}")
+        return Param(key, "range", low=float(low), high=float(high), log=log)
+    raise SpaceError(f"{where}: give a plain value, {{choices: [...]}} or {{low: ..., high: ..., log: true|false}}")
+
+
+def _check_vocabulary(where, key, values):
+    allowed = _VOCABULARY.get(key)
+    for value in values:
+        if allowed and value not in allowed:
+            raise SpaceError(f"{where}: {value!r} is not allowed; use one of {', '.join(allowed)}")
