@@ -171,3 +171,14 @@ def test_write_small_studies(tmp_path, kwargs):
     assert page.count(get_plotlyjs()) == 1
     assert EVIL not in page
     assert "No parameter importances: they need at least 2 complete trials" in page
+
+
+def test_importances_explain_why_they_are_missing():
+    study = optuna.create_study()
+    for i in range(3):
+        trial = study.ask()
+        trial.suggest_categorical("optimizer", ["adamw"])  # never varies
+        study.tell(trial, float(i))
+    frame, reason = _records.param_importances(study)
+    assert frame.empty
+    assert "more than one value" in reason

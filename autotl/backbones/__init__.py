@@ -34,9 +34,13 @@ class Preprocessing:
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N x 3 x H x W -> float, scaled to [0, 1] and standardised."""
+        return self.standardize(images.float() / 255.0)
+
+    def standardize(self, images: torch.Tensor) -> torch.Tensor:
+        """float N x 3 x H x W in [0, 1] -> (x - mean) / std."""
         mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
-        return (images.float() / 255.0 - mean) / std
+        return (images - mean) / std
 
 
 def preprocessing(name: str, resolution_scale: float = 1.0) -> Preprocessing:

@@ -83,7 +83,9 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
         trial = int(trial)
         state = str(group["state"].iloc[0])
         is_best = best_trial is not None and trial == best_trial
-        name = f"trial {trial}" + (" (best)" if is_best else f" ({state})" if state != "complete" else "")
+        name = f"trial {trial}"
+        if is_best or state != "complete":
+            name += " (best)" if is_best else f" ({state})"
         color = "#ff7f0e" if is_best else _STATE_COLORS.get(state, "#7f7f7f")
         epochs = group["epoch"].astype(int).tolist()
         accuracy = group["val_accuracy"].tolist()
@@ -92,12 +94,16 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
                 x=epochs,
                 y=accuracy,
                 mode="lines+markers",
-                name=_label(name),
+                name=name,
                 legendgroup=str(trial),
-                line={"color": color, "width": 4 if is_best else 1.5, "dash": _STATE_DASH.get(state, "solid")},
+                line={
+                    "color": color,
+                    "width": 4 if is_best else 1.5,
+                    "dash": _STATE_DASH.get(state, "solid"),
+                },
                 marker={"size": 4, "color": color},
                 opacity=1.0 if is_best or state == "complete" else 0.7,
-                hovertemplate=_label(name) + "<br>epoch %{x}<br>val accuracy %{y:.4f}<extra></extra>",
+                hovertemplate=name + "<br>epoch %{x}<br>val accuracy %{y:.4f}<extra></extra>",
             )
         )
         if state == "pruned":
@@ -109,7 +115,7 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
                     legendgroup=str(trial),
                     showlegend=False,
                     marker={"symbol": "x", "size": 11, "color": color},
-                    hovertemplate=_label(name) + "<br>pruned after epoch %{x}<extra></extra>",
+                    hovertemplate=name + "<br>pruned after epoch %{x}<extra></extra>",
                 )
             )
     fig.update_layout(

@@ -170,7 +170,10 @@ def _summary_section(info: dict[str, Any]) -> str:
                 f"{split} {_text(dataset.get('n_' + split))}" for split in ("train", "val", "test")
             ),
         ),
-        ("Validation fraction / seed", f"{_text(dataset.get('val_fraction'))} / {_text(dataset.get('seed'))}"),
+        (
+            "Validation fraction / seed",
+            f"{_text(dataset.get('val_fraction'))} / {_text(dataset.get('seed'))}",
+        ),
         ("Device", _text(attrs.get("device"))),
         ("Search space", _text(attrs.get("space"))),
         (

@@ -174,13 +174,14 @@ def param_importances(study: optuna.Study) -> tuple[pd.DataFrame, str]:
         return empty, f"they need at least 2 complete trials and this study has {len(complete)}."
     if len({trial_value(trial) for trial in complete}) < 2:
         return empty, "every complete trial has the same score, so no parameter explains anything."
-    # Optuna splits importance evenly when nothing varies, so only ask about params that do.
-    names = {name for trial in complete for name in trial.params}
+    # Like Optuna, use the params every complete trial has (conditional ones drop out), and
+    # of those only the ones that vary: Optuna splits importance evenly when nothing does.
+    shared = set.intersection(*(set(trial.params) for trial in complete))
     varying = sorted(
-        name for name in names if len({repr(trial.params.get(name)) for trial in complete}) > 1
+        name for name in shared if len({repr(trial.params[name]) for trial in complete}) > 1
     )
     if not varying:
-        return empty, "no parameter took more than one value across complete trials."
+        return empty, "no parameter of every complete trial took more than one value."
     try:
         importances = optuna.importance.get_param_importances(study, params=varying)
     except Exception as error:  # optuna raises several types for degenerate studies

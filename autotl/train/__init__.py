@@ -1,0 +1,7 @@
+"""Training: the fine-tuning loop, schedules as pure functions, regularizers as small objects."""
+
+from ._fit import TrialResult, evaluate, fit, resolve_device
+from .regularizers import L1, L2SP, make_penalty
+from .schedules import lr_factor
+
+__all__ = ["fit", "evaluate", "resolve_device", "TrialResult", "lr_factor", "L1", "L2SP", "make_penalty"]

@@ -1,0 +1,214 @@
+"""The fine-tuning loop: one trial, read top to bottom.
+
+Data arrive as uint8 tensors already at the trial's resolution; each step slices a
+batch, augments it as a whole, and trains only what is not frozen. After every epoch
+the validation metrics are reported to the trial and the pruner is consulted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import optuna
+import timm.optim
+import torch
+import torch.nn.functional as F
+
+from .. import backbones
+from ..data import ImageDataset, augment, mixup
+from ..space import TrialConfig
+from .regularizers import make_penalty
+from .schedules import lr_factor
+
+
+@dataclass
+class TrialResult:
+    """What one fine-tuning run produced. ``model`` carries the best epoch's weights."""
+
+    config: TrialConfig
+    metrics: dict
+    history: list[dict]
+    best_epoch: int
+    epochs_run: int
+    wall_seconds: float
+    params_total: int
+    params_trainable: int
+    end_reason: str
+    classes: list[str]
+    preprocessing: backbones.Preprocessing
+    model: torch.nn.Module | None = field(default=None, repr=False)
+
+    def attrs(self) -> dict:
+        """The plain facts stored on the trial (and read back by the report)."""
+        return dict(history=self.history, best_epoch=self.best_epoch, epochs_run=self.epochs_run,
+                    wall_seconds=round(self.wall_seconds, 3), params_total=self.params_total,
+                    params_trainable=self.params_trainable, end_reason=self.end_reason,
+                    backbone=self.config.backbone, config=self.config.to_dict(), metrics=self.metrics)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' means CUDA when there is a GPU, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is visible: use --device auto or cpu")
+    return torch.device(device)
+
+
+def evaluate(model, images, labels, pre, device, num_classes, batch_size=256) -> dict:
+    """Accuracy, macro-F1 and mean cross-entropy of ``model`` on uint8 images."""
+    model.eval()
+    loss_sum, preds = 0.0, []
+    with torch.inference_mode(), _autocast(device):
+        for start in range(0, len(images), batch_size):
+            x = pre.normalize(images[start:start + batch_size].to(device, non_blocking=True))
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = model(x).float()
+            y = labels[start:start + batch_size].to(device)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            preds.append(logits.argmax(1).cpu())
+    pred = torch.cat(preds)
+    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
+    tp = confusion.diag().float()
+    precision = tp / confusion.sum(0).clamp(min=1)
+    recall = tp / confusion.sum(1).clamp(min=1)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp))
+    present = (confusion.sum(1) + confusion.sum(0)) > 0
+    return dict(accuracy=float(tp.sum() / len(labels)), macro_f1=float(f1[present].mean()),
+                loss=loss_sum / len(labels))
+
+
+def _autocast(device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None = None, *,
+        device: str | torch.device = "auto", weights_dir=None, deadline: float | None = None,
+        seed: int = 0, on_epoch=None, pretrained: bool = True) -> TrialResult:
+    """Fine-tune ``config.backbone`` on ``dataset`` for up to ``config.max_epochs`` epochs.
+
+    Reports validation accuracy to ``trial`` after each epoch and raises
+    ``optuna.TrialPruned`` when the pruner says so or the loss stops being finite (the
+    trial's user attrs then say why). Stops early, keeping its best epoch, once
+    ``deadline`` (a ``time.time()`` value) would be passed by another epoch.
+    """
+    started = time.time()
+    device = resolve_device(device) if isinstance(device, str) else device
+    number = trial.number if trial is not None and hasattr(trial, "number") else 0
+    generator = torch.Generator().manual_seed(seed * 1000 + number)
+    torch.manual_seed(seed * 1000 + number)
+    num_classes = len(dataset.classes)
+    pre = backbones.preprocessing(config.backbone, config.resolution_scale)
+    x_train, y_train = dataset.tensors("train", pre.size, pre.interpolation)
+    x_val, y_val = dataset.tensors("val", pre.size, pre.interpolation)
+
+    model = backbones.create(config.backbone, num_classes, pretrained=pretrained, weights_dir=weights_dir,
+                             drop_rate=config.regularizer_strength if config.regularizer == "dropout" else 0.0,
+                             drop_path_rate=config.regularizer_strength if config.regularizer == "drop_path" else 0.0)
+    backbones.freeze(model, config.frozen_depth)
+    frozen = backbones.frozen_modules(model)
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    head_names = {f"{model.pretrained_cfg.get('classifier', 'classifier')}.{n}"
+                  for n, _ in model.get_classifier().named_parameters()}
+
+    weight_decay = config.regularizer_strength if config.regularizer == "weight_decay" else 0.0
+    groups = timm.optim.param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=config.layer_decay)
+    groups = [g for g in groups if g["params"]]
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    penalty = make_penalty(model, config.regularizer, config.regularizer_strength, head_names)
+    smoothing = config.regularizer_strength if config.regularizer == "label_smoothing" else 0.0
+
+    n_train = len(x_train)
+    batch_size = min(config.batch_size, n_train)
+    steps_per_epoch = n_train // batch_size + (1 if n_train % batch_size > 1 else 0)  # never a batch of 1
+    total_steps = steps_per_epoch * config.max_epochs
+    warmup_steps = min(config.warmup_epochs * steps_per_epoch, total_steps // 2)
+    pin = device.type == "cuda"
+
+    history, best, best_state, end_reason, step = [], None, None, "completed", 0
+    params_total = sum(p.numel() for p in model.parameters())
+    params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def result(reason):
+        return TrialResult(config=config, metrics=dict(best or {}), history=history,
+                           best_epoch=(best or {}).get("epoch", 0), epochs_run=len(history),
+                           wall_seconds=time.time() - started, params_total=params_total,
+                           params_trainable=params_trainable, end_reason=reason,
+                           classes=list(dataset.classes), preprocessing=pre, model=model)
+
+    def stop_pruned(reason):
+        res = result(reason)
+        if trial is not None and hasattr(trial, "set_user_attr"):
+            for key, value in res.attrs().items():
+                trial.set_user_attr(key, value)
+        raise optuna.TrialPruned(reason)
+
+    for epoch in range(1, config.max_epochs + 1):
+        epoch_start = time.time()
+        backbones.train_mode(model, frozen)
+        order = torch.randperm(n_train, generator=generator)
+        loss_sum, seen = 0.0, 0
+        for b in range(steps_per_epoch):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            images, labels = x_train[idx], y_train[idx]
+            if pin:
+                images = images.pin_memory()
+            images = images.to(device, non_blocking=True).float().div_(255.0)
+            labels = labels.to(device, non_blocking=True)
+            images = augment(images, config.augment_strength, generator)
+            targets = F.one_hot(labels, num_classes).float() * (1 - smoothing) + smoothing / num_classes
+            if config.regularizer == "mixup":
+                images, targets = mixup(images, targets, config.regularizer_strength, generator)
+            images = pre.standardize(images)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            factor = lr_factor(step, schedule=config.lr_schedule, total_steps=total_steps, warmup_steps=warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
+            with _autocast(device):
+                loss = F.cross_entropy(model(images).float(), targets)
+            if penalty is not None:
+                loss = loss + penalty.penalty()
+            if not torch.isfinite(loss):
+                stop_pruned(f"non-finite loss at epoch {epoch}, step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            seen += len(idx)
+            step += 1
+
+        val = evaluate(model, x_val, y_val, pre, device, num_classes)
+        record = dict(epoch=epoch, train_loss=loss_sum / max(seen, 1), val_loss=val["loss"],
+                      val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"],
+                      seconds=round(time.time() - epoch_start, 3))
+        history.append(record)
+        if best is None or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
+            best = dict(val, epoch=epoch)
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if on_epoch is not None:
+            on_epoch(record, best)
+        if trial is not None:
+            trial.report(val["accuracy"], epoch)
+            if trial.should_prune():
+                stop_pruned(f"pruned by the pruner after epoch {epoch}")
+        if not math.isfinite(val["loss"]):
+            stop_pruned(f"non-finite validation loss at epoch {epoch}")
+        if deadline is not None and epoch < config.max_epochs and time.time() + record["seconds"] > deadline:
+            end_reason = f"time budget ran out after epoch {epoch}"
+            break
+
+    model.load_state_dict(best_state)
+    model.to("cpu").eval()
+    return result(end_reason)
