@@ -1,17 +1,33 @@
-"""The HTML report, on small in-memory studies filled by hand (no training)."""
+"""The HTML report, on small studies filled by hand with ask/tell (no training)."""
 
+import base64
+import io
+import shutil
+
+import numpy as np
 import optuna
 import plotly.graph_objects as go
 import pytest
 from optuna.trial import TrialState
+from PIL import Image
 from plotly.offline import get_plotlyjs
 
 from autotl import report
+from autotl.cli import main
 from autotl.report import _html, _records
 
 EVIL = "<script>alert(1)</script>"
+EVIL_TEXT = "&lt;script&gt;alert(1)&lt;/script&gt;"
+CLASSES = ["cat", EVIL, "dog"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _png(seed: int, side: int = 32) -> str:
+    pixels = np.random.default_rng(seed).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _history(accuracies):
@@ -28,91 +44,158 @@ def _history(accuracies):
     ]
 
 
-def _ask(study, i):
+def _config(trial):
+    """The recipe the trainer stores (TrialConfig.to_dict()), from the sampled params."""
+    regularizer = trial.params.get("regularizer", "none")
+    return {
+        "backbone": trial.params["backbone"],
+        "resolution_scale": 0.5,
+        "frozen_depth": trial.params["frozen_depth"],
+        "optimizer": "adamw",
+        "lr": trial.params["adamw.lr"],
+        "lr_schedule": trial.params["lr_schedule"],
+        "warmup_epochs": 1,
+        "layer_decay": 1.0,
+        "regularizer": regularizer,
+        "regularizer_strength": trial.params.get(f"{regularizer}.regularizer_strength", 0.0),
+        "batch_size": 32,
+        "augment_strength": 0.3,
+        "max_epochs": 3,
+    }
+
+
+def _ask(study, i, backbones=("resnet18", "convnext_atto", EVIL)):
     trial = study.ask()
-    trial.suggest_categorical("backbone", ["resnet18", "convnext_atto", EVIL])
-    trial.suggest_float("lr", 1e-5, 1e-1, log=True)
-    trial.suggest_int("frozen_depth", 0, 4)
-    if i % 2:
-        trial.suggest_float("regularizer_strength", 0.0, 0.5)  # conditional param
+    trial.suggest_categorical("backbone", list(backbones))
+    trial.suggest_float("adamw.lr", 1e-5, 1e-1, log=True)
+    trial.suggest_categorical("frozen_depth", [0.0, 0.4, 1.0])
+    trial.suggest_categorical("lr_schedule", ["constant", "cosine"])
+    regularizer = trial.suggest_categorical("regularizer", ["none", "l2sp"])
+    if regularizer == "l2sp":
+        trial.suggest_float("l2sp.regularizer_strength", 1e-4, 1e-1, log=True)  # conditional
     return trial
 
 
-def _complete(study, i, accuracies):
-    trial = _ask(study, i)
+def _finish(study, trial, accuracies, state=TrialState.COMPLETE):
     for epoch, accuracy in enumerate(accuracies, start=1):
         trial.report(accuracy, epoch)
+    best = max(accuracies)
     for key, value in {
         "history": _history(accuracies),
-        "best_epoch": accuracies.index(max(accuracies)) + 1,
+        "best_epoch": accuracies.index(best) + 1,
         "epochs_run": len(accuracies),
         "wall_seconds": 2.0 * len(accuracies),
         "params_total": 11_000_000,
         "params_trainable": 500_000,
-        "end_reason": "completed",
+        "end_reason": "completed" if state == TrialState.COMPLETE else "pruned after epoch 1",
         "backbone": trial.params["backbone"],
+        "config": _config(trial),
+        "metrics": {"accuracy": best, "macro_f1": best - 0.05, "loss": 0.5, "epoch": 1},
     }.items():
         trial.set_user_attr(key, value)
-    study.tell(trial, max(accuracies))
+    if state == TrialState.COMPLETE:
+        study.tell(trial, best)
+    else:
+        study.tell(trial, state=state)
 
 
-def _study(n_complete=4, pruned=True, failed=True):
-    study = optuna.create_study(direction="maximize", study_name=f"demo {EVIL}")
-    study.set_user_attr(
-        "dataset",
+def analysis(classes=CLASSES, n_wrong=5, bad_thumbnail=None):
+    """A best_model_analysis like autotl/search/_best.py writes."""
+    n = len(classes)
+    confusion = [[8 if r == c else (r + c) % 2 for c in range(n)] for r in range(n)]
+    wrong = [
         {
+            "true": classes[i % n],
+            "predicted": classes[(i + 1) % n],
+            "probability": 0.9 - 0.01 * i,
+            "thumbnail": _png(i),
+        }
+        for i in range(n_wrong)
+    ]
+    if bad_thumbnail is not None:
+        wrong.append({"true": classes[0], "predicted": classes[1], "probability": 0.5,
+                      "thumbnail": bad_thumbnail})
+    per_class = [
+        {"cls": name, "precision": 0.8, "recall": 0.9, "f1": 0.85, "support": sum(confusion[i])}
+        for i, name in enumerate(classes)
+    ]
+    return {
+        "classes": list(classes),
+        "confusion": confusion,
+        "per_class": per_class,
+        "misclassified": wrong,
+        "n_val": sum(map(sum, confusion)),
+    }
+
+
+def make_study(n_complete=4, pruned=True, failed=True, storage=None, best_analysis=True,
+               classes=CLASSES, backbones=("resnet18", "convnext_atto", EVIL), n_wrong=5, n_pruned=1):
+    """A study shaped like a real search's: study attrs, trial attrs, a best-model analysis."""
+    study = optuna.create_study(direction="maximize", study_name=f"demo {EVIL}", storage=storage,
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for key, value in {
+        "dataset": {
             "path": f"/data/{EVIL}",
-            "classes": ["cat", EVIL],
+            "classes": list(classes),
             "n_train": 80,
             "n_val": 20,
             "n_test": 10,
             "val_fraction": 0.2,
             "seed": 0,
+            "skipped": 0,
         },
-    )
-    for key, value in {
         "space": "default",
         "max_epochs": 3,
         "device": "cpu",
         "n_trials": 6,
         "timeout": None,
-        "model_dir": f"/models/{EVIL}",
-        "started_at": "2024-01-01T00:00:00",
+        "model_dir": "/somewhere/run/best_model",
+        "started_at": "2024-01-01T00:00:00+00:00",
     }.items():
         study.set_user_attr(key, value)
     for i in range(n_complete):
-        _complete(study, i, [0.5, 0.6 + 0.05 * i, 0.62 + 0.05 * i])
-    if pruned:
-        trial = _ask(study, 10)
+        _finish(study, _ask(study, i, backbones), [0.5, 0.6 + 0.05 * i, 0.62 + 0.05 * i])
+    for i in range(n_pruned if pruned else 0):
+        trial = _ask(study, 10 + i, backbones)
         trial.report(0.3, 1)
         trial.set_user_attr("end_reason", "pruned by the pruner after epoch 1")
         study.tell(trial, state=TrialState.PRUNED)  # no history: curves fall back to reports
     if failed:
-        trial = _ask(study, 11)
+        trial = _ask(study, 11, backbones)
         trial.set_user_attr("error", f"RuntimeError: {EVIL}")
         trial.set_user_attr("end_reason", "non-finite loss at epoch 1")
         study.tell(trial, state=TrialState.FAIL)
+    if best_analysis and n_complete:
+        study.set_user_attr("best_model_trial", n_complete - 1)
+        study.set_user_attr("best_model_analysis", analysis(classes, n_wrong=n_wrong))
     return study
 
 
 def test_trial_records_have_one_row_per_trial_with_params():
-    study = _study()
-    trials = report.trial_records(study)
+    trials = report.trial_records(make_study())
     assert len(trials) == 6
     assert trials["number"].tolist() == list(range(6))
     assert trials["state"].tolist() == ["complete"] * 4 + ["pruned", "fail"]
     for column in _records.TRIAL_COLUMNS:
         assert column in trials.columns
-    for param in ("backbone", "lr", "frozen_depth", "regularizer_strength"):
+    for param in ("backbone", "adamw.lr", "frozen_depth", "regularizer"):
         assert f"param_{param}" in trials.columns
     assert trials["value"].iloc[3] == pytest.approx(0.77)
     assert trials["params_total"].iloc[0] == 11_000_000
-    assert trials["param_regularizer_strength"].isna().sum() == 3  # asked for odd i only
     assert "RuntimeError" in trials["error"].iloc[5]
+    assert trials["wall_seconds"].iloc[5] >= 0  # no attr: falls back to the trial's own datetimes
+
+
+def test_config_records_use_plain_recipe_names():
+    configs = report.config_records(make_study())
+    assert configs["number"].tolist() == [0, 1, 2, 3]  # the pruned and failed trials stored none
+    assert set(_records.CONFIG_COLUMNS) <= set(configs.columns)
+    assert configs["lr"].notna().all() and configs["lr"].dtype == "float64"
+    assert set(configs["regularizer"]) <= {"none", "l2sp"}
 
 
 def test_curve_records_use_history_and_fall_back_to_reports():
-    curves = report.curve_records(_study())
+    curves = report.curve_records(make_study())
     assert list(curves.columns) == _records.CURVE_COLUMNS
     assert len(curves) == 4 * 3 + 1  # 4 complete trials x 3 epochs + 1 pruned report
     pruned = curves[curves["state"] == "pruned"]
@@ -122,29 +205,99 @@ def test_curve_records_use_history_and_fall_back_to_reports():
     assert curves[curves["trial"] == 0]["val_macro_f1"].notna().all()
 
 
-def test_summary_counts_and_best():
-    info = _records.summary(_study())
+def test_time_records_track_best_so_far_in_order_of_ending():
+    times = report.time_records(make_study())
+    assert list(times.columns) == _records.TIME_COLUMNS
+    assert times["number"].tolist() == list(range(6))
+    assert times["elapsed_seconds"].is_monotonic_increasing
+    assert times["best_so_far"].tolist()[:4] == pytest.approx([0.62, 0.67, 0.72, 0.77])
+    assert times["best_so_far"].iloc[-1] == pytest.approx(0.77)  # pruned/failed change nothing
+    assert report.time_records(optuna.create_study()).empty
+
+
+def test_backbone_records_compare_score_and_cost():
+    study = make_study(n_complete=6, backbones=("resnet18", "convnext_atto"))
+    backbones = report.backbone_records(report.config_records(study))
+    assert list(backbones.columns) == _records.BACKBONE_COLUMNS
+    assert backbones["trials"].sum() == 6
+    assert backbones["best"].is_monotonic_decreasing
+    assert (backbones["seconds_per_trial"] == 6.0).all()
+
+
+def test_best_model_records_check_thumbnails():
+    study = make_study()
+    study.set_user_attr(
+        "best_model_analysis",
+        analysis(n_wrong=3, bad_thumbnail="javascript:alert(1)//data:image/png;base64,AAAA"),
+    )
+    best = report.best_model_records(study)
+    assert best["trial"] == 3 and best["classes"] == CLASSES and best["n_val"] > 0
+    assert best["confusion"].shape == (3, 3)
+    assert best["confusion"].loc["cat", "cat"] == 8
+    assert list(best["per_class"].columns) == _records.PER_CLASS_COLUMNS
+    thumbnails = [item["thumbnail"] for item in best["misclassified"]]
+    assert len(thumbnails) == 4 and thumbnails[-1] is None  # the bad one is dropped
+    assert all(t.startswith("data:image/png;base64,") for t in thumbnails[:3])
+    assert not _records.safe_thumbnail('data:image/png;base64,AA"><script>')
+    assert report.best_model_records(optuna.create_study()) is None
+
+
+def test_summary_counts_best_recipe_and_model():
+    info = _records.summary(make_study())
     assert (info["complete"], info["pruned"], info["failed"], info["running"]) == (4, 1, 1, 0)
     assert info["best_trial"] == 3
     assert info["best_value"] == pytest.approx(0.77)
-    assert "lr" in info["best_params"]
+    assert "adamw.lr" in info["best_params"]
+    assert "adamw at" in info["best_words"] and "batch 32" in info["best_words"]
+    assert info["model_dir"] == "best_model"  # relative: the same page wherever the run dir is
+    assert info["wall_seconds"] >= 0 and info["trial_seconds"] >= 0
     assert info["user_attrs"]["dataset"]["n_train"] == 80
 
 
 def test_write_makes_one_self_contained_escaped_page(tmp_path):
-    path = report.write(_study(), tmp_path / "sub" / "report.html")
+    path = report.write(make_study(), tmp_path / "sub" / "report.html")
     assert path == tmp_path / "sub" / "report.html"
     assert sorted(p.name for p in path.parent.iterdir()) == ["report.html"]  # no .tmp left
     page = path.read_text(encoding="utf-8")
     assert page.count(get_plotlyjs()) == 1
+    assert "cdn" not in page.split(get_plotlyjs())[1].lower()  # nothing fetched from elsewhere
     assert EVIL not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # shown, but as text
-    for section in ("summary", "history", "curves", "importance", "parallel", "trials"):
+    assert EVIL_TEXT in page  # shown, but as text
+    for section in ("summary", "history", "curves", "mattered", "best-model", "trials"):
         assert f'<section id="{section}">' in page
-    assert 'id="figure-importance"' in page
-    assert '<table class="trials">' in page
-    table = page[page.index('<table class="trials">') :]
+    for figure in ("history", "time", "curves", "importance", "parallel", "recipe", "backbones",
+                   "confusion"):
+        assert f'id="figure-{figure}"' in page
+    assert page.count('<p class="caption">') == 6  # one caption per section
+    assert page.count('<img src="data:image/png;base64,') == 5
+    assert "first 40% of blocks frozen" in page or "full fine-tuning" in page or "linear probe" in page
+    assert "best_model/ in the run directory" in page and "/somewhere/run" not in page
+    table = page[page.index('<table class="sortable">'):]
     assert table.count("<th>backbone</th>") == 1  # param_backbone duplicates the backbone column
+    assert "RuntimeError: " + EVIL_TEXT in page  # the failed trial's error, escaped
+
+
+def test_unsafe_thumbnails_are_never_embedded(tmp_path):
+    study = make_study()
+    bad = 'data:image/svg+xml;base64,PHN2Zz4="><script>alert(1)</script>'
+    study.set_user_attr("best_model_analysis", analysis(n_wrong=0, bad_thumbnail=bad))
+    page = _html.render(study).replace(get_plotlyjs(), "")
+    assert "svg+xml" not in page and EVIL not in page
+    assert '<span class="missing"' in page
+
+
+def test_the_page_is_a_function_of_the_storage(tmp_path):
+    """Rendering twice, and rebuilding from a copied run directory, give the same bytes."""
+    run = tmp_path / "run"
+    run.mkdir()
+    study = make_study(storage=f"sqlite:///{run / 'study.db'}")
+    first = report.write(study, run / "report.html").read_bytes()
+    assert _html.render(study).encode() == first
+    copy = tmp_path / "elsewhere" / "copied-run"
+    shutil.copytree(run, copy)
+    (copy / "report.html").unlink()
+    assert main(["report", str(copy), "--study-name", study.study_name]) == 0
+    assert (copy / "report.html").read_bytes() == first
 
 
 def test_plotly_escapes_script_tags_in_figure_json():
@@ -161,16 +314,18 @@ def test_plotly_escapes_script_tags_in_figure_json():
         {"n_complete": 0, "pruned": False, "failed": False},
         {"n_complete": 1, "pruned": False, "failed": False},
         {"n_complete": 0, "pruned": True, "failed": True},
-        {"n_complete": 1, "pruned": True, "failed": False},
+        {"n_complete": 1, "pruned": True, "failed": False, "best_analysis": False},
+        {"n_complete": 2, "pruned": False, "failed": False, "n_wrong": 0},
     ],
 )
 def test_write_small_studies(tmp_path, kwargs):
-    study = _study(**kwargs)
+    study = make_study(**kwargs)
     study.ask()  # a running trial with nothing recorded
     page = report.write(study, tmp_path / "report.html").read_text(encoding="utf-8")
     assert page.count(get_plotlyjs()) == 1
     assert EVIL not in page
-    assert "No parameter importances: they need at least 2 complete trials" in page
+    if kwargs["n_complete"] < 2:
+        assert "No parameter importances: they need at least 2 complete trials" in page
 
 
 def test_importances_explain_why_they_are_missing():
@@ -182,3 +337,9 @@ def test_importances_explain_why_they_are_missing():
     frame, reason = _records.param_importances(study)
     assert frame.empty
     assert "more than one value" in reason
+
+
+def test_sortable_table_sorts_by_number_and_escapes():
+    table = _html._table(["a <b>", "n"], [["x&y", "10"], ["z", "9"]], sort_keys=[[None, "10.0"], [None, "9.0"]])
+    assert "<th>a &lt;b&gt;</th>" in table and "x&amp;y" in table
+    assert 'data-v="9.0"' in table and 'class="num"' in table

@@ -99,7 +99,7 @@ def test_a_hopeless_trial_is_pruned(photos):
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
     good = TrialConfig(**{**FAST, "resolution_scale": 0.5}, frozen_depth=0.75, max_epochs=3, lr=3e-3)
     study.optimize(lambda t: fit(good, photos, t).metrics["accuracy"], n_trials=1)
-    hopeless = TrialConfig(**{**FAST, "resolution_scale": 0.5}, frozen_depth=1.0, max_epochs=3, lr=1e-9)
+    hopeless = TrialConfig(**{**FAST, "resolution_scale": 0.5}, frozen_depth=1.0, max_epochs=3, lr=0.0)  # never learns
     study.optimize(lambda t: fit(hopeless, photos, t).metrics["accuracy"], n_trials=1)
     trial = study.trials[1]
     assert trial.state == optuna.trial.TrialState.PRUNED
@@ -113,3 +113,26 @@ def test_a_non_finite_loss_prunes_with_the_reason(photos):
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert "non-finite" in trial.user_attrs["end_reason"]
+
+
+@pytest.mark.parametrize("frozen_depth", [0.5, 1.0])
+def test_cached_prefix_trains_step_for_step_like_uncached(photos, frozen_depth):
+    config = TrialConfig(**FAST, frozen_depth=frozen_depth, max_epochs=2, lr=3e-3)
+    plain = fit(config, photos, cache_prefix=False)
+    first = fit(config, photos)
+    again = fit(config, photos)
+    assert (plain.feature_cache, first.feature_cache, again.feature_cache) == ("off", "miss", "hit")
+    for other in (first, again):
+        for a, b in zip(plain.history, other.history):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+        trained = other.model.state_dict()
+        for name, value in plain.model.state_dict().items():
+            assert torch.allclose(value.float(), trained[name].float(), atol=1e-5), name
+
+
+def test_augmented_trials_are_never_cached(photos):
+    config = TrialConfig(**{**FAST, "augment_strength": 0.5}, frozen_depth=0.5, max_epochs=1)
+    assert fit(config, photos).feature_cache == "off"
+    mixed = TrialConfig(**{**FAST, "regularizer": "mixup", "regularizer_strength": 0.4}, frozen_depth=0.5, max_epochs=1)
+    assert fit(mixed, photos).feature_cache == "off"

@@ -65,7 +65,7 @@ def create(name: str, num_classes: int, *, pretrained: bool = True, weights_dir=
     if pretrained:
         kwargs.update(pretrained_kwargs(name, weights_dir))
     try:
-        return timm.create_model(name, **kwargs)
+        model = timm.create_model(name, **kwargs)
     except RuntimeError as error:
         if "Unknown model" in str(error):
             raise WeightsError(f"unknown backbone {name!r}: 'autotl backbones' lists candidates; any timm model name works") from error
@@ -73,6 +73,20 @@ def create(name: str, num_classes: int, *, pretrained: bool = True, weights_dir=
     except (OSError, ConnectionError) as error:
         raise WeightsError(f"cannot get weights for {name}: {error.__class__.__name__}; offline, put {name}.safetensors "
                            f"in --weights-dir or pick an offline backbone (autotl backbones)") from error
+    if pretrained and num_classes != model.pretrained_cfg.get("num_classes"):
+        _zero_head(model)  # a new head; a matching pretrained head is kept as loaded
+    return model
+
+
+def _zero_head(model: torch.nn.Module) -> None:
+    """Start the new head at zero: uniform predictions, no random logits of large scale.
+
+    timm's default head init is sized for training from scratch; on pretrained features
+    of a thousand dimensions it gives initial losses several times log(classes).
+    """
+    with torch.no_grad():
+        for param in model.get_classifier().parameters():
+            param.zero_()
 
 
 def catalog(names=None, weights_dir=None) -> list[tuple[str, WeightSource]]:

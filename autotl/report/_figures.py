@@ -1,27 +1,41 @@
-"""Plotly figures (and the trials table) drawn from the records in ``_records``.
+"""Plotly figures drawn from the records in ``_records``.
 
-Each function takes DataFrames, not the study, and returns None when there is
-nothing to draw, so the page can say so in one line instead of showing an empty
-plot. Plotly.js reads most labels (trace names, hover text, axis ticks and titles) as
-a small subset of HTML (``<b>``, ``<br>``, entities), so every such label that comes
-from data goes through ``_label`` and shows up literally; parcoords tick text is the
-exception (plotly.js 4.1 sets it as plain text), so it is passed through unchanged.
+Each function takes DataFrames (or the dict of ``best_model_records``), not the
+study, and returns None when there is nothing to draw, so the page can say so in
+one line instead of showing an empty plot. Plotly.js reads most labels (trace
+names, hover text, category ticks, axis titles, annotations) as a small subset of
+HTML (``<b>``, ``<br>``, entities), so every such label that comes from data goes
+through ``_label`` and shows up literally. Everything is SVG (no WebGL traces), so
+the page draws quickly in any browser, with or without a GPU.
 """
 
 from __future__ import annotations
 
 import html
 import math
-import numbers
 from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
 
 _STATE_COLORS = {"complete": "#1f77b4", "pruned": "#999999", "fail": "#d62728", "running": "#2ca02c"}
 _STATE_DASH = {"complete": "solid", "pruned": "dash", "fail": "dot", "running": "solid"}
+_BEST_COLOR = "#ff7f0e"
 _HEIGHT = 420
 _TEMPLATE = "plotly_white"
+_NA = -0.12  # where a trial without a value of a (conditional) param sits on its axis
+_MARGIN = {"t": 30, "b": 50, "l": 60, "r": 20}
+# (column, panel title, kind) for the "score against ..." grid; kind: number, log or category.
+_RECIPE_PANELS = [
+    ("frozen_depth", "frozen depth (share of blocks)", "number"),
+    ("lr", "learning rate", "log"),
+    ("lr_schedule", "schedule", "category"),
+    ("regularizer", "regularizer", "category"),
+    ("regularizer_strength", "regularizer strength", "log"),
+    ("optimizer", "optimizer", "category"),
+]
 
 
 def history_figure(trials: pd.DataFrame, direction: str = "maximize") -> go.Figure | None:
@@ -54,18 +68,56 @@ def history_figure(trials: pd.DataFrame, direction: str = "maximize") -> go.Figu
                 x=complete["number"].astype(int).tolist(),
                 y=best.tolist(),
                 mode="lines",
-                line={"shape": "hv", "color": "#ff7f0e", "width": 2},
+                line={"shape": "hv", "color": _BEST_COLOR, "width": 2},
                 name="best so far",
                 hovertemplate="after trial %{x}<br>best %{y:.4f}<extra></extra>",
             )
         )
-    fig.update_layout(
-        xaxis_title="trial",
-        yaxis_title="score",
-        height=_HEIGHT,
-        margin={"t": 30},
-        template=_TEMPLATE,
+    _layout(fig, xaxis_title="trial", yaxis_title="score")
+    return fig
+
+
+def time_figure(times: pd.DataFrame) -> go.Figure | None:
+    """Best score so far against wall time since the first trial began (minutes or hours)."""
+    times = times[times["best_so_far"].notna()]
+    if times.empty:
+        return None
+    hours = times["elapsed_seconds"].max() / 3600 > 2
+    scale, unit = (3600.0, "hours") if hours else (60.0, "minutes")
+    x = (times["elapsed_seconds"] / scale).round(4).tolist()
+    fig = go.Figure(
+        go.Scatter(
+            x=[0.0] + x,
+            y=[None] + times["best_so_far"].tolist(),
+            mode="lines",
+            line={"shape": "hv", "color": _BEST_COLOR, "width": 2},
+            name="best so far",
+            hovertemplate=f"%{{x:.2f}} {unit}<br>best %{{y:.4f}}<extra></extra>",
+        )
     )
+    for state, group in times.groupby("state", sort=False):
+        scored = group[group["value"].notna()]
+        if scored.empty:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=(scored["elapsed_seconds"] / scale).round(4).tolist(),
+                y=scored["value"].tolist(),
+                mode="markers",
+                name=_label(state) + " trial ends",
+                marker={
+                    "color": _STATE_COLORS.get(state, "#7f7f7f"),
+                    "symbol": "x" if state == "pruned" else "circle",
+                    "size": 7,
+                    "opacity": 0.6,
+                },
+                customdata=scored["number"].astype(int).tolist(),
+                hovertemplate=f"trial %{{customdata}} ended at %{{x:.2f}} {unit}"
+                "<br>score %{y:.4f}<extra></extra>",
+            )
+        )
+    _layout(fig, xaxis_title=f"wall time since the first trial began ({unit})", yaxis_title="score")
+    fig.update_xaxes(rangemode="tozero")
     return fig
 
 
@@ -73,20 +125,22 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
     """Validation accuracy per epoch, one line per trial.
 
     Pruned trials are dashed with an 'x' where they stopped; failed trials are
-    dotted; the best trial is drawn thick.
+    dotted; the best trial is drawn thick and orange, on top.
     """
     curves = curves[curves["val_accuracy"].notna()]
     if curves.empty:
         return None
     fig = go.Figure()
-    for trial, group in curves.groupby("trial", sort=True):
+    groups = list(curves.groupby("trial", sort=True))
+    groups.sort(key=lambda item: best_trial is not None and int(item[0]) == best_trial)  # best last
+    for trial, group in groups:
         trial = int(trial)
         state = str(group["state"].iloc[0])
         is_best = best_trial is not None and trial == best_trial
         name = f"trial {trial}"
         if is_best or state != "complete":
-            name += " (best)" if is_best else f" ({state})"
-        color = "#ff7f0e" if is_best else _STATE_COLORS.get(state, "#7f7f7f")
+            name += " (best)" if is_best else f" ({_label(state)})"
+        color = _BEST_COLOR if is_best else _STATE_COLORS.get(state, "#7f7f7f")
         epochs = group["epoch"].astype(int).tolist()
         accuracy = group["val_accuracy"].tolist()
         fig.add_trace(
@@ -114,17 +168,12 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
                     mode="markers",
                     legendgroup=str(trial),
                     showlegend=False,
-                    marker={"symbol": "x", "size": 11, "color": color},
+                    marker={"symbol": "x", "size": 11, "color": "#d62728"},
                     hovertemplate=name + "<br>pruned after epoch %{x}<extra></extra>",
                 )
             )
-    fig.update_layout(
-        xaxis_title="epoch",
-        yaxis_title="validation accuracy",
-        height=_HEIGHT,
-        margin={"t": 30},
-        template=_TEMPLATE,
-    )
+    _layout(fig, xaxis_title="epoch", yaxis_title="validation accuracy")
+    fig.update_xaxes(dtick=1)
     return fig
 
 
@@ -142,96 +191,312 @@ def importance_figure(importances: pd.DataFrame) -> go.Figure | None:
             hovertemplate="%{y}: %{x:.3f}<extra></extra>",
         )
     )
-    fig.update_layout(
+    _layout(
+        fig,
         xaxis_title="importance (share of explained score variation)",
-        height=max(240, 40 + 28 * len(ordered)),
-        margin={"t": 30, "l": 160},
-        template=_TEMPLATE,
+        height=max(240, 80 + 28 * len(ordered)),
     )
+    fig.update_layout(margin={"l": 180})
+    fig.update_yaxes(type="category")
     return fig
 
 
-def parallel_figure(trials: pd.DataFrame) -> go.Figure | None:
-    """Parallel coordinates over the params and score of complete trials.
+def parallel_figure(trials: pd.DataFrame, best_trial: int | None = None) -> go.Figure | None:
+    """Parallel coordinates over the params and score of complete trials, drawn in SVG.
 
-    Categorical params become integer codes labelled with their values; numeric
-    params spanning more than two decades are drawn as log10; a param missing from
-    some trials (conditional) gets an "n/a" position below its range.
+    One line per trial, coloured by score (the best trial thick and orange, on top).
+    Each axis runs from the lowest to the highest value: categorical params are spread
+    evenly in sorted order, numeric params spanning more than 100x are on a log scale,
+    and a param a trial lacks (conditional) sits at "n/a" below the axis. Plain lines
+    rather than Plotly's WebGL ``parcoords``, so the page draws quickly in any browser.
     """
     complete = trials[(trials["state"] == "complete") & trials["value"].notna()]
+    complete = complete.sort_values("value", kind="stable")  # best lines drawn last, on top
     if complete.empty:
         return None
-    dimensions = []
-    for column in [c for c in complete.columns if c.startswith("param_")]:
-        values = complete[column]
-        if values.isna().all():
-            continue
-        dimensions.append(_dimension(column[len("param_"):], values))
+    axes = [
+        _axis(column[len("param_"):], complete[column])
+        for column in complete.columns
+        if column.startswith("param_") and complete[column].notna().any()
+    ]
+    axes.append(_axis("score", complete["value"]))
     scores = complete["value"].astype(float)
-    dimensions.append({"label": "score", "values": scores.tolist()})
-    fig = go.Figure(
-        go.Parcoords(
-            line={"color": scores.tolist(), "colorscale": "Viridis", "showscale": True},
-            dimensions=dimensions,
+    low, high = scores.min(), scores.max()
+    shades = [0.5 if high == low else (v - low) / (high - low) for v in scores]
+    colors = sample_colorscale("Viridis", shades)
+    fig = go.Figure()
+    for row, (_, trial) in enumerate(complete.iterrows()):
+        number = int(trial["number"])
+        is_best = best_trial is not None and number == best_trial
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(len(axes))),
+                y=[axis["positions"][row] for axis in axes],
+                text=[axis["texts"][row] for axis in axes],
+                mode="lines+markers",
+                line={"color": _BEST_COLOR if is_best else colors[row], "width": 4 if is_best else 1.5},
+                marker={"size": 5 if is_best else 3},
+                opacity=1.0 if is_best else 0.75,
+                name=f"trial {number}" + (" (best)" if is_best else ""),
+                showlegend=is_best,
+                hovertemplate=f"trial {number}<br>%{{text}}<extra></extra>",
+            )
+        )
+    fig.add_trace(  # an invisible trace that only carries the colour bar for the score
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            showlegend=False,
+            hoverinfo="skip",
+            marker={
+                "color": [low, high],
+                "colorscale": "Viridis",
+                "showscale": True,
+                "colorbar": {"title": {"text": "score"}, "thickness": 12},
+            },
         )
     )
-    fig.update_layout(height=_HEIGHT + 40, margin={"t": 60, "l": 60, "r": 60}, template=_TEMPLATE)
+    lowest = -0.15 if any(axis["missing"] for axis in axes) else 0.0
+    for index, axis in enumerate(axes):
+        fig.add_shape(type="line", x0=index, x1=index, y0=lowest, y1=1, line={"color": "#444", "width": 1})
+        for position, text in axis["ticks"]:
+            fig.add_annotation(
+                x=index, y=position, text=text, showarrow=False, xanchor="left", xshift=3,
+                font={"size": 10, "color": "#333"}, bgcolor="rgba(255,255,255,0.7)",
+            )
+    fig.update_xaxes(
+        tickvals=list(range(len(axes))),
+        ticktext=[axis["label"] for axis in axes],
+        side="top",
+        showgrid=False,
+        zeroline=False,
+        range=[-0.3, len(axes) - 0.4],
+    )
+    fig.update_yaxes(visible=False, range=[lowest - 0.05, 1.05])
+    _layout(fig, height=_HEIGHT + 40)
+    fig.update_layout(
+        margin={"t": 70, "l": 20, "r": 20, "b": 20},
+        hovermode="closest",
+        legend={"orientation": "h", "y": -0.02, "x": 1, "xanchor": "right"},
+    )
     return fig
 
 
-def trials_table(trials: pd.DataFrame) -> str:
-    """All trials as a small HTML <table>; every cell is escaped."""
-    if trials.empty:
-        return "<p>No trials.</p>"
-    columns = [c for c in trials.columns if trials[c].notna().any()]
-    if "param_backbone" in columns and trials["param_backbone"].equals(trials["backbone"]):
-        columns.remove("param_backbone")  # the trainer copies it into the backbone column
-    head = "".join(f"<th>{html.escape(_header(c))}</th>" for c in columns)
-    body = []
-    for _, row in trials.iterrows():
-        cells = "".join(f"<td>{html.escape(_cell(row[c]))}</td>" for c in columns)
-        state = html.escape(str(row["state"]), quote=True)
-        body.append(f'<tr class="{state}">{cells}</tr>')
-    return (
-        '<table class="trials">\n<thead><tr>'
-        + head
-        + "</tr></thead>\n<tbody>\n"
-        + "\n".join(body)
-        + "\n</tbody>\n</table>"
+def recipe_figure(configs: pd.DataFrame, best_trial: int | None = None) -> go.Figure | None:
+    """Score of complete trials against frozen depth, learning rate, schedule, regularizer, ...
+
+    One small panel per recipe setting that has values (``_RECIPE_PANELS``); numeric
+    settings are scatter plots (log x when they span more than 20x), categorical ones
+    show every trial as a point over a box. The best trial is an orange star.
+    """
+    complete = configs[(configs["state"] == "complete") & configs["value"].notna()]
+    panels = [p for p in _RECIPE_PANELS if p[0] in complete and complete[p[0]].notna().any()]
+    if complete.empty or not panels:
+        return None
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig = make_subplots(
+        rows=rows,
+        cols=columns,
+        subplot_titles=[title for _, title, _ in panels],
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        vertical_spacing=0.16,
     )
+    best = complete[complete["number"] == best_trial] if best_trial is not None else complete.iloc[:0]
+    for index, (column, title, kind) in enumerate(panels):
+        row, col = index // columns + 1, index % columns + 1
+        frame = complete[complete[column].notna()]
+        if column == "regularizer_strength" and "regularizer" in frame:
+            frame = frame[frame["regularizer"] != "none"]  # strength means nothing without one
+        hover = "trial %{customdata}<br>" + _label(title) + " %{x}<br>score %{y:.4f}<extra></extra>"
+        if kind == "category":
+            x = [_label(v) for v in frame[column]]
+            fig.add_trace(
+                go.Box(
+                    x=x,
+                    y=frame["value"].tolist(),
+                    boxpoints="all",
+                    jitter=0.4,
+                    pointpos=0,
+                    marker={"color": "#1f77b4", "size": 6, "opacity": 0.7},
+                    line={"color": "#c7d7e8"},
+                    fillcolor="rgba(0,0,0,0)",
+                    customdata=frame["number"].astype(int).tolist(),
+                    hovertemplate=hover,
+                    showlegend=False,
+                ),
+                row=row,
+                col=col,
+            )
+            fig.update_xaxes(type="category", row=row, col=col)
+        else:
+            fig.add_trace(
+                go.Scatter(
+                    x=frame[column].tolist(),
+                    y=frame["value"].tolist(),
+                    mode="markers",
+                    marker={"color": "#1f77b4", "size": 7, "opacity": 0.7},
+                    customdata=frame["number"].astype(int).tolist(),
+                    text=[_label(v) for v in frame["regularizer"]] if "regularizer" in frame else None,
+                    hovertemplate=hover.replace("%{x}", "%{x:.3g}").replace("<br>score", " (%{text})<br>score")
+                    if column == "regularizer_strength"
+                    else hover.replace("%{x}", "%{x:.3g}"),
+                    showlegend=False,
+                ),
+                row=row,
+                col=col,
+            )
+            low, high = frame[column].min(), frame[column].max()
+            if kind == "log" and len(frame) and low > 0 and high / low > 20:
+                fig.update_xaxes(type="log", row=row, col=col)
+        shown = best[best[column].notna()] if not best.empty else best
+        if column == "regularizer_strength" and not shown.empty:
+            shown = shown[shown["regularizer"] != "none"]
+        if not shown.empty:
+            fig.add_trace(
+                go.Scatter(
+                    x=[_label(v) for v in shown[column]] if kind == "category" else shown[column].tolist(),
+                    y=shown["value"].tolist(),
+                    mode="markers",
+                    marker={"color": _BEST_COLOR, "symbol": "star", "size": 14},
+                    name="best trial",
+                    showlegend=index == 0,
+                    hovertemplate=f"best trial {best_trial}<br>score %{{y:.4f}}<extra></extra>",
+                ),
+                row=row,
+                col=col,
+            )
+    fig.update_yaxes(title_text="score", col=1)
+    _layout(fig, height=60 + 300 * rows)
+    fig.update_layout(margin={"t": 50}, legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
+    return fig
 
 
-def _dimension(name: str, values: pd.Series) -> dict[str, Any]:
-    """One Parcoords axis for a param column."""
+def backbone_figure(configs: pd.DataFrame, backbones: pd.DataFrame) -> go.Figure | None:
+    """Per backbone: the scores of its complete trials (left) and mean seconds per trial (right)."""
+    if backbones.empty:
+        return None
+    order = [_label(name) for name in backbones["backbone"]]
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["score of complete trials", "seconds per trial (all trials)"],
+        horizontal_spacing=0.12,
+    )
+    complete = configs[(configs["state"] == "complete") & configs["value"].notna()]
+    fig.add_trace(
+        go.Box(
+            x=[_label(v) for v in complete["backbone"]],
+            y=complete["value"].tolist(),
+            boxpoints="all",
+            jitter=0.4,
+            pointpos=0,
+            marker={"color": "#1f77b4", "size": 6},
+            line={"color": "#9ab8d6"},
+            customdata=complete["number"].astype(int).tolist(),
+            hovertemplate="trial %{customdata}<br>%{x}<br>score %{y:.4f}<extra></extra>",
+            showlegend=False,
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=order,
+            y=backbones["seconds_per_trial"].tolist(),
+            marker={"color": "#8c564b"},
+            text=[f"{n} trial{'s' if n != 1 else ''}" for n in backbones["trials"]],
+            textposition="auto",
+            hovertemplate="%{x}<br>%{y:.1f} s per trial (%{text})<extra></extra>",
+            showlegend=False,
+        ),
+        row=1,
+        col=2,
+    )
+    for col in (1, 2):
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=order, row=1, col=col)
+    fig.update_yaxes(title_text="score", row=1, col=1)
+    fig.update_yaxes(title_text="seconds", row=1, col=2)
+    _layout(fig, height=_HEIGHT)
+    fig.update_layout(margin={"t": 50})
+    return fig
+
+
+def confusion_figure(best: dict[str, Any] | None) -> go.Figure | None:
+    """The best model's confusion matrix on validation images; colour is the share of each true class."""
+    if not best or best.get("confusion") is None or best["confusion"].empty:
+        return None
+    counts = best["confusion"]
+    names = [_label(name) for name in counts.index]
+    totals = counts.sum(axis=1).replace(0, 1)
+    shares = counts.div(totals, axis=0).round(4)
+    n = len(names)
+    fig = go.Figure(
+        go.Heatmap(
+            z=shares.values.tolist(),
+            x=names,
+            y=names,
+            customdata=counts.values.tolist(),
+            text=counts.values.tolist(),
+            texttemplate="%{text}" if n <= 20 else None,
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": {"text": "share of<br>true class"}},
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata} images "
+            "(%{z:.0%} of the true class)<extra></extra>",
+        )
+    )
+    side = min(900, max(380, 160 + 32 * n))
+    _layout(fig, xaxis_title="predicted class", yaxis_title="true class", height=side)
+    fig.update_layout(margin={"l": 140, "b": 120}, width=None)
+    fig.update_xaxes(type="category", tickangle=-45 if n > 6 else 0, constrain="domain")
+    fig.update_yaxes(type="category", autorange="reversed", scaleanchor="x", constrain="domain")
+    return fig
+
+
+def _layout(fig: go.Figure, *, height: int = _HEIGHT, **titles: str) -> None:
+    fig.update_layout(height=height, margin=_MARGIN, template=_TEMPLATE, **titles)
+
+
+def _axis(name: str, values: pd.Series, max_ticks: int = 12) -> dict[str, Any]:
+    """One parallel-coordinates axis: each trial's position in [0, 1] (``_NA`` when it lacks
+    the value), hover text per trial, and the tick labels to write along the axis."""
     present = values.dropna()
     numeric = pd.to_numeric(present, errors="coerce")
-    is_numeric = numeric.notna().all() and not any(isinstance(v, bool) for v in present)
-    if not is_numeric:
-        codes = sorted({str(v) for v in present})
-        lookup = {text: code for code, text in enumerate(codes)}
-        mapped = [lookup[str(v)] if not _missing(v) else -1 for v in values]
-        ticktext = list(codes)  # parcoords tick text is drawn literally, not as markup
-        tickvals = list(range(len(codes)))
-        if any(_missing(v) for v in values):
-            tickvals, ticktext = [-1] + tickvals, ["n/a"] + ticktext
-        return {"label": _label(name), "values": mapped, "tickvals": tickvals, "ticktext": ticktext}
-
-    axis_values = pd.to_numeric(values, errors="coerce").astype(float)
     label = name
-    low, high = numeric.min(), numeric.max()
-    if low > 0 and high / low > 100:
-        axis_values = axis_values.map(math.log10)
-        label = f"log10({name})"
-    dimension: dict[str, Any] = {"label": _label(label)}
-    if axis_values.isna().any():
-        low, high = axis_values.min(), axis_values.max()
-        spread = (high - low) or 1.0
-        missing_at = low - 0.2 * spread
-        axis_values = axis_values.fillna(missing_at)
-        dimension["tickvals"] = [missing_at, low, high] if high != low else [missing_at, low]
-        dimension["ticktext"] = ["n/a"] + [f"{v:.3g}" for v in dimension["tickvals"][1:]]
-    dimension["values"] = axis_values.tolist()
-    return dimension
+    if numeric.notna().all() and not any(isinstance(v, bool) for v in present):
+        low, high = float(numeric.min()), float(numeric.max())
+        log = low > 0 and high / low > 100
+        scale = math.log10 if log else float
+        span = scale(high) - scale(low)
+        label = f"{name} (log)" if log else name
+
+        def position(value: Any) -> float:
+            return 0.5 if span == 0 else (scale(float(value)) - scale(low)) / span
+
+        middle = 10 ** ((scale(low) + scale(high)) / 2) if log else (low + high) / 2
+        ticks = [(position(v), f"{v:.3g}") for v in ([low, middle, high] if span else [low])]
+        texts = [f"{float(v):.4g}" for v in values.fillna(0)]
+    else:
+        codes = sorted({str(v) for v in present})
+
+        def position(value: Any) -> float:
+            return 0.5 if len(codes) == 1 else codes.index(str(value)) / (len(codes) - 1)
+
+        step = max(1, math.ceil(len(codes) / max_ticks))
+        ticks = [(position(code), code) for code in codes[::step]]
+        texts = [str(v) for v in values]
+    missing = [_missing(v) for v in values]
+    return {
+        "label": _label(label),
+        "positions": [_NA if gone else round(position(v), 5) for v, gone in zip(values, missing)],
+        "texts": [_label(f"{name} {'n/a' if gone else text}") for text, gone in zip(texts, missing)],
+        "ticks": [(round(p, 5), _label(t)) for p, t in ticks] + ([(_NA, "n/a")] if any(missing) else []),
+        "missing": any(missing),
+    }
 
 
 def _missing(value: Any) -> bool:
@@ -241,20 +506,3 @@ def _missing(value: Any) -> bool:
 def _label(text: Any) -> str:
     """Escape a data string so plotly.js shows it literally instead of as markup."""
     return html.escape(str(text), quote=False)
-
-
-def _header(column: str) -> str:
-    return column[len("param_"):] if column.startswith("param_") else column.replace("_", " ")
-
-
-def _cell(value: Any) -> str:
-    """Short text for one table cell: blanks for missing, 4 significant digits for floats."""
-    if value is None or value is pd.NA:
-        return ""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, numbers.Integral):
-        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
-    if isinstance(value, numbers.Real):
-        return "" if math.isnan(value) else f"{float(value):.4g}"
-    return str(value)

@@ -1,22 +1,27 @@
 """Assemble the records and figures into one self-contained HTML page.
 
 The page works offline: plotly.js is embedded once in <head> and every figure is
-a <div> plus a small script that draws into it. Strings that come from the user
-or the data (paths, class names, params, errors) are escaped with ``html.escape``
-before they go into markup. Figure data is safe inside its <script> because
-Plotly's JSON encoder (plotly/io/_json.py, ``_safe``) writes ``<``, ``>`` and ``/``
-as ``\\u003c``, ``\\u003e`` and ``\\u002f``, so no ``</script>`` can appear in it;
-``tests/test_report.py`` checks this still holds.
+a <div> plus a small script that draws into it; tables and the image gallery are
+plain HTML, and a few lines of vanilla JS sort a table when a header is clicked.
+Strings that come from the user or the data (paths, class names, params, errors)
+are escaped with ``html.escape`` before they go into markup. Figure data is safe
+inside its <script> because Plotly's JSON encoder (plotly/io/_json.py, ``_safe``)
+writes ``<``, ``>`` and ``/`` as ``\\u003c``, ``\\u003e`` and ``\\u002f``, so no
+``</script>`` can appear in it; ``tests/test_report.py`` checks this still holds.
+The page is a function of the storage alone: no clock, no file system, no randomness.
 """
 
 from __future__ import annotations
 
 import html
+import math
+import numbers
 import os
 import pathlib
 from typing import Any
 
 import optuna
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
@@ -24,16 +29,67 @@ from autotl.report import _figures, _records
 
 _CONFIG = {"displaylogo": False, "responsive": True}
 _MAX_CLASSES_SHOWN = 40
+_MAX_ERROR_IN_TABLE = 120
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; padding: 0 1rem; color: #222; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.5rem; border-bottom: 1px solid #ddd; }
-p.caption { color: #555; margin-top: 0; } p.note { font-style: italic; color: #777; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.3rem; margin-top: 2.5rem; border-bottom: 1px solid #ddd; }
+h3 { font-size: 1.05rem; margin: 1.6rem 0 0.2rem; }
+p.caption { color: #444; margin-top: 0; } p.sub { color: #666; margin: 0 0 0.3rem; font-size: 0.9rem; }
+p.note { font-style: italic; color: #777; } p.lead { color: #666; margin-top: 0; }
 table { border-collapse: collapse; font-size: 0.85rem; }
 th, td { border: 1px solid #ddd; padding: 0.2rem 0.5rem; text-align: left; vertical-align: top; }
 table.summary th { background: #f5f5f5; white-space: nowrap; }
-table.trials { display: block; overflow-x: auto; }
-table.trials th { background: #f5f5f5; position: sticky; top: 0; }
-tr.pruned { color: #777; } tr.fail { color: #b00; }
+table.sortable { display: block; overflow: auto; max-height: 40rem; }
+table.sortable th { background: #f5f5f5; position: sticky; top: 0; cursor: pointer; user-select: none; white-space: nowrap; }
+table.sortable th[aria-sort=ascending]::after { content: " \\25B2"; }
+table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.pruned { color: #777; } tr.fail { color: #b00; } tr.best { background: #fff3e0; font-weight: 600; }
+.gallery { display: flex; flex-wrap: wrap; gap: 0.6rem; }
+.gallery figure { margin: 0; width: 104px; font-size: 0.75rem; text-align: center; overflow-wrap: anywhere; }
+.gallery img, .gallery .missing { width: 96px; height: 96px; image-rendering: pixelated; border: 1px solid #ccc; }
+.gallery .missing { display: inline-block; background: #eee; }
+ul.errors pre { white-space: pre-wrap; margin: 0.2rem 0 0.8rem; background: #fbeaea; padding: 0.4rem; }
+.plotly-graph-div { margin-bottom: 0.5rem; }
+"""
+# Click a header of a table.sortable to sort by it (again to reverse); blanks stay last.
+_SORT_JS = """
+(function () {
+  function key(cell) { var v = cell.getAttribute('data-v'); return v === null ? cell.textContent.trim() : v; }
+  document.querySelectorAll('table.sortable').forEach(function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
+      th.title = 'click to sort';
+      th.addEventListener('click', function () {
+        var col = th.cellIndex, body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+        var dir = th.getAttribute('aria-sort') === 'ascending' ? -1 : 1;
+        Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) { h.removeAttribute('aria-sort'); });
+        th.setAttribute('aria-sort', dir === 1 ? 'ascending' : 'descending');
+        rows.sort(function (a, b) {
+          var x = key(a.cells[col]), y = key(b.cells[col]);
+          if (x === '' || y === '') { return (x === '') - (y === ''); }
+          var nx = Number(x), ny = Number(y);
+          return dir * (isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny);
+        });
+        rows.forEach(function (row) { body.appendChild(row); });
+      });
+    });
+  });
+})();
+"""
+# Marks <body data-plots="N" data-plots-drawn="M" data-drawn-ms="T"> once Plotly has drawn (T ms
+# after navigation began), for the browser test and anyone curious.
+_DRAWN_JS = """
+window.addEventListener('load', function () {
+  var divs = document.querySelectorAll('.plotly-graph-div'), tries = 0;
+  document.body.dataset.plots = divs.length;
+  (function check() {
+    var drawn = 0;
+    divs.forEach(function (div) { if (div.querySelector('svg.main-svg')) { drawn += 1; } });
+    document.body.dataset.plotsDrawn = drawn;
+    if (drawn === divs.length) { document.body.dataset.drawnMs = Math.round(performance.now()); }
+    else if (++tries < 100) { setTimeout(check, 100); }
+  })();
+});
 """
 
 
@@ -57,28 +113,43 @@ def render(study: optuna.Study) -> str:
     info = _records.summary(study)
     trials = _records.trial_records(study)
     curves = _records.curve_records(study)
+    configs = _records.config_records(study)
+    times = _records.time_records(study)
+    backbones = _records.backbone_records(configs)
     importances, why_no_importances = _records.param_importances(study)
-    title = f"autotl report: {info['study_name']}"
+    best = _records.best_model_records(study)
+    dataset = _dataset(info)
+    title = f"autotl report: {dataset.get('path') or info['study_name']}"
 
     sections = [
+        _summary_section(info),
         _section(
             "history",
-            "Optimization history",
-            "Each marker is one trial's score (x = pruned, at its last reported value); the "
-            "step line is the best so far, and a line that stays flat means later trials "
-            "stopped improving.",
-            _figure_or_note(
+            "2. Optimization history",
+            "Is the search still finding better recipes? A best-so-far line that has gone flat "
+            "says more trials (or another hour) would likely buy little.",
+            _figure_block(
+                "Score of each trial, in the order they ran",
+                "Markers are trials (x = pruned, at its last reported score); the orange step "
+                "line is the best complete score so far.",
                 _figures.history_figure(trials, info["direction"]),
                 "history",
                 "No trial has a score yet.",
             ),
+            _figure_block(
+                "Best score against wall time",
+                _time_note(times),
+                _figures.time_figure(times),
+                "time",
+                "No trial has completed yet.",
+            ),
         ),
         _section(
             "curves",
-            "Learning curves",
-            "Validation accuracy after each epoch: dashed lines were pruned (x marks where), "
-            "dotted lines failed, the thick line is the best trial; curves still rising at "
-            "the end suggest more epochs would help.",
+            "3. Learning curves",
+            "Validation accuracy after each epoch of every trial: dashed grey lines were pruned "
+            "(red x where they stopped), dotted lines failed, the thick orange line is the best "
+            "trial; curves still rising at the end suggest more epochs would help.",
             _figure_or_note(
                 _figures.curves_figure(curves, info["best_trial"]),
                 "curves",
@@ -86,34 +157,51 @@ def render(study: optuna.Study) -> str:
             ),
         ),
         _section(
-            "importance",
-            "Parameter importances",
-            "How much of the variation in score across complete trials each parameter "
-            "explains (Optuna's default importance evaluator); the longest bar is the "
-            "choice that mattered most.",
-            _figure_or_note(
+            "mattered",
+            "4. What mattered",
+            "Which choices moved the score: the longest importance bar first, then how the score "
+            "changes with each setting and with each backbone (complete trials only).",
+            _figure_block(
+                "Parameter importances",
+                "Share of the score's variation across complete trials that each sampled "
+                "parameter explains (fANOVA); conditional parameters are left out.",
                 _figures.importance_figure(importances),
                 "importance",
                 f"No parameter importances: {why_no_importances}",
             ),
-        ),
-        _section(
-            "parallel",
-            "Parameters of complete trials",
-            "One line per complete trial, coloured by score; follow the bright lines to see "
-            "which values the best trials share (drag along an axis to filter).",
-            _figure_or_note(
-                _figures.parallel_figure(trials),
+            _figure_block(
+                "Parallel coordinates",
+                "One line per complete trial, coloured by score (the best one orange); follow the "
+                "bright lines to see which values the best trials share.",
+                _figures.parallel_figure(trials, info["best_trial"]),
                 "parallel",
                 "No trial has completed yet.",
             ),
+            _figure_block(
+                "Score against the recipe",
+                "Each point is a complete trial; the orange star is the best one. A cloud that "
+                "rises to one side shows the direction to search next.",
+                _figures.recipe_figure(configs, info["best_trial"]),
+                "recipe",
+                "No complete trial stored its recipe.",
+            ),
+            _figure_block(
+                "Backbones",
+                "Score and cost of each backbone: a slightly lower score at a fraction of the "
+                "seconds per trial may be the better deal.",
+                _figures.backbone_figure(configs, backbones),
+                "backbones",
+                "No trial stored its backbone.",
+            ),
         ),
+        _best_model_section(best, info),
         _section(
             "trials",
-            "All trials",
-            "Every trial with its state, score, cost and why it ended; failed trials show "
-            "their error.",
-            _figures.trials_table(trials),
+            "6. All trials",
+            "Every trial with its state, score, cost and parameters; click a column header to "
+            "sort, and see the errors of failed trials below the table.",
+            _trials_table(trials, info["best_trial"]),
+            _errors(trials),
         ),
     ]
     return "\n".join(
@@ -122,6 +210,7 @@ def render(study: optuna.Study) -> str:
             '<html lang="en">',
             "<head>",
             '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{html.escape(title)}</title>",
             f"<style>{_STYLE}</style>",
             "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>",
@@ -129,8 +218,11 @@ def render(study: optuna.Study) -> str:
             "</head>",
             "<body>",
             f"<h1>{html.escape(title)}</h1>",
-            _summary_section(info),
+            f'<p class="lead">Study {html.escape(info["study_name"])!s}; built from its storage alone '
+            "(rebuild it with <code>autotl report RUN_DIR</code>).</p>",
             *sections,
+            f"<script>{_SORT_JS}</script>",
+            f"<script>{_DRAWN_JS}</script>",
             "</body>",
             "</html>",
             "",
@@ -149,68 +241,315 @@ def _figure_or_note(fig: go.Figure | None, div_id: str, note: str) -> str:
     return figure_html(fig, "figure-" + div_id)
 
 
-def _section(section_id: str, title: str, caption: str, body: str) -> str:
+def _figure_block(title: str, caption: str, fig: go.Figure | None, div_id: str, note: str) -> str:
+    """A titled sub-part of a section: heading, one-line caption, then the figure or a note."""
     return (
-        f'<section id="{section_id}">\n<h2>{html.escape(title)}</h2>\n'
-        f'<p class="caption">{html.escape(caption)}</p>\n{body}\n</section>'
+        f"<h3>{html.escape(title)}</h3>\n<p class=\"sub\">{html.escape(caption)}</p>\n"
+        + _figure_or_note(fig, div_id, note)
     )
 
 
+def _section(section_id: str, title: str, caption: str, *body: str) -> str:
+    parts = "\n".join(body)
+    return (
+        f'<section id="{section_id}">\n<h2>{html.escape(title)}</h2>\n'
+        f'<p class="caption">{html.escape(caption)}</p>\n{parts}\n</section>'
+    )
+
+
+def _dataset(info: dict[str, Any]) -> dict[str, Any]:
+    dataset = info["user_attrs"].get("dataset")
+    return dataset if isinstance(dataset, dict) else {}
+
+
 def _summary_section(info: dict[str, Any]) -> str:
-    """Dataset, run settings, outcome and where the model is, as a two-column table."""
+    """Dataset, run settings, outcome, the best recipe in words and where the model is."""
     attrs = info["user_attrs"]
-    dataset = attrs.get("dataset") if isinstance(attrs.get("dataset"), dict) else {}
-    classes = dataset.get("classes")
+    dataset = _dataset(info)
+    images = ", ".join(
+        f"{split} {_text(dataset.get('n_' + key))}"
+        for split, key in (("train", "train"), ("validation", "val"), ("test", "test"))
+    )
+    if dataset.get("skipped"):
+        images += f" ({_text(dataset.get('skipped'))} unreadable files skipped)"
+    best_value = info["best_value"]
+    if info["best_trial"] is None:
+        best_score = "no trial completed yet"
+    else:
+        metrics = info["best_metrics"]
+        extra = [
+            f"{name.replace('_', '-')} {_text(metrics.get(key))}"
+            for key, name in (("macro_f1", "macro_F1"), ("loss", "val_loss"))
+            if metrics.get(key) is not None
+        ]
+        if metrics.get("epoch") is not None:
+            extra.append(f"at epoch {_text(metrics.get('epoch'))}")
+        best_score = f"{_text(best_value)} (trial {info['best_trial']}" + (
+            "; " + ", ".join(extra) if extra else ""
+        ) + ")"
+    if info["best_trial"] is None:
+        recipe = "none yet"
+    elif info["best_words"]:
+        recipe = info["best_words"]
+    else:
+        recipe = ", ".join(f"{name} {_text(value)}" for name, value in info["best_params"].items())
+    model = info["model_dir"]
+    if model is None:
+        where = "not exported yet"
+    else:
+        where = f"{model}/ in the run directory"
+        if info["model_trial"] is not None:
+            where += f" (trial {info['model_trial']}); load it with autotl.load_model(\"RUN_DIR/{model}\")"
     rows = [
         ("Dataset", _text(dataset.get("path"))),
-        ("Classes", _classes(classes)),
-        (
-            "Images",
-            ", ".join(
-                f"{split} {_text(dataset.get('n_' + split))}" for split in ("train", "val", "test")
-            ),
-        ),
-        (
-            "Validation fraction / seed",
-            f"{_text(dataset.get('val_fraction'))} / {_text(dataset.get('seed'))}",
-        ),
+        ("Classes", _classes(dataset.get("classes"))),
+        ("Images per split", images),
         ("Device", _text(attrs.get("device"))),
-        ("Search space", _text(attrs.get("space"))),
         (
             "Budget",
             f"{_text(attrs.get('n_trials'))} trials, timeout {_timeout(attrs.get('timeout'))}, "
-            f"up to {_text(attrs.get('max_epochs'))} epochs per trial",
+            f"up to {_text(attrs.get('max_epochs'))} epochs per trial; search space "
+            f"{_text(attrs.get('space'))}",
         ),
-        ("Started", _text(attrs.get("started_at"))),
+        ("Wall time", _wall_time(info)),
         (
             "Trials",
-            f"{info['n_trials']} in total: {info['complete']} completed, {info['pruned']} pruned, "
-            f"{info['failed']} failed, {info['running']} running",
+            f"{info['complete']} completed, {info['pruned']} pruned, {info['failed']} failed"
+            + (f", {info['running']} running" if info["running"] else "")
+            + f" ({info['n_trials']} in total)",
         ),
-        (
-            "Best score",
-            "no trial completed"
-            if info["best_trial"] is None
-            else f"{_text(info['best_value'])} (trial {info['best_trial']}, {info['direction']})",
-        ),
-        ("Exported model", _text(attrs.get("model_dir"), missing="not exported")),
+        ("Best score", best_score),
+        ("Best configuration", recipe),
+        ("Exported model", where),
     ]
     body = "\n".join(
         f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>" for name, value in rows
     )
-    best_params = info["best_params"]
-    if best_params:
-        params = "\n".join(
+    params = ""
+    if info["best_params"]:
+        cells = "\n".join(
             f"<tr><th>{html.escape(str(name))}</th><td>{html.escape(_text(value))}</td></tr>"
-            for name, value in best_params.items()
+            for name, value in info["best_params"].items()
         )
-        config = f"<h3>Best configuration</h3>\n<table class=\"summary\">\n{params}\n</table>"
-    else:
-        config = ""
-    return (
-        '<section id="summary">\n<h2>Summary</h2>\n'
-        f'<table class="summary">\n{body}\n</table>\n{config}\n</section>'
+        params = (
+            "<details><summary>Optuna parameters of the best trial</summary>\n"
+            f'<table class="summary">\n{cells}\n</table>\n</details>'
+        )
+    return _section(
+        "summary",
+        "1. Summary",
+        "What was searched, on which data and hardware, and what won: the best recipe in words "
+        "and where its exported model is.",
+        f'<table class="summary">\n{body}\n</table>',
+        params,
     )
+
+
+def _best_model_section(best: dict[str, Any] | None, info: dict[str, Any]) -> str:
+    """Confusion matrix, per-class metrics and misclassified thumbnails of the exported model."""
+    caption = (
+        "Where the exported model still errs on validation images: the off-diagonal cells of the "
+        "confusion matrix, the classes with the lowest F1, and the images it got wrong."
+    )
+    if best is None:
+        return _section(
+            "best-model",
+            "5. The best model up close",
+            caption,
+            '<p class="note">No analysis of the best model is stored yet (no trial completed, '
+            "or the search did not export one).</p>",
+        )
+    trial = best["trial"] if best["trial"] is not None else info["best_trial"]
+    lead = f"Exported model of trial {_text(trial)}, on {_text(best['n_val'])} validation images."
+    per_class = best["per_class"]
+    if per_class.empty:
+        table = '<p class="note">No per-class metrics stored.</p>'
+    else:
+        table = _table(
+            ["class", "precision", "recall", "F1", "support"],
+            [
+                [_cell(row[c]) for c in _records.PER_CLASS_COLUMNS]
+                for _, row in per_class.iterrows()
+            ],
+        )
+    return _section(
+        "best-model",
+        "5. The best model up close",
+        caption,
+        f'<p class="sub">{html.escape(lead)}</p>',
+        _figure_block(
+            "Confusion matrix",
+            "Rows are the true class, columns the predicted one; counts in the cells, colour is "
+            "the share of the true class, so a perfect model is a dark diagonal.",
+            _figures.confusion_figure(best),
+            "confusion",
+            "No confusion matrix stored.",
+        ),
+        "<h3>Per-class precision, recall and F1</h3>\n"
+        '<p class="sub">Sort by F1 to find the classes that need more (or cleaner) images.</p>\n'
+        + table,
+        "<h3>Misclassified validation images</h3>\n"
+        '<p class="sub">The most confident mistakes first: look for mislabelled images and '
+        "look-alike classes.</p>\n" + _gallery(best["misclassified"]),
+    )
+
+
+def _gallery(items: list[dict[str, Any]]) -> str:
+    """Thumbnails with true and predicted labels; only base64 PNG data URIs become images."""
+    if not items:
+        return '<p class="note">No validation image was misclassified.</p>'
+    figures = []
+    for item in items:
+        thumbnail = item["thumbnail"]
+        if thumbnail is not None and _records.safe_thumbnail(thumbnail):
+            image = f'<img src="{html.escape(thumbnail, quote=True)}" alt="misclassified image">'
+        else:
+            image = '<span class="missing" title="no thumbnail stored"></span>'
+        probability = item["probability"]
+        sure = f" ({probability:.0%})" if probability is not None else ""
+        figures.append(
+            f"<figure>{image}<figcaption>true: {html.escape(item['true'])}<br>"
+            f"predicted: {html.escape(item['predicted'])}{html.escape(sure)}</figcaption></figure>"
+        )
+    return '<div class="gallery">\n' + "\n".join(figures) + "\n</div>"
+
+
+def _trials_table(trials: pd.DataFrame, best_trial: int | None) -> str:
+    """Every trial: state, score, best epoch, time, end reason and every parameter; sortable."""
+    if trials.empty:
+        return '<p class="note">No trials yet.</p>'
+    fixed = [
+        ("number", "trial"),
+        ("state", "state"),
+        ("value", "score"),
+        ("best_epoch", "best epoch"),
+        ("epochs_run", "epochs"),
+        ("wall_seconds", "time (s)"),
+        ("backbone", "backbone"),
+        ("params_trainable", "trainable params"),
+        ("end_reason", "end reason"),
+    ]
+    params = [c for c in trials.columns if c.startswith("param_") and trials[c].notna().any()]
+    if "param_backbone" in params and trials["param_backbone"].equals(trials["backbone"]):
+        params.remove("param_backbone")  # the trainer copies it into the backbone column
+    columns = [(c, h) for c, h in fixed if trials[c].notna().any()]
+    columns += [(c, c[len("param_"):]) for c in params]
+    if trials["error"].notna().any():
+        columns.append(("error", "error"))
+    rows, classes = [], []
+    for _, row in trials.iterrows():
+        cells = []
+        for column, _ in columns:
+            text = _cell(row[column])
+            if column == "error" and len(text) > _MAX_ERROR_IN_TABLE:
+                text = text[: _MAX_ERROR_IN_TABLE - 1] + "\u2026"
+            cells.append(text)
+        rows.append(cells)
+        best = best_trial is not None and int(row["number"]) == best_trial
+        classes.append(str(row["state"]) + (" best" if best else ""))
+    sort_keys = [
+        [_sort_key(row[column]) for column, _ in columns] for _, row in trials.iterrows()
+    ]
+    return _table([h for _, h in columns], rows, sort_keys=sort_keys, row_classes=classes)
+
+
+def _errors(trials: pd.DataFrame) -> str:
+    failed = trials[trials["error"].notna()]
+    if failed.empty:
+        return ""
+    items = "\n".join(
+        f"<li>trial {int(row['number'])} ({html.escape(str(row['state']))}):"
+        f"<pre>{html.escape(str(row['error']))}</pre></li>"
+        for _, row in failed.iterrows()
+    )
+    return f'<h3>Errors of failed trials</h3>\n<ul class="errors">\n{items}\n</ul>'
+
+
+def _table(
+    headers: list[str],
+    rows: list[list[str]],
+    sort_keys: list[list[str | None]] | None = None,
+    row_classes: list[str] | None = None,
+) -> str:
+    """A sortable <table>; every header, cell, sort key and row class is escaped here."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = []
+    for index, cells in enumerate(rows):
+        keys = sort_keys[index] if sort_keys else [None] * len(cells)
+        tds = []
+        for text, key in zip(cells, keys):
+            numeric = key is not None or _looks_numeric(text)
+            attrs = ' class="num"' if numeric and text else ""
+            if key:  # a blank cell sorts by its (empty) text
+                attrs += f' data-v="{html.escape(key, quote=True)}"'
+            tds.append(f"<td{attrs}>{html.escape(text)}</td>")
+        css = f' class="{html.escape(row_classes[index], quote=True)}"' if row_classes else ""
+        body.append(f"<tr{css}>{''.join(tds)}</tr>")
+    return (
+        f'<table class="sortable">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
+        + "\n".join(body)
+        + "\n</tbody>\n</table>"
+    )
+
+
+def _sort_key(value: Any) -> str | None:
+    """A numeric cell's exact value for sorting ('' when missing); None for text cells."""
+    if value is None or value is pd.NA or isinstance(value, bool):
+        return "" if value is None or value is pd.NA else None
+    if isinstance(value, numbers.Real):
+        return "" if math.isnan(float(value)) else repr(float(value))
+    return None
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text.replace(",", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def _time_note(times: pd.DataFrame) -> str:
+    """One line on how the best score moved over the second half of the run, from the records."""
+    base = (
+        "The step line is the best complete score against wall time; a line still climbing at the "
+        "right means more time would likely buy more, a flat one that it would buy little."
+    )
+    scored = times[times["best_so_far"].notna()]
+    if scored.empty:
+        return base
+    total = float(times["elapsed_seconds"].max())
+    final = float(scored["best_so_far"].iloc[-1])
+    before = scored[scored["elapsed_seconds"] <= total / 2]["best_so_far"]
+    improved = scored[scored["best_so_far"] != scored["best_so_far"].shift()]
+    last = float(improved["elapsed_seconds"].iloc[-1])
+    if before.empty:
+        change = "no trial had completed by half time"
+    else:
+        change = f"the best score went from {float(before.iloc[-1]):.4f} to {final:.4f}"
+    return (
+        f"{base} Over the second half of the run (the last {_duration(total / 2)}) {change}; the "
+        f"last improvement came {_duration(last)} in, of {_duration(total)}."
+    )
+
+
+def _wall_time(info: dict[str, Any]) -> str:
+    if info["wall_seconds"] is None:
+        return "no trial has finished yet"
+    text = f"{_duration(info['wall_seconds'])} from the first trial's start to the last trial's end"
+    if info["trial_seconds"] is not None:
+        text += f" ({_duration(info['trial_seconds'])} inside trials)"
+    if info["first_start"]:
+        text += f"; first trial started {info['first_start']}"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _classes(classes: Any) -> str:
@@ -226,9 +565,22 @@ def _timeout(timeout: Any) -> str:
     if timeout is None:
         return "none"
     try:
-        return f"{float(timeout):g} s"
+        return _duration(float(timeout))
     except (TypeError, ValueError):
         return str(timeout)
+
+
+def _cell(value: Any) -> str:
+    """Short text for one table cell: blanks for missing, 4 significant digits for floats."""
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
+    if isinstance(value, numbers.Real):
+        return "" if math.isnan(value) else f"{float(value):.4g}"
+    return str(value)
 
 
 def _text(value: Any, missing: str = "unknown") -> str:

@@ -3,12 +3,14 @@
 Everything the report shows is computed here first, as plain pandas DataFrames and
 dicts, so it can be checked (and reused, e.g. in a notebook) without any drawing.
 The only input is an ``optuna.Study`` loaded from storage; every key the trainer
-writes may be missing, because a trial can die at any point.
+writes may be missing, because a trial can die at any point. Nothing here reads the
+clock or the file system, so the same storage always gives the same records.
 """
 
 from __future__ import annotations
 
 import math
+import pathlib
 from typing import Any
 
 import optuna
@@ -38,7 +40,28 @@ CURVE_COLUMNS = [
     "train_loss",
     "seconds",
 ]
+CONFIG_COLUMNS = [
+    "backbone",
+    "resolution_scale",
+    "frozen_depth",
+    "optimizer",
+    "lr",
+    "lr_schedule",
+    "warmup_epochs",
+    "layer_decay",
+    "regularizer",
+    "regularizer_strength",
+    "batch_size",
+    "augment_strength",
+    "max_epochs",
+]
+TIME_COLUMNS = ["number", "state", "value", "elapsed_seconds", "best_so_far"]
+BACKBONE_COLUMNS = ["backbone", "trials", "complete", "best", "median", "seconds_per_trial"]
+PER_CLASS_COLUMNS = ["cls", "precision", "recall", "f1", "support"]
+THUMBNAIL_PREFIX = "data:image/png;base64,"
+MAX_THUMBNAILS = 24
 _HISTORY_KEYS = ["val_accuracy", "val_macro_f1", "val_loss", "train_loss", "seconds"]
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def state_word(trial: FrozenTrial) -> str:
@@ -68,7 +91,7 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
             "value": trial_value(trial),
             "best_epoch": _integer(attrs.get("best_epoch")),
             "epochs_run": _integer(attrs.get("epochs_run")),
-            "wall_seconds": _number(attrs.get("wall_seconds")),
+            "wall_seconds": _number(attrs.get("wall_seconds", _duration(trial))),
             "params_total": _integer(attrs.get("params_total")),
             "params_trainable": _integer(attrs.get("params_trainable")),
             "end_reason": _text(attrs.get("end_reason")),
@@ -86,6 +109,38 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("number", "best_epoch", "epochs_run", "params_total", "params_trainable"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    return frame
+
+
+def config_records(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial that stored its recipe (``user_attrs["config"]``), in plain names.
+
+    Columns: number, state, value, wall_seconds, then ``CONFIG_COLUMNS``. Unlike the
+    Optuna params (``adamw.lr``), the recipe names every setting the same way in every
+    trial, so it is what the "score against ..." plots use.
+    """
+    trials = trial_records(study).set_index("number")
+    rows = []
+    for trial in study.trials:
+        config = trial.user_attrs.get("config")
+        if not isinstance(config, dict):
+            continue
+        row = {
+            "number": trial.number,
+            "state": trials.at[trial.number, "state"],
+            "value": trials.at[trial.number, "value"],
+            "wall_seconds": trials.at[trial.number, "wall_seconds"],
+        }
+        row.update({name: config.get(name) for name in CONFIG_COLUMNS})
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["number", "state", "value", "wall_seconds"] + CONFIG_COLUMNS)
+    for column in ("value", "wall_seconds", "resolution_scale", "frozen_depth", "lr", "layer_decay",
+                   "regularizer_strength", "augment_strength"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    for column in ("number", "warmup_epochs", "batch_size", "max_epochs"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    for column in ("backbone", "optimizer", "lr_schedule", "regularizer"):
+        frame[column] = frame[column].map(lambda v: None if v is None else str(v)).astype("object")
     return frame
 
 
@@ -123,14 +178,163 @@ def curve_records(study: optuna.Study) -> pd.DataFrame:
     return frame.sort_values(["trial", "epoch"], kind="stable").reset_index(drop=True)
 
 
-def summary(study: optuna.Study) -> dict[str, Any]:
-    """Counts per state, the best complete trial and the study's own attrs.
+def time_records(study: optuna.Study) -> pd.DataFrame:
+    """Finished trials in the order they ended, with the wall time since the first trial began.
 
-    ``best_value``/``best_trial``/``best_params`` are None/None/{} when no trial
-    completed. ``user_attrs`` is a copy of ``study.user_attrs`` (dataset info etc.).
+    ``elapsed_seconds`` is measured from the earliest trial start to this trial's end
+    (gaps between resumed runs included); ``best_so_far`` is the best complete score
+    at that moment (NaN before the first complete trial).
+    """
+    starts = [t.datetime_start for t in study.trials if t.datetime_start is not None]
+    ended = [
+        t for t in study.get_trials(deepcopy=False, states=_FINISHED) if t.datetime_complete is not None
+    ]
+    if not starts or not ended:
+        return pd.DataFrame(columns=TIME_COLUMNS)
+    origin = min(starts)
+    ended.sort(key=lambda t: (t.datetime_complete, t.number))
+    minimize = direction_word(study) == "minimize"
+    best, rows = None, []
+    for trial in ended:
+        value = trial_value(trial)
+        if trial.state == TrialState.COMPLETE and value is not None:
+            if best is None or (value < best if minimize else value > best):
+                best = value
+        rows.append(
+            {
+                "number": trial.number,
+                "state": state_word(trial),
+                "value": value,
+                "elapsed_seconds": (trial.datetime_complete - origin).total_seconds(),
+                "best_so_far": best,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=TIME_COLUMNS)
+    for column in ("value", "elapsed_seconds", "best_so_far"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    return frame
+
+
+def backbone_records(configs: pd.DataFrame) -> pd.DataFrame:
+    """Per backbone: trials tried, how many completed, best and median score, mean seconds per trial.
+
+    Scores are of complete trials only; seconds are over every trial that reports them.
+    Sorted by best score, best first.
+    """
+    if configs.empty or configs["backbone"].isna().all():
+        return pd.DataFrame(columns=BACKBONE_COLUMNS)
+    rows = []
+    for backbone, group in configs[configs["backbone"].notna()].groupby("backbone", sort=True):
+        scores = group.loc[group["state"] == "complete", "value"].dropna()
+        rows.append(
+            {
+                "backbone": str(backbone),
+                "trials": len(group),
+                "complete": int((group["state"] == "complete").sum()),
+                "best": scores.max() if len(scores) else None,
+                "median": scores.median() if len(scores) else None,
+                "seconds_per_trial": group["wall_seconds"].dropna().mean()
+                if group["wall_seconds"].notna().any()
+                else None,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=BACKBONE_COLUMNS)
+    for column in ("best", "median", "seconds_per_trial"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    frame = frame.sort_values(["best", "backbone"], ascending=[False, True], na_position="last")
+    return frame.reset_index(drop=True)
+
+
+def best_model_records(study: optuna.Study) -> dict[str, Any] | None:
+    """The exported best model's validation analysis, checked and tidied; None when absent.
+
+    Returns ``trial`` (number or None), ``classes`` (list of str), ``confusion`` (a
+    DataFrame, rows = true class, columns = predicted class), ``per_class`` (a
+    DataFrame with ``PER_CLASS_COLUMNS``), ``misclassified`` (at most 24 dicts of
+    true, predicted, probability, thumbnail; a thumbnail that is not a base64 PNG
+    data URI becomes None) and ``n_val``.
+    """
+    analysis = study.user_attrs.get("best_model_analysis")
+    if not isinstance(analysis, dict) or not isinstance(analysis.get("classes"), list):
+        return None
+    classes = [str(name) for name in analysis["classes"]]
+    confusion = None
+    matrix = analysis.get("confusion")
+    if (
+        isinstance(matrix, list)
+        and len(matrix) == len(classes)
+        and all(isinstance(row, list) and len(row) == len(classes) for row in matrix)
+    ):
+        confusion = pd.DataFrame(
+            [[_integer(v) or 0 for v in row] for row in matrix], index=classes, columns=classes
+        )
+    per_class = pd.DataFrame(
+        [
+            {
+                "cls": str(entry.get("cls")),
+                "precision": _number(entry.get("precision")),
+                "recall": _number(entry.get("recall")),
+                "f1": _number(entry.get("f1")),
+                "support": _integer(entry.get("support")),
+            }
+            for entry in analysis.get("per_class") or []
+            if isinstance(entry, dict)
+        ],
+        columns=PER_CLASS_COLUMNS,
+    )
+    for column in ("precision", "recall", "f1"):
+        per_class[column] = pd.to_numeric(per_class[column], errors="coerce").astype("float64")
+    per_class["support"] = pd.to_numeric(per_class["support"], errors="coerce").astype("Int64")
+    misclassified = []
+    for entry in (analysis.get("misclassified") or [])[:MAX_THUMBNAILS]:
+        if not isinstance(entry, dict):
+            continue
+        thumbnail = entry.get("thumbnail")
+        misclassified.append(
+            {
+                "true": str(entry.get("true")),
+                "predicted": str(entry.get("predicted")),
+                "probability": _number(entry.get("probability")),
+                "thumbnail": thumbnail if safe_thumbnail(thumbnail) else None,
+            }
+        )
+    trial = study.user_attrs.get("best_model_trial")
+    return {
+        "trial": _integer(trial),
+        "classes": classes,
+        "confusion": confusion,
+        "per_class": per_class,
+        "misclassified": misclassified,
+        "n_val": _integer(analysis.get("n_val")),
+    }
+
+
+def safe_thumbnail(value: Any) -> bool:
+    """True for a base64 PNG data URI (the only thing the page embeds as an image)."""
+    if not isinstance(value, str) or not value.startswith(THUMBNAIL_PREFIX):
+        return False
+    payload = value[len(THUMBNAIL_PREFIX):]
+    alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+    return bool(payload) and set(payload) <= alphabet
+
+
+def summary(study: optuna.Study) -> dict[str, Any]:
+    """Counts per state, the best complete trial, wall time and the study's own attrs.
+
+    ``best_value``/``best_trial``/``best_params``/``best_config`` are None/None/{}/None
+    when no trial completed; ``best_words`` is the best recipe in words (or None).
+    ``wall_seconds`` runs from the first trial's start to the last trial's end, and
+    ``trial_seconds`` adds up the trials' own durations. ``model_dir`` is where the
+    search exported the best model, as ``model_location`` describes it.
     """
     states = [trial.state for trial in study.trials]
     best = best_trial(study)
+    config = best.user_attrs.get("config") if best is not None else None
+    metrics = best.user_attrs.get("metrics") if best is not None else None
+    starts = [t.datetime_start for t in study.trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in study.trials if t.datetime_complete is not None]
+    durations = [d for d in (_duration(t) for t in study.trials) if d is not None]
+    attrs = dict(study.user_attrs)
     return {
         "study_name": study.study_name,
         "direction": direction_word(study),
@@ -142,8 +346,40 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         "best_value": trial_value(best) if best is not None else None,
         "best_trial": best.number if best is not None else None,
         "best_params": dict(best.params) if best is not None else {},
-        "user_attrs": dict(study.user_attrs),
+        "best_config": dict(config) if isinstance(config, dict) else None,
+        "best_words": describe_config(config),
+        "best_metrics": dict(metrics) if isinstance(metrics, dict) else {},
+        "wall_seconds": (max(ends) - min(starts)).total_seconds() if starts and ends else None,
+        "trial_seconds": sum(durations) if durations else None,
+        "first_start": min(starts).isoformat(timespec="seconds") if starts else None,
+        "model_dir": model_location(attrs.get("model_dir")),
+        "model_trial": _integer(attrs.get("best_model_trial")),
+        "user_attrs": attrs,
     }
+
+
+def describe_config(config: Any) -> str | None:
+    """A stored recipe in words (``TrialConfig.describe``), or None when it cannot be read."""
+    if not isinstance(config, dict):
+        return None
+    from autotl.space import TrialConfig  # here, not at import time: autotl.search imports this package
+
+    try:
+        return TrialConfig.from_dict(config).describe()
+    except Exception:  # an old or hand-written config: show the params instead
+        return None
+
+
+def model_location(model_dir: Any) -> str | None:
+    """Where the exported model is, relative to the run directory (the search puts it there).
+
+    The search stores ``RUN_DIR/best_model``; showing only its last part keeps the page
+    the same when the run directory is copied or the storage is read from elsewhere.
+    """
+    if not model_dir:
+        return None
+    name = pathlib.PurePath(str(model_dir)).name
+    return name or str(model_dir)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -165,8 +401,9 @@ def direction_word(study: optuna.Study) -> str:
 def param_importances(study: optuna.Study) -> tuple[pd.DataFrame, str]:
     """Optuna's param importances as rows (param, importance), most important first.
 
-    Returns ``(frame, "")`` on success, or an empty frame and a one-line reason when
-    they cannot be computed (fewer than 2 complete trials, no params that vary, ...).
+    Uses fANOVA with a fixed seed, so the same storage gives the same numbers. Returns
+    ``(frame, "")`` on success, or an empty frame and a one-line reason when they
+    cannot be computed (fewer than 2 complete trials, no params that vary, ...).
     """
     empty = pd.DataFrame(columns=["param", "importance"])
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -183,7 +420,11 @@ def param_importances(study: optuna.Study) -> tuple[pd.DataFrame, str]:
     if not varying:
         return empty, "no parameter of every complete trial took more than one value."
     try:
-        importances = optuna.importance.get_param_importances(study, params=varying)
+        importances = optuna.importance.get_param_importances(
+            study,
+            evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+            params=varying,
+        )
     except Exception as error:  # optuna raises several types for degenerate studies
         message = " ".join(str(error).split()) or type(error).__name__
         return empty, f"Optuna could not compute them ({message})."
@@ -194,6 +435,12 @@ def param_importances(study: optuna.Study) -> tuple[pd.DataFrame, str]:
         columns=["param", "importance"],
     )
     return frame, ""
+
+
+def _duration(trial: FrozenTrial) -> float | None:
+    if trial.datetime_start is None or trial.datetime_complete is None:
+        return None
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()
 
 
 def _number(value: Any) -> float | None:

@@ -17,11 +17,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .. import backbones, export, report
+from .. import backbones, report
 from ..data import ImageDataset, load_dataset
 from ..errors import AutoTLError
 from ..space import SearchSpace, TrialConfig, load_space
 from ..train import TrialResult, fit, resolve_device
+from ._best import keep_best
 from ._plugins import make_pruner, make_sampler
 from ._progress import Progress
 
@@ -156,8 +157,7 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
             raise
         result = ctx.results.pop(trial.number, None)
         if result is not None and value is not None and _beats_best(study, value):
-            export.save(result, model_dir, extra=dict(trial=trial.number, value=value, dataset=data.spec))
-            study.set_user_attr("best_model_trial", trial.number)
+            keep_best(study, result, data, model_dir, trial.number, value)
         return value
 
     def after_trial(study_, frozen):
@@ -169,7 +169,7 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
         report.write(study_, run_dir / "report.html")
         if _count_finished(study_) >= n_trials:
             study_.stop()
-        if deadline is not None and time.time() + _shortest_epoch(study_) > deadline:
+        if deadline is not None and time.time() + _typical_epoch(study_) > deadline:
             study_.stop()
 
     if finished < n_trials:
@@ -207,9 +207,10 @@ def _beats_best(study, value: float) -> bool:
     return best is None or value > best.value
 
 
-def _shortest_epoch(study) -> float:
-    seconds = [r["seconds"] for t in study.get_trials(deepcopy=False) for r in t.user_attrs.get("history", [])]
-    return min(seconds) if seconds else 0.0
+def _typical_epoch(study) -> float:
+    """The median epoch's seconds so far: a new trial with less time left than this is not started."""
+    seconds = sorted(r["seconds"] for t in study.get_trials(deepcopy=False) for r in t.user_attrs.get("history", []))
+    return seconds[len(seconds) // 2] if seconds else 0.0
 
 
 def _check_same_dataset(study, data, run_dir) -> None:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .. import backbones
 from ..data import ImageDataset, augment, mixup
 from ..space import TrialConfig
+from ._prefix import FEATURES, split
 from .regularizers import make_penalty
 from .schedules import lr_factor
 
@@ -40,13 +41,15 @@ class TrialResult:
     classes: list[str]
     preprocessing: backbones.Preprocessing
     model: torch.nn.Module | None = field(default=None, repr=False)
+    feature_cache: str = "off"  # 'hit' / 'miss': the frozen prefix's outputs came from / went to the cache
 
     def attrs(self) -> dict:
         """The plain facts stored on the trial (and read back by the report)."""
         return dict(history=self.history, best_epoch=self.best_epoch, epochs_run=self.epochs_run,
                     wall_seconds=round(self.wall_seconds, 3), params_total=self.params_total,
                     params_trainable=self.params_trainable, end_reason=self.end_reason,
-                    backbone=self.config.backbone, config=self.config.to_dict(), metrics=self.metrics)
+                    backbone=self.config.backbone, config=self.config.to_dict(), metrics=self.metrics,
+                    feature_cache=self.feature_cache)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -58,15 +61,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def evaluate(model, images, labels, pre, device, num_classes, batch_size=256) -> dict:
-    """Accuracy, macro-F1 and mean cross-entropy of ``model`` on uint8 images."""
+def evaluate(model, inputs, labels, prepare, device, num_classes, batch_size=256) -> dict:
+    """Accuracy, macro-F1 and mean cross-entropy of ``model`` on ``inputs``.
+
+    ``prepare`` turns a slice of ``inputs`` (uint8 images, or cached prefix features)
+    into what ``model`` takes.
+    """
     model.eval()
     loss_sum, preds = 0.0, []
     with torch.inference_mode(), _autocast(device):
-        for start in range(0, len(images), batch_size):
-            x = pre.normalize(images[start:start + batch_size].to(device, non_blocking=True))
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+        for start in range(0, len(inputs), batch_size):
+            x = prepare(inputs[start:start + batch_size].to(device, non_blocking=True))
             logits = model(x).float()
             y = labels[start:start + batch_size].to(device)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -82,6 +87,20 @@ def evaluate(model, images, labels, pre, device, num_classes, batch_size=256) ->
                 loss=loss_sum / len(labels))
 
 
+def _channels_last(x: torch.Tensor, device) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def _run_prefix(prefix, images, prepare, device, batch_size=256) -> torch.Tensor:
+    """The frozen prefix's outputs for every image (no graph: nothing in it trains)."""
+    prefix.eval()
+    out = []
+    with torch.no_grad(), _autocast(device):
+        for start in range(0, len(images), batch_size):
+            out.append(prefix(prepare(images[start:start + batch_size].to(device, non_blocking=True))).float())
+    return torch.cat(out)
+
+
 def _autocast(device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -90,13 +109,15 @@ def _autocast(device):
 
 def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None = None, *,
         device: str | torch.device = "auto", weights_dir=None, deadline: float | None = None,
-        seed: int = 0, on_epoch=None, pretrained: bool = True) -> TrialResult:
+        seed: int = 0, on_epoch=None, pretrained: bool = True, cache_prefix: bool = True) -> TrialResult:
     """Fine-tune ``config.backbone`` on ``dataset`` for up to ``config.max_epochs`` epochs.
 
     Reports validation accuracy to ``trial`` after each epoch and raises
     ``optuna.TrialPruned`` when the pruner says so or the loss stops being finite (the
     trial's user attrs then say why). Stops early, keeping its best epoch, once
-    ``deadline`` (a ``time.time()`` value) would be passed by another epoch.
+    ``deadline`` (a ``time.time()`` value) would be passed by another epoch. With no
+    augmentation and no mixup, the frozen prefix runs once and its outputs are cached
+    (``cache_prefix=False`` turns that off).
     """
     started = time.time()
     device = resolve_device(device) if isinstance(device, str) else device
@@ -129,12 +150,26 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     penalty = make_penalty(model, config.regularizer, config.regularizer_strength, head_names)
     smoothing = config.regularizer_strength if config.regularizer == "label_smoothing" else 0.0
 
-    n_train = len(x_train)
+    # Deterministic inputs: run the frozen prefix once (cached across trials), train the rest.
+    network, train_inputs, val_inputs, cache = model, x_train, x_val, "off"
+    prepare_eval = lambda x: _channels_last(pre.normalize(x), device)  # noqa: E731
+    if cache_prefix and config.augment_strength == 0 and config.regularizer != "mixup":
+        parts = split(model, prepare_eval(x_train[:2].to(device)))
+        if parts is not None:
+            prefix, network = parts
+            key = (config.backbone, str(weights_dir), pretrained, len(prefix), pre.size, pre.interpolation,
+                   str(device), dataset.spec, id(dataset))
+            hits = FEATURES.hits
+            train_inputs = FEATURES.get(key + ("train",), lambda: _run_prefix(prefix, x_train, prepare_eval, device))
+            val_inputs = FEATURES.get(key + ("val",), lambda: _run_prefix(prefix, x_val, prepare_eval, device))
+            prepare_eval, cache = (lambda x: x), ("hit" if FEATURES.hits > hits else "miss")
+
+    n_train = len(train_inputs)
     batch_size = min(config.batch_size, n_train)
     steps_per_epoch = n_train // batch_size + (1 if n_train % batch_size > 1 else 0)  # never a batch of 1
     total_steps = steps_per_epoch * config.max_epochs
     warmup_steps = min(config.warmup_epochs * steps_per_epoch, total_steps // 2)
-    pin = device.type == "cuda"
+    pin = device.type == "cuda" and cache == "off"
 
     history, best, best_state, end_reason, step = [], None, None, "completed", 0
     params_total = sum(p.numel() for p in model.parameters())
@@ -145,7 +180,7 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
                            best_epoch=(best or {}).get("epoch", 0), epochs_run=len(history),
                            wall_seconds=time.time() - started, params_total=params_total,
                            params_trainable=params_trainable, end_reason=reason,
-                           classes=list(dataset.classes), preprocessing=pre, model=model)
+                           classes=list(dataset.classes), preprocessing=pre, model=model, feature_cache=cache)
 
     def stop_pruned(reason):
         res = result(reason)
@@ -161,23 +196,22 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
         loss_sum, seen = 0.0, 0
         for b in range(steps_per_epoch):
             idx = order[b * batch_size:(b + 1) * batch_size]
-            images, labels = x_train[idx], y_train[idx]
-            if pin:
-                images = images.pin_memory()
-            images = images.to(device, non_blocking=True).float().div_(255.0)
+            inputs, labels = train_inputs[idx.to(train_inputs.device)], y_train[idx]
             labels = labels.to(device, non_blocking=True)
-            images = augment(images, config.augment_strength, generator)
             targets = F.one_hot(labels, num_classes).float() * (1 - smoothing) + smoothing / num_classes
-            if config.regularizer == "mixup":
-                images, targets = mixup(images, targets, config.regularizer_strength, generator)
-            images = pre.standardize(images)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
+            if cache == "off":
+                if pin:
+                    inputs = inputs.pin_memory()
+                inputs = augment(inputs.to(device, non_blocking=True).float().div_(255.0), config.augment_strength,
+                                 generator)
+                if config.regularizer == "mixup":
+                    inputs, targets = mixup(inputs, targets, config.regularizer_strength, generator)
+                inputs = _channels_last(pre.standardize(inputs), device)
             factor = lr_factor(step, schedule=config.lr_schedule, total_steps=total_steps, warmup_steps=warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
             with _autocast(device):
-                loss = F.cross_entropy(model(images).float(), targets)
+                loss = F.cross_entropy(network(inputs).float(), targets)
             if penalty is not None:
                 loss = loss + penalty.penalty()
             if not torch.isfinite(loss):
@@ -188,8 +222,15 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
             loss_sum += loss.item() * len(idx)
             seen += len(idx)
             step += 1
+            if deadline is not None and time.time() > deadline and b + 1 < steps_per_epoch:
+                break
+        if deadline is not None and time.time() > deadline and seen < n_train - 1:
+            if best is None:
+                stop_pruned(f"time budget ran out during epoch {epoch}, before any epoch finished")
+            end_reason = f"time budget ran out during epoch {epoch}; kept epoch {best['epoch']}"
+            break
 
-        val = evaluate(model, x_val, y_val, pre, device, num_classes)
+        val = evaluate(network, val_inputs, y_val, prepare_eval, device, num_classes)
         record = dict(epoch=epoch, train_loss=loss_sum / max(seen, 1), val_loss=val["loss"],
                       val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"],
                       seconds=round(time.time() - epoch_start, 3))

@@ -1,0 +1,65 @@
+"""The best model so far: export it, and store how it does on each validation image.
+
+The analysis (confusion matrix, per-class precision / recall / F1, the misclassified
+images as small thumbnails) goes into the study's storage, so the report can show the
+best model up close from the storage alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import export
+from ..data import resize
+
+MAX_GALLERY = 24
+THUMBNAIL_PX = 64
+
+
+def keep_best(study, result, data, model_dir, trial_number: int, value: float) -> None:
+    """Export ``result`` as the best model and store its validation analysis in the study."""
+    export.save(result, model_dir, extra=dict(trial=trial_number, value=value, dataset=data.spec))
+    study.set_user_attr("best_model_trial", trial_number)
+    study.set_user_attr("best_model_analysis", analyse(result, data))
+
+
+def analyse(result, data) -> dict:
+    """Per-class metrics, confusion matrix and misclassified thumbnails on the validation split."""
+    pre = result.preprocessing
+    images, labels = data.tensors("val", pre.size, pre.interpolation)
+    probabilities = []
+    with torch.inference_mode():
+        for start in range(0, len(images), 256):
+            probabilities.append(result.model(pre.normalize(images[start:start + 256])).float().softmax(1))
+    probabilities = torch.cat(probabilities).numpy()
+    predicted, truth = probabilities.argmax(1), labels.numpy()
+    n = len(data.classes)
+    confusion = np.zeros((n, n), dtype=int)
+    np.add.at(confusion, (truth, predicted), 1)
+    tp = np.diag(confusion).astype(float)
+    precision = np.divide(tp, confusion.sum(0), out=np.zeros(n), where=confusion.sum(0) > 0)
+    recall = np.divide(tp, confusion.sum(1), out=np.zeros(n), where=confusion.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=precision + recall > 0)
+    wrong = np.flatnonzero(predicted != truth)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:MAX_GALLERY]
+    val_index = data.indices("val")
+    gallery = [dict(true=data.classes[truth[i]], predicted=data.classes[predicted[i]],
+                    probability=round(float(probabilities[i, predicted[i]]), 4),
+                    thumbnail=_thumbnail(data.pixels[val_index[i]])) for i in wrong]
+    return dict(classes=list(data.classes), confusion=confusion.tolist(),
+                per_class=[dict(cls=c, precision=round(float(p), 4), recall=round(float(r), 4), f1=round(float(f), 4),
+                                support=int(s)) for c, p, r, f, s in zip(data.classes, precision, recall, f1,
+                                                                         confusion.sum(1))],
+                misclassified=gallery, n_val=int(len(truth)))
+
+
+def _thumbnail(pixels: np.ndarray) -> str:
+    """A small PNG as a data: URI, to embed in the report."""
+    buffer = io.BytesIO()
+    Image.fromarray(resize(pixels, THUMBNAIL_PX, "bilinear")).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
