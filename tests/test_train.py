@@ -117,6 +117,9 @@ def test_a_non_finite_loss_prunes_with_the_reason(photos):
 
 @pytest.mark.parametrize("frozen_depth", [0.5, 1.0])
 def test_cached_prefix_trains_step_for_step_like_uncached(photos, frozen_depth):
+    from autotl.train._prefix import FEATURES
+
+    FEATURES.clear()
     config = TrialConfig(**FAST, frozen_depth=frozen_depth, max_epochs=2, lr=3e-3)
     plain = fit(config, photos, cache_prefix=False)
     first = fit(config, photos)
