@@ -343,3 +343,11 @@ def test_sortable_table_sorts_by_number_and_escapes():
     table = _html._table(["a <b>", "n"], [["x&y", "10"], ["z", "9"]], sort_keys=[[None, "10.0"], [None, "9.0"]])
     assert "<th>a &lt;b&gt;</th>" in table and "x&amp;y" in table
     assert 'data-v="9.0"' in table and 'class="num"' in table
+
+
+def test_a_50_trial_page_stays_under_10_mb():
+    study = make_study(n_complete=40, n_pruned=9, classes=[f"class {i}" for i in range(10)], n_wrong=30)
+    assert len(study.trials) == 50
+    page = _html.render(study)
+    assert len(page.encode()) < 10_000_000
+    assert page.count('<img src="data:image/png;base64,') == 24  # the gallery keeps at most 24

@@ -124,8 +124,9 @@ def time_figure(times: pd.DataFrame) -> go.Figure | None:
 def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Figure | None:
     """Validation accuracy per epoch, one line per trial.
 
-    Pruned trials are dashed with an 'x' where they stopped; failed trials are
-    dotted; the best trial is drawn thick and orange, on top.
+    Pruned trials are dashed grey with a red 'x' where they stopped; failed trials are
+    dotted; the best trial is drawn thick and orange, on top. The legend has one entry
+    per kind of trial (click it to hide that kind); hovering a line names its trial.
     """
     curves = curves[curves["val_accuracy"].notna()]
     if curves.empty:
@@ -133,13 +134,13 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
     fig = go.Figure()
     groups = list(curves.groupby("trial", sort=True))
     groups.sort(key=lambda item: best_trial is not None and int(item[0]) == best_trial)  # best last
+    shown: set[str] = set()
     for trial, group in groups:
         trial = int(trial)
         state = str(group["state"].iloc[0])
         is_best = best_trial is not None and trial == best_trial
-        name = f"trial {trial}"
-        if is_best or state != "complete":
-            name += " (best)" if is_best else f" ({_label(state)})"
+        kind = "best" if is_best else state
+        name = f"trial {trial}" + (" (best)" if is_best else "" if state == "complete" else f" ({_label(state)})")
         color = _BEST_COLOR if is_best else _STATE_COLORS.get(state, "#7f7f7f")
         epochs = group["epoch"].astype(int).tolist()
         accuracy = group["val_accuracy"].tolist()
@@ -148,8 +149,9 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
                 x=epochs,
                 y=accuracy,
                 mode="lines+markers",
-                name=name,
-                legendgroup=str(trial),
+                name=f"best trial ({trial})" if is_best else _label(f"{state} trials"),
+                legendgroup=kind,
+                showlegend=kind not in shown,
                 line={
                     "color": color,
                     "width": 4 if is_best else 1.5,
@@ -160,13 +162,14 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
                 hovertemplate=name + "<br>epoch %{x}<br>val accuracy %{y:.4f}<extra></extra>",
             )
         )
+        shown.add(kind)
         if state == "pruned":
             fig.add_trace(
                 go.Scatter(
                     x=epochs[-1:],
                     y=accuracy[-1:],
                     mode="markers",
-                    legendgroup=str(trial),
+                    legendgroup=kind,
                     showlegend=False,
                     marker={"symbol": "x", "size": 11, "color": "#d62728"},
                     hovertemplate=name + "<br>pruned after epoch %{x}<extra></extra>",
@@ -201,24 +204,20 @@ def importance_figure(importances: pd.DataFrame) -> go.Figure | None:
     return fig
 
 
-def parallel_figure(trials: pd.DataFrame, best_trial: int | None = None) -> go.Figure | None:
-    """Parallel coordinates over the params and score of complete trials, drawn in SVG.
+def parallel_figure(settings: pd.DataFrame, best_trial: int | None = None) -> go.Figure | None:
+    """Parallel coordinates over the settings and score of complete trials, drawn in SVG.
 
+    ``settings`` is ``_records.parallel_records``: number, value, one column per axis.
     One line per trial, coloured by score (the best trial thick and orange, on top).
-    Each axis runs from the lowest to the highest value: categorical params are spread
-    evenly in sorted order, numeric params spanning more than 100x are on a log scale,
-    and a param a trial lacks (conditional) sits at "n/a" below the axis. Plain lines
-    rather than Plotly's WebGL ``parcoords``, so the page draws quickly in any browser.
+    Each axis runs from the lowest to the highest value: categorical settings are spread
+    evenly in sorted order, numeric ones spanning more than 100x are on a log scale, and
+    a trial without a value (a conditional param) sits at "n/a" below the axis. Plain
+    lines rather than Plotly's WebGL ``parcoords``, so the page draws fast anywhere.
     """
-    complete = trials[(trials["state"] == "complete") & trials["value"].notna()]
-    complete = complete.sort_values("value", kind="stable")  # best lines drawn last, on top
-    if complete.empty:
+    if settings.empty:
         return None
-    axes = [
-        _axis(column[len("param_"):], complete[column])
-        for column in complete.columns
-        if column.startswith("param_") and complete[column].notna().any()
-    ]
+    complete = settings.sort_values("value", kind="stable")  # best lines drawn last, on top
+    axes = [_axis(column, complete[column]) for column in complete.columns[2:]]
     axes.append(_axis("score", complete["value"]))
     scores = complete["value"].astype(float)
     low, high = scores.min(), scores.max()
@@ -268,6 +267,7 @@ def parallel_figure(trials: pd.DataFrame, best_trial: int | None = None) -> go.F
     fig.update_xaxes(
         tickvals=list(range(len(axes))),
         ticktext=[axis["label"] for axis in axes],
+        tickangle=0,
         side="top",
         showgrid=False,
         zeroline=False,
@@ -362,7 +362,7 @@ def recipe_figure(configs: pd.DataFrame, best_trial: int | None = None) -> go.Fi
                     mode="markers",
                     marker={"color": _BEST_COLOR, "symbol": "star", "size": 14},
                     name="best trial",
-                    showlegend=index == 0,
+                    showlegend=False,
                     hovertemplate=f"best trial {best_trial}<br>score %{{y:.4f}}<extra></extra>",
                 ),
                 row=row,
@@ -370,7 +370,7 @@ def recipe_figure(configs: pd.DataFrame, best_trial: int | None = None) -> go.Fi
             )
     fig.update_yaxes(title_text="score", col=1)
     _layout(fig, height=60 + 300 * rows)
-    fig.update_layout(margin={"t": 50}, legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
+    fig.update_layout(margin={"t": 50})
     return fig
 
 
@@ -449,11 +449,11 @@ def confusion_figure(best: dict[str, Any] | None) -> go.Figure | None:
             "(%{z:.0%} of the true class)<extra></extra>",
         )
     )
-    side = min(900, max(380, 160 + 32 * n))
+    side = min(900, max(380, 160 + 28 * n))
     _layout(fig, xaxis_title="predicted class", yaxis_title="true class", height=side)
     fig.update_layout(margin={"l": 140, "b": 120}, width=None)
-    fig.update_xaxes(type="category", tickangle=-45 if n > 6 else 0, constrain="domain")
-    fig.update_yaxes(type="category", autorange="reversed", scaleanchor="x", constrain="domain")
+    fig.update_xaxes(type="category", tickangle=-45 if n > 6 else 0)
+    fig.update_yaxes(type="category", autorange="reversed")
     return fig
 
 
@@ -491,12 +491,23 @@ def _axis(name: str, values: pd.Series, max_ticks: int = 12) -> dict[str, Any]:
         texts = [str(v) for v in values]
     missing = [_missing(v) for v in values]
     return {
-        "label": _label(label),
+        "label": _wrap(label.replace("_", " ")),
         "positions": [_NA if gone else round(position(v), 5) for v, gone in zip(values, missing)],
         "texts": [_label(f"{name} {'n/a' if gone else text}") for text, gone in zip(texts, missing)],
         "ticks": [(round(p, 5), _label(t)) for p, t in ticks] + ([(_NA, "n/a")] if any(missing) else []),
         "missing": any(missing),
     }
+
+
+def _wrap(text: str, width: int = 12) -> str:
+    """Escape ``text`` and break it into lines of about ``width`` characters at spaces."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(_label(line) for line in lines)
 
 
 def _missing(value: Any) -> bool:

@@ -173,7 +173,7 @@ def render(study: optuna.Study) -> str:
                 "Parallel coordinates",
                 "One line per complete trial, coloured by score (the best one orange); follow the "
                 "bright lines to see which values the best trials share.",
-                _figures.parallel_figure(trials, info["best_trial"]),
+                _figures.parallel_figure(_records.parallel_records(trials, configs), info["best_trial"]),
                 "parallel",
                 "No trial has completed yet.",
             ),
@@ -272,21 +272,7 @@ def _summary_section(info: dict[str, Any]) -> str:
     )
     if dataset.get("skipped"):
         images += f" ({_text(dataset.get('skipped'))} unreadable files skipped)"
-    best_value = info["best_value"]
-    if info["best_trial"] is None:
-        best_score = "no trial completed yet"
-    else:
-        metrics = info["best_metrics"]
-        extra = [
-            f"{name.replace('_', '-')} {_text(metrics.get(key))}"
-            for key, name in (("macro_f1", "macro_F1"), ("loss", "val_loss"))
-            if metrics.get(key) is not None
-        ]
-        if metrics.get("epoch") is not None:
-            extra.append(f"at epoch {_text(metrics.get('epoch'))}")
-        best_score = f"{_text(best_value)} (trial {info['best_trial']}" + (
-            "; " + ", ".join(extra) if extra else ""
-        ) + ")"
+    best_score = _best_score(info)
     if info["best_trial"] is None:
         recipe = "none yet"
     elif info["best_words"]:
@@ -343,6 +329,22 @@ def _summary_section(info: dict[str, Any]) -> str:
         f'<table class="summary">\n{body}\n</table>',
         params,
     )
+
+
+def _best_score(info: dict[str, Any]) -> str:
+    """'0.93 validation accuracy (trial 7; macro-F1 0.92, val-loss 0.21, at epoch 3)'."""
+    if info["best_trial"] is None:
+        return "no trial completed yet"
+    value, metrics = info["best_value"], info["best_metrics"]
+    details = [
+        f"{name} {_text(metrics[key])}"
+        for key, name in (("macro_f1", "macro-F1"), ("loss", "val-loss"), ("epoch", "at epoch"))
+        if metrics.get(key) is not None
+    ]
+    accuracy = metrics.get("accuracy")
+    what = " validation accuracy" if isinstance(accuracy, (int, float)) and abs(accuracy - value) < 1e-9 else ""
+    detail = "; " + ", ".join(details) if details else ""
+    return f"{_text(value)}{what} (trial {info['best_trial']}{detail})"
 
 
 def _best_model_section(best: dict[str, Any] | None, info: dict[str, Any]) -> str:

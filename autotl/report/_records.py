@@ -144,6 +144,28 @@ def config_records(study: optuna.Study) -> pd.DataFrame:
     return frame
 
 
+def parallel_records(trials: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFrame:
+    """Complete trials with the settings worth an axis in parallel coordinates.
+
+    Columns: number, value, then one column per setting. When every complete trial
+    stored its recipe, the settings are the recipe's that took more than one value (a
+    regularizer strength counts only where there is a regularizer); otherwise they are
+    the sampled Optuna params. Empty when no trial completed.
+    """
+    complete = trials[(trials["state"] == "complete") & trials["value"].notna()]
+    recipes = configs[configs["number"].isin(complete["number"])]
+    if not complete.empty and len(recipes) == len(complete):
+        frame = recipes.copy()
+        if "regularizer" in frame:
+            frame.loc[frame["regularizer"] == "none", "regularizer_strength"] = float("nan")
+        columns = [c for c in CONFIG_COLUMNS if frame[c].dropna().map(repr).nunique() > 1]
+    else:
+        frame = complete.rename(columns=lambda c: c[len("param_"):] if c.startswith("param_") else c)
+        columns = [c[len("param_"):] for c in complete.columns
+                   if c.startswith("param_") and complete[c].notna().any()]
+    return frame[["number", "value"] + columns].reset_index(drop=True)
+
+
 def curve_records(study: optuna.Study) -> pd.DataFrame:
     """One row per (trial, epoch) from the trial's ``history`` user attr.
 

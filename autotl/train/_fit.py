@@ -230,10 +230,11 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
             end_reason = f"time budget ran out during epoch {epoch}; kept epoch {best['epoch']}"
             break
 
+        train_seconds = time.time() - epoch_start
         val = evaluate(network, val_inputs, y_val, prepare_eval, device, num_classes)
         record = dict(epoch=epoch, train_loss=loss_sum / max(seen, 1), val_loss=val["loss"],
                       val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"],
-                      seconds=round(time.time() - epoch_start, 3))
+                      seconds=round(time.time() - epoch_start, 3), train_seconds=round(train_seconds, 3))
         history.append(record)
         if best is None or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
             best = dict(val, epoch=epoch)
