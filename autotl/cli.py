@@ -16,7 +16,9 @@ def _search(args) -> int:
     result = search(args.dataset, space=args.space, n_trials=args.n_trials, timeout=args.timeout,
                     max_epochs=args.max_epochs, out=args.out, seed=args.seed, device=args.device,
                     sampler=args.sampler, pruner=args.pruner, weights_dir=args.weights_dir,
-                    val_fraction=args.val_fraction, max_per_class=args.max_per_class)
+                    storage=args.storage, study_name=args.study_name, workers=args.workers,
+                    val_fraction=args.val_fraction, max_per_class=args.max_per_class,
+                    allow_outside_paths=args.allow_outside_paths)
     print(f"best validation accuracy: {result.best_value:.4f}")
     print(f"best recipe: {result.best_config.describe()}")
     print(f"model: {result.model_dir}")
@@ -57,7 +59,7 @@ def _evaluate(args) -> int:
     from .export import load_model
 
     model = load_model(args.model)
-    data = load_dataset(args.dataset, max_per_class=args.max_per_class)
+    data = load_dataset(args.dataset, max_per_class=args.max_per_class, allow_outside_paths=args.allow_outside_paths)
     split = args.split
     if split == "auto":
         split = "test" if data.count("test") else "all"
@@ -105,8 +107,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", default="tpe", help="tpe (default) or random")
     s.add_argument("--pruner", default="hyperband", help="hyperband (default), median or none")
     s.add_argument("--weights-dir", default=None, help="folder of <timm name>.safetensors|.pth weight files, tried first")
+    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (one per GPU; default: 1)")
+    s.add_argument("--storage", default=None,
+                   help="study storage URL, e.g. postgresql://user:pass@host/db (default: sqlite:///RUN_DIR/study.db)")
+    s.add_argument("--study-name", default="autotl", help="study name inside the storage (default: autotl)")
     s.add_argument("--val-fraction", type=float, default=0.2, help="share of train held out for validation when there is no val split")
     s.add_argument("--max-per-class", type=int, default=None, help="cap images per class and split, for quick runs")
+    s.add_argument("--allow-outside-paths", action="store_true",
+                   help="let a CSV name images outside its own folder (off by default: only for CSVs you trust)")
     s.set_defaults(run=_search)
 
     b = commands.add_parser("backbones", help="list candidate backbones and whether their weights are here")
@@ -126,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="auto", choices=["auto", "all", "train", "val", "test"],
                    help="auto (default): the test split when the dataset has one, else every image")
     e.add_argument("--max-per-class", type=int, default=None)
+    e.add_argument("--allow-outside-paths", action="store_true", help="let a CSV name images outside its folder")
     e.set_defaults(run=_evaluate)
 
     r = commands.add_parser("report", help="rebuild RUN_DIR/report.html from the study's storage")

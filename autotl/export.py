@@ -111,10 +111,14 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     for name in (CONFIG, WEIGHTS):
         if not (model_dir / name).is_file():
             raise ModelDirError(f"{model_dir} has no {name}: pass the best_model/ folder of a finished search")
-    config = json.loads((model_dir / CONFIG).read_text())
-    model = timm.create_model(config["architecture"], pretrained=False, num_classes=config["num_classes"],
-                              **config.get("model_kwargs", {}))
-    model.load_state_dict(load_file(str(model_dir / WEIGHTS)))
-    p = config["preprocessing"]
-    pre = Preprocessing(size=p["size"], interpolation=p["interpolation"], mean=tuple(p["mean"]), std=tuple(p["std"]))
+    try:
+        config = json.loads((model_dir / CONFIG).read_text())
+        model = timm.create_model(config["architecture"], pretrained=False, num_classes=config["num_classes"],
+                                  **config.get("model_kwargs", {}))
+        model.load_state_dict(load_file(str(model_dir / WEIGHTS)))
+        p = config["preprocessing"]
+        pre = Preprocessing(size=p["size"], interpolation=p["interpolation"], mean=tuple(p["mean"]), std=tuple(p["std"]))
+    except Exception as error:  # noqa: BLE001 - JSON, safetensors and timm each raise their own
+        raise ModelDirError(f"{model_dir} is damaged ({error.__class__.__name__}: {str(error)[:120]}): rerun the "
+                            f"search to export it again") from error
     return LoadedModel(model, config["classes"], pre, config)

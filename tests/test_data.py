@@ -158,3 +158,13 @@ def test_hard_errors_are_one_line_and_exit_2(case, tmp_path, capsys):
     assert code == 2
     assert len(err) == 1 and err[0].startswith("autotl: error:") and expected in err[0], err
     assert (out / "study.db").read_bytes() == b"an earlier run"
+
+
+def test_csv_paths_cannot_leave_the_csv_folder_unless_allowed(tmp_path, photo_folder):
+    inner = tmp_path / "csvdir"
+    inner.mkdir()
+    rows = ["path,label"] + [f"{f},{f.parent.name}" for f in sorted(photo_folder.rglob("*.png"))]
+    (inner / "outside.csv").write_text("\n".join(rows))
+    with pytest.raises(DatasetError, match="outside the CSV's folder"):
+        load_dataset(str(inner / "outside.csv"))
+    assert len(load_dataset(str(inner / "outside.csv"), allow_outside_paths=True).labels) == 48

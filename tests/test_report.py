@@ -2,7 +2,9 @@
 
 import base64
 import io
+import os
 import shutil
+import uuid
 
 import numpy as np
 import optuna
@@ -129,9 +131,10 @@ def analysis(classes=CLASSES, n_wrong=5, bad_thumbnail=None):
 
 
 def make_study(n_complete=4, pruned=True, failed=True, storage=None, best_analysis=True,
-               classes=CLASSES, backbones=("resnet18", "convnext_atto", EVIL), n_wrong=5, n_pruned=1):
+               classes=CLASSES, backbones=("resnet18", "convnext_atto", EVIL), n_wrong=5, n_pruned=1,
+               study_name=f"demo {EVIL}"):
     """A study shaped like a real search's: study attrs, trial attrs, a best-model analysis."""
-    study = optuna.create_study(direction="maximize", study_name=f"demo {EVIL}", storage=storage,
+    study = optuna.create_study(direction="maximize", study_name=study_name, storage=storage,
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     for key, value in {
         "dataset": {
@@ -298,6 +301,23 @@ def test_the_page_is_a_function_of_the_storage(tmp_path):
     (copy / "report.html").unlink()
     assert main(["report", str(copy), "--study-name", study.study_name]) == 0
     assert (copy / "report.html").read_bytes() == first
+
+
+@pytest.mark.skipif(not os.environ.get("AUTOTL_TEST_POSTGRES_URL"),
+                    reason="set AUTOTL_TEST_POSTGRES_URL (CI does, via .ci/postgres.sh)")
+def test_the_page_of_a_postgresql_study_is_the_same_as_from_sqlite(tmp_path):
+    """`autotl report RUN_DIR --storage URL` reads a PostgreSQL study; a copy in SQLite gives the same page."""
+    url = os.environ["AUTOTL_TEST_POSTGRES_URL"]
+    name = f"report-test-{uuid.uuid4().hex[:8]} {EVIL}"
+    make_study(storage=url, study_name=name)
+    try:
+        assert main(["report", str(tmp_path / "pg"), "--storage", url, "--study-name", name]) == 0
+        sqlite = f"sqlite:///{tmp_path / 'copy.db'}"
+        optuna.copy_study(from_study_name=name, from_storage=url, to_storage=sqlite)
+        copied = optuna.load_study(study_name=name, storage=sqlite)
+        assert (tmp_path / "pg" / "report.html").read_text(encoding="utf-8") == _html.render(copied)
+    finally:
+        optuna.delete_study(study_name=name, storage=url)
 
 
 def test_plotly_escapes_script_tags_in_figure_json():

@@ -64,16 +64,17 @@ class ImageDataset:
 
 
 def load_dataset(spec: str, *, val_fraction: float = 0.2, seed: int = 0,
-                 max_per_class: int | None = None) -> ImageDataset:
+                 max_per_class: int | None = None, allow_outside_paths: bool = False) -> ImageDataset:
     """Find, decode and split a dataset (a folder, a CSV file or ``builtin:digits``).
 
     Images without a split go to train, and a stratified ``val_fraction`` of train
     becomes val when the dataset names no val split. ``max_per_class`` caps each
-    class's images per split, for quick runs.
+    class's images per split, for quick runs. A CSV's paths must stay inside its folder
+    unless ``allow_outside_paths``.
     """
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    samples = find_samples(spec)
+    samples = find_samples(spec, allow_outside_paths)
     if max_per_class is not None:
         samples = _cap(samples, max_per_class, seed)
     pixels, kept, skipped = _decode_all(samples)

@@ -36,8 +36,11 @@ class Sample:
         return str(self.path) if self.path is not None else f"<{self.label}>"
 
 
-def find_samples(spec: str) -> list[Sample]:
-    """Samples for a dataset spec: a folder, a ``.csv`` file, or ``builtin:NAME``."""
+def find_samples(spec: str, allow_outside_paths: bool = False) -> list[Sample]:
+    """Samples for a dataset spec: a folder, a ``.csv`` file, or ``builtin:NAME``.
+
+    A CSV's paths must stay inside the CSV's folder unless ``allow_outside_paths``.
+    """
     if spec.startswith("builtin:"):
         return _builtin(spec.split(":", 1)[1])
     path = Path(spec).expanduser()
@@ -45,7 +48,7 @@ def find_samples(spec: str) -> list[Sample]:
         raise DatasetError(f"dataset path {spec!r} does not exist: pass an image folder, a CSV file or builtin:digits")
     if path.is_file():
         if path.suffix.lower() == ".csv":
-            return _csv(path)
+            return _csv(path, allow_outside_paths)
         raise DatasetError(f"dataset {spec!r} is a file, but a folder of class subfolders (or a .csv file) is expected")
     subdirs = {p.name for p in path.iterdir() if p.is_dir()}
     if "train" in subdirs:
@@ -74,7 +77,7 @@ def _class_folders(root: Path, split: str | None) -> list[Sample]:
     return samples
 
 
-def _csv(path: Path) -> list[Sample]:
+def _csv(path: Path, allow_outside_paths: bool = False) -> list[Sample]:
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in reader.fieldnames or []]
@@ -86,6 +89,9 @@ def _csv(path: Path) -> list[Sample]:
         samples = []
         for line, row in enumerate(reader, start=2):
             file = (path.parent / row["path"].strip())
+            if not allow_outside_paths and not file.resolve().is_relative_to(path.parent.resolve()):
+                raise DatasetError(f"CSV {path} line {line} names {row['path']!r}, outside the CSV's folder: move the "
+                                   f"images under it, or pass --allow-outside-paths if you trust this CSV")
             if not file.is_file():
                 raise DatasetError(f"CSV {path} line {line} names {row['path']!r}, which is not a file "
                                    f"(paths are relative to the CSV's folder)")

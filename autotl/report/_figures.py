@@ -74,6 +74,8 @@ def history_figure(trials: pd.DataFrame, direction: str = "maximize") -> go.Figu
             )
         )
     _layout(fig, xaxis_title="trial", yaxis_title="score")
+    if scored["number"].max() < 20:
+        fig.update_xaxes(dtick=1)  # whole trial numbers only
     return fig
 
 
@@ -451,8 +453,9 @@ def confusion_figure(best: dict[str, Any] | None) -> go.Figure | None:
     )
     side = min(900, max(380, 160 + 28 * n))
     _layout(fig, xaxis_title="predicted class", yaxis_title="true class", height=side)
-    fig.update_layout(margin={"l": 140, "b": 120}, width=None)
-    fig.update_xaxes(type="category", tickangle=-45 if n > 6 else 0)
+    long_names = n > 6 and max(len(str(name)) for name in counts.index) > 3
+    fig.update_layout(margin={"l": 140, "b": 120 if long_names else 60})
+    fig.update_xaxes(type="category", tickangle=-45 if long_names else 0)
     fig.update_yaxes(type="category", autorange="reversed")
     return fig
 

@@ -18,6 +18,7 @@ import math
 import numbers
 import os
 import pathlib
+import tempfile
 from typing import Any
 
 import optuna
@@ -94,17 +95,24 @@ window.addEventListener('load', function () {
 
 
 def write(study: optuna.Study, path: str | os.PathLike[str]) -> pathlib.Path:
-    """Write the report for ``study`` to ``path`` (atomically) and return the path."""
+    """Write the report for ``study`` to ``path`` and return the path.
+
+    Atomic, and safe when several workers of one study write it at once: each writes
+    its own temporary file and renames it over the page, so a reader (or a browser
+    reloading it) only ever sees a whole page.
+    """
     path = pathlib.Path(path)
     page = render(study)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        tmp.write_text(page, encoding="utf-8")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(page)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
-        if tmp.exists() and tmp != path:
-            tmp.unlink()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
 
 
@@ -512,27 +520,23 @@ def _looks_numeric(text: str) -> bool:
 
 
 def _time_note(times: pd.DataFrame) -> str:
-    """One line on how the best score moved over the second half of the run, from the records."""
-    base = (
+    """The caption of the wall-time plot, with how the best score moved in the run's second half."""
+    note = (
         "The step line is the best complete score against wall time; a line still climbing at the "
         "right means more time would likely buy more, a flat one that it would buy little."
     )
     scored = times[times["best_so_far"].notna()]
     if scored.empty:
-        return base
+        return note
     total = float(times["elapsed_seconds"].max())
     final = float(scored["best_so_far"].iloc[-1])
-    before = scored[scored["elapsed_seconds"] <= total / 2]["best_so_far"]
     improved = scored[scored["best_so_far"] != scored["best_so_far"].shift()]
     last = float(improved["elapsed_seconds"].iloc[-1])
+    note += f" The best score last improved {_duration(last)} in, of {_duration(total)};"
+    before = scored[scored["elapsed_seconds"] <= total / 2]["best_so_far"]
     if before.empty:
-        change = "no trial had completed by half time"
-    else:
-        change = f"the best score went from {float(before.iloc[-1]):.4f} to {final:.4f}"
-    return (
-        f"{base} Over the second half of the run (the last {_duration(total / 2)}) {change}; the "
-        f"last improvement came {_duration(last)} in, of {_duration(total)}."
-    )
+        return note + " no trial had completed by half time."
+    return note + f" over the second half it went from {float(before.iloc[-1]):.4f} to {final:.4f}."
 
 
 def _wall_time(info: dict[str, Any]) -> str:

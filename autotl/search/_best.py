@@ -8,7 +8,10 @@ best model up close from the storage alone.
 from __future__ import annotations
 
 import base64
+import fcntl
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,11 +24,30 @@ MAX_GALLERY = 24
 THUMBNAIL_PX = 64
 
 
-def keep_best(study, result, data, model_dir, trial_number: int, value: float) -> None:
-    """Export ``result`` as the best model and store its validation analysis in the study."""
-    export.save(result, model_dir, extra=dict(trial=trial_number, value=value, dataset=data.spec))
+def keep_best(study, result, data, model_dir, trial_number: int, value: float) -> bool:
+    """Export ``result`` if it beats the exported model, and store its validation analysis.
+
+    Workers on one machine share ``model_dir``: a lock makes compare-and-replace one step,
+    and the replacement itself is atomic, so a crash never leaves a half-written model.
+    """
+    model_dir = Path(model_dir)
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(model_dir.parent / ".best_model.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if value <= exported_value(model_dir):
+            return False
+        export.save(result, model_dir, extra=dict(trial=trial_number, value=value, dataset=data.spec))
     study.set_user_attr("best_model_trial", trial_number)
     study.set_user_attr("best_model_analysis", analyse(result, data))
+    return True
+
+
+def exported_value(model_dir: Path) -> float:
+    """The score of the model exported in ``model_dir``; -inf when there is none (or it is unreadable)."""
+    try:
+        return float(json.loads((model_dir / export.CONFIG).read_text())["value"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return float("-inf")
 
 
 def analyse(result, data) -> dict:

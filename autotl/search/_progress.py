@@ -8,12 +8,13 @@ import sys
 class Progress:
     """Prints one line per trial start, per epoch, and per trial end, to stderr."""
 
-    def __init__(self, total: int, enabled: bool = True, stream=None):
-        self.total, self.enabled, self.stream = total, enabled, stream or sys.stderr
+    def __init__(self, total: int, enabled: bool = True, stream=None, prefix: str = ""):
+        self.total, self.enabled, self.stream, self.prefix = total, enabled, stream or sys.stderr, prefix
+        self.position = 1
 
     def say(self, text: str) -> None:
         if self.enabled:
-            print(text, file=self.stream, flush=True)
+            print(self.prefix + text, file=self.stream, flush=True)
 
     def trial_started(self, position: int, number: int, config) -> None:
         self.say(f"[trial {position}/{self.total}] #{number}: {config.describe()}")

@@ -6,15 +6,24 @@ the same command resumes it: finished trials are kept and the sampler learns fro
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import inspect
 import logging
+import multiprocessing
+import os
 import re
+import signal
+import sys
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from .. import backbones, report
@@ -29,6 +38,10 @@ from ._progress import Progress
 STUDY_NAME = "autotl"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REPORT_RESERVE_S = 10.0  # time kept back from --timeout to write the report and the model
+# A running trial beats every HEARTBEAT_S seconds; after GRACE_S seconds of silence it is stale.
+HEARTBEAT_S = int(os.environ.get("AUTOTL_HEARTBEAT_S", 10))
+GRACE_S = int(os.environ.get("AUTOTL_GRACE_S", 40))
+WAIT_S = 5.0
 
 
 @dataclass
@@ -68,6 +81,7 @@ class SearchContext:
     seed: int = 0
     progress: Progress | None = None
     results: dict = field(default_factory=dict)
+    interrupt: threading.Event = field(default_factory=threading.Event)
 
     def suggest(self, trial) -> TrialConfig:
         """Sample the search space into a TrialConfig the caller may change before fitting."""
@@ -78,8 +92,19 @@ class SearchContext:
         if self.progress is not None:
             self.progress.trial_started(self.progress.position, trial.number, config)
         on_epoch = (lambda record, best: self.progress.epoch(record, best, config.max_epochs)) if self.progress else None
-        result = fit(config, self.dataset, trial, device=self.device, weights_dir=self.weights_dir,
-                     deadline=self.deadline, seed=self.seed, on_epoch=on_epoch)
+        run = lambda cfg: fit(cfg, self.dataset, trial, device=self.device, weights_dir=self.weights_dir,  # noqa: E731
+                              deadline=self.deadline, seed=self.seed, on_epoch=on_epoch, interrupt=self.interrupt)
+        try:
+            result = run(config)
+        except torch.cuda.OutOfMemoryError:
+            if config.batch_size < 2:
+                raise
+            torch.cuda.empty_cache()
+            config = dataclasses.replace(config, batch_size=config.batch_size // 2)
+            trial.set_user_attr("out_of_memory_retry", f"CUDA out of memory; retried at batch size {config.batch_size}")
+            if self.progress is not None:
+                self.progress.say(f"    CUDA out of memory: retrying at batch size {config.batch_size}")
+            result = run(config)
         for key, value in result.attrs().items():
             trial.set_user_attr(key, value)
         self.results[trial.number] = result
@@ -100,17 +125,22 @@ def run_name(dataset: str) -> str:
 def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout: float | None = None,
            max_epochs: int | None = None, out: str | Path | None = None, seed: int = 0, objective=None,
            device: str = "auto", sampler: str = "tpe", pruner: str = "hyperband", storage: str | None = None,
-           weights_dir=None, val_fraction: float = 0.2, max_per_class: int | None = None,
-           progress: bool = True) -> SearchResult:
+           study_name: str = STUDY_NAME, workers: int = 1, weights_dir=None, val_fraction: float = 0.2,
+           max_per_class: int | None = None, allow_outside_paths: bool = False, progress: bool = True,
+           _worker: int | None = None) -> SearchResult:
     """Search fine-tuning recipes for ``dataset`` until the study holds ``n_trials`` finished trials.
 
     ``objective`` may be ``objective(trial, ctx) -> float`` (``ctx.suggest`` / ``ctx.fit``)
     or a plain Optuna ``objective(trial) -> float``; the default fine-tunes each sampled
-    recipe. Rerunning with the same ``out`` resumes the study. Returns a SearchResult.
+    recipe. Rerunning with the same ``out`` (or ``storage`` and ``study_name``) resumes the
+    study. ``workers`` > 1 runs that many processes on the one study (one GPU each when
+    there are GPUs, CPU threads split between them otherwise). Returns a SearchResult.
     """
     started = time.time()
     if n_trials < 1:
         raise AutoTLError(f"n_trials must be at least 1, got {n_trials}")
+    if workers < 1:
+        raise AutoTLError(f"workers must be at least 1, got {workers}")
     run_dir = Path(out) if out is not None else Path("reports") / run_name(dataset)
     search_space = load_space(space)
     if max_epochs is not None:
@@ -118,64 +148,50 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
             raise AutoTLError(f"max_epochs must be at least 1, got {max_epochs}")
         search_space.max_epochs = max_epochs
     torch_device = _device(device)
+    make_sampler(sampler, seed), make_pruner(pruner, search_space.max_epochs)  # reject unknown names early
     backbones.check_available(search_space.backbones(), weights_dir)
-    data = load_dataset(dataset, val_fraction=val_fraction, seed=seed, max_per_class=max_per_class)
+    data = load_dataset(dataset, val_fraction=val_fraction, seed=seed, max_per_class=max_per_class,
+                        allow_outside_paths=allow_outside_paths)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = run_dir / "best_model"
-    optuna.logging.set_verbosity(logging.WARNING)
-    study = optuna.create_study(storage=storage or f"sqlite:///{run_dir / 'study.db'}", study_name=STUDY_NAME,
-                                direction="maximize", load_if_exists=True,
-                                sampler=make_sampler(sampler, seed),
+    optuna.logging.set_verbosity(logging.ERROR)  # trial failures are shown by Progress, with their reason
+    study = optuna.create_study(storage=open_storage(storage or f"sqlite:///{run_dir / 'study.db'}"),
+                                study_name=study_name, direction="maximize", load_if_exists=True,
+                                sampler=make_sampler(sampler, None if _worker is None else seed + 7919 * (_worker + 1)),
                                 pruner=make_pruner(pruner, search_space.max_epochs))
-    _check_same_dataset(study, data, run_dir)
-    _describe(study, data, search_space, torch_device, n_trials, timeout, model_dir)
-    if not study.trials:
-        study.enqueue_trial(search_space.start_params(), skip_if_exists=True)
-
-    finished = _count_finished(study)
-    show = Progress(n_trials, enabled=progress)
+    show = Progress(n_trials, enabled=progress, prefix="" if _worker is None else f"[worker {_worker}] ")
+    if _worker is None:
+        _check_same_dataset(study, data, run_dir, same_path=storage is None)
+        _describe(study, data, search_space, torch_device, n_trials, timeout, model_dir)
+        if not study.trials:
+            study.enqueue_trial(search_space.start_params(), skip_if_exists=True)
+        finished = _count_finished(study)
+        if finished >= n_trials:
+            show.say(f"the study already has {finished} finished trials (asked for {n_trials}): nothing to run")
+        else:
+            show.say(f"searching {data.spec}: {len(data.classes)} classes, {data.count('train')} train / "
+                     f"{data.count('val')} val images; {finished} of {n_trials} trials already finished; "
+                     f"device {torch_device}; {workers} worker(s); run directory {run_dir}")
     deadline = started + timeout - REPORT_RESERVE_S if timeout else None
-    ctx = SearchContext(search_space, data, torch_device, weights_dir, deadline, seed, show)
-    user_objective = objective or default_objective
-    takes_ctx = len(inspect.signature(user_objective).parameters) >= 2
-    if finished >= n_trials:
-        show.say(f"the study in {run_dir} already has {finished} finished trials (asked for {n_trials}): nothing to run")
+
+    if workers > 1:
+        _run_workers(workers, torch_device, dict(
+            dataset=dataset, space=space, n_trials=n_trials, timeout=(deadline - time.time() + REPORT_RESERVE_S)
+            if deadline else None, max_epochs=max_epochs, out=out if out is not None else run_dir, seed=seed,
+            objective=objective, device=device, sampler=sampler, pruner=pruner, storage=storage,
+            study_name=study_name, weights_dir=weights_dir, val_fraction=val_fraction, max_per_class=max_per_class,
+            allow_outside_paths=allow_outside_paths, progress=progress))
     else:
-        show.say(f"searching {data.spec}: {len(data.classes)} classes, {data.count('train')} train / "
-                 f"{data.count('val')} val images; {finished} of {n_trials} trials already finished; "
-                 f"device {torch_device}; run directory {run_dir}")
-
-    def wrapped(trial):
-        show.position = _count_finished(study) + 1
+        ctx = SearchContext(search_space, data, torch_device, weights_dir, deadline, seed, show)
         try:
-            value = user_objective(trial, ctx) if takes_ctx else user_objective(trial)
-        except optuna.TrialPruned:
+            with _first_ctrl_c_sets(ctx.interrupt):
+                _optimize(study, ctx, objective or default_objective, n_trials, deadline, run_dir, model_dir, show)
+        except KeyboardInterrupt:
+            report.write(study, run_dir / "report.html")
             raise
-        except Exception as error:
-            trial.set_user_attr("error", f"{error.__class__.__name__}: {error}")
-            raise
-        result = ctx.results.pop(trial.number, None)
-        if result is not None and value is not None and _beats_best(study, value):
-            keep_best(study, result, data, model_dir, trial.number, value)
-        return value
-
-    def after_trial(study_, frozen):
-        ctx.results.pop(frozen.number, None)
-        reason = frozen.user_attrs.get("end_reason") or frozen.user_attrs.get("error", "")
-        best = _best_complete(study_)
-        show.trial_ended(frozen.number, frozen.state.name.lower(), frozen.value, reason,
-                         best.value if best else None, best.number if best else None)
-        report.write(study_, run_dir / "report.html")
-        if _count_finished(study_) >= n_trials:
-            study_.stop()
-        if deadline is not None and time.time() + _typical_epoch(study_) > deadline:
-            study_.stop()
-
-    if finished < n_trials:
-        study.optimize(wrapped, n_trials=n_trials - finished,
-                       timeout=(deadline - time.time()) if deadline else None,
-                       callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)
+    if _worker is not None:
+        return SearchResult(study=study, run_dir=run_dir, model_dir=model_dir)
     report.write(study, run_dir / "report.html")
     if _best_complete(study) is None:
         errors = [t.user_attrs.get("error") for t in study.trials if t.user_attrs.get("error")]
@@ -184,6 +200,142 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
     show.say(f"best validation accuracy {study.best_value:.4f} (trial #{study.best_trial.number}); "
              f"model in {model_dir}; report in {run_dir / 'report.html'}")
     return SearchResult(study=study, run_dir=run_dir, model_dir=model_dir)
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage (SQLite file or a database server) with heartbeats.
+
+    A trial whose process died (SIGKILL, a lost machine) stops beating; after the grace
+    period any worker marks it failed, and its configuration is enqueued once more.
+    """
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    url = _postgres_driver(url)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                              grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
+    except ImportError as error:
+        raise AutoTLError(f"the storage {url.split(':')[0]} needs a driver: {error}; for PostgreSQL run "
+                          f"'pip install psycopg2-binary'") from error
+    except Exception as error:  # noqa: BLE001 - SQLAlchemy's many connection errors
+        raise AutoTLError(f"cannot open storage {url.split('@')[-1]}: {str(error).splitlines()[0]}") from error
+
+
+def _postgres_driver(url: str) -> str:
+    """A plain postgresql:// URL uses psycopg2 when that is the driver installed (SQLAlchemy 2.1 wants psycopg 3)."""
+    if not url.startswith("postgresql://"):
+        return url
+    try:
+        import psycopg  # noqa: F401
+        return url
+    except ImportError:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+
+
+def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir, show) -> None:
+    """Run trials one at a time until the study holds ``n_trials`` finished ones.
+
+    Trials running in other workers count towards the total, so that several workers
+    end with exactly ``n_trials``; if one of them dies, its trial goes stale, is marked
+    failed and retried, and the wait ends.
+    """
+    takes_ctx = len(inspect.signature(user_objective).parameters) >= 2
+
+    def wrapped(trial):
+        show.position = _count_finished(study) + 1
+        try:
+            value = user_objective(trial, ctx) if takes_ctx else user_objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted (Ctrl-C); its configuration runs again on the next run")
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+            raise
+        except Exception as error:
+            trial.set_user_attr("error", f"{error.__class__.__name__}: {error}")
+            raise
+        result = ctx.results.pop(trial.number, None)
+        if result is not None and value is not None:
+            keep_best(study, result, ctx.dataset, model_dir, trial.number, value)
+        return value
+
+    def after_trial(study_, frozen):
+        ctx.results.pop(frozen.number, None)
+        reason = frozen.user_attrs.get("end_reason") or frozen.user_attrs.get("error", "")
+        best = _best_complete(study_)
+        show.trial_ended(frozen.number, frozen.state.name.lower(), frozen.value, reason,
+                         best.value if best else None, best.number if best else None)
+        try:
+            report.write(study_, run_dir / "report.html")
+        except Exception as error:  # noqa: BLE001 - a report bug must never stop a long search
+            show.say(f"warning: the report could not be refreshed ({error.__class__.__name__}: {error})")
+
+    while True:
+        if ctx.interrupt.is_set():
+            raise KeyboardInterrupt
+        optuna.storages.fail_stale_trials(study)
+        finished = _count_finished(study)
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if finished >= n_trials:
+            return
+        if deadline is not None and time.time() + _typical_epoch(study) > deadline:
+            return
+        if finished + running >= n_trials:
+            time.sleep(WAIT_S)  # the remaining trials run in other workers: wait for them
+            continue
+        study.optimize(wrapped, n_trials=1, callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)
+
+
+def _run_workers(workers: int, device, kwargs: dict) -> None:
+    """Start ``workers`` processes on the study and wait for them all."""
+    context = multiprocessing.get_context("spawn")
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    processes, interrupt = [], threading.Event()
+    for i in range(workers):
+        process = context.Process(target=_worker_main, args=(i, gpus, threads, kwargs), name=f"autotl-worker-{i}")
+        process.start()
+        processes.append(process)
+    with _first_ctrl_c_sets(interrupt):  # each worker gets the Ctrl-C too and ends its own trial
+        for process in processes:
+            process.join()
+    if interrupt.is_set():
+        raise KeyboardInterrupt
+    failed = [p.name for p in processes if p.exitcode not in (0, -signal.SIGKILL)]
+    if failed:
+        raise AutoTLError(f"worker(s) {', '.join(failed)} stopped with an error (see above); finished trials are "
+                          f"kept: rerun the same command to resume")
+
+
+@contextlib.contextmanager
+def _first_ctrl_c_sets(event: threading.Event):
+    """Turn the first Ctrl-C into ``event`` (the trial stops at its next step); a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _worker_main(index: int, gpus: int, threads: int, kwargs: dict) -> None:
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+    torch.set_num_threads(threads)
+    try:
+        search(**kwargs, workers=1, _worker=index)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def _device(device: str):
@@ -202,20 +354,16 @@ def _best_complete(study):
     return max(complete, key=lambda t: t.value) if complete else None
 
 
-def _beats_best(study, value: float) -> bool:
-    best = _best_complete(study)
-    return best is None or value > best.value
-
-
 def _typical_epoch(study) -> float:
     """The median epoch's seconds so far: a new trial with less time left than this is not started."""
     seconds = sorted(r["seconds"] for t in study.get_trials(deepcopy=False) for r in t.user_attrs.get("history", []))
     return seconds[len(seconds) // 2] if seconds else 0.0
 
 
-def _check_same_dataset(study, data, run_dir) -> None:
+def _check_same_dataset(study, data, run_dir, same_path: bool = True) -> None:
+    """Refuse to mix datasets in one study (across machines the path may differ, the classes may not)."""
     known = study.user_attrs.get("dataset")
-    if known and (known.get("path") != data.spec or known.get("classes") != list(data.classes)):
+    if known and ((same_path and known.get("path") != data.spec) or known.get("classes") != list(data.classes)):
         raise AutoTLError(f"{run_dir} holds a study of dataset {known.get('path')!r}, not {data.spec!r}: "
                           f"pass --out with a new run directory")
 

@@ -109,7 +109,8 @@ def _autocast(device):
 
 def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None = None, *,
         device: str | torch.device = "auto", weights_dir=None, deadline: float | None = None,
-        seed: int = 0, on_epoch=None, pretrained: bool = True, cache_prefix: bool = True) -> TrialResult:
+        seed: int = 0, on_epoch=None, pretrained: bool = True, cache_prefix: bool = True,
+        interrupt=None) -> TrialResult:
     """Fine-tune ``config.backbone`` on ``dataset`` for up to ``config.max_epochs`` epochs.
 
     Reports validation accuracy to ``trial`` after each epoch and raises
@@ -117,7 +118,8 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     trial's user attrs then say why). Stops early, keeping its best epoch, once
     ``deadline`` (a ``time.time()`` value) would be passed by another epoch. With no
     augmentation and no mixup, the frozen prefix runs once and its outputs are cached
-    (``cache_prefix=False`` turns that off).
+    (``cache_prefix=False`` turns that off). ``interrupt`` (a threading.Event) set by a
+    Ctrl-C handler ends the run at the next step with KeyboardInterrupt.
     """
     started = time.time()
     device = resolve_device(device) if isinstance(device, str) else device
@@ -222,6 +224,8 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
             loss_sum += loss.item() * len(idx)
             seen += len(idx)
             step += 1
+            if interrupt is not None and interrupt.is_set():
+                raise KeyboardInterrupt
             if deadline is not None and time.time() > deadline and b + 1 < steps_per_epoch:
                 break
         if deadline is not None and time.time() > deadline and seen < n_train - 1:
