@@ -5,7 +5,7 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 pg_data=$(mktemp -d /tmp/autotl-pg.XXXXXX)
-pg_port=54329
+pg_port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 chown postgres "$pg_data"
 su postgres -c "$pg_bin/initdb -D $pg_data -A trust -U postgres" >/dev/null
 su postgres -c "$pg_bin/pg_ctl -D $pg_data -o '-h 127.0.0.1 -p $pg_port -k /tmp' -l $pg_data/server.log -w start" >/dev/null
