@@ -69,10 +69,10 @@ def plain_epochs(root: Path, *, scale, frozen_depth, augment, batch_size, epochs
 
 
 def plain_tensor_epochs(data, *, scale, batch_size, epochs, lr=1e-3):
-    """The plain loop over autotl's own in-memory tensors: exactly autotl's work, minus autotl."""
+    """The plain loop over autotl's own in-memory tensors, NHWC like autotl: exactly autotl's work, minus autotl."""
     pre = backbones.preprocessing(BACKBONE, scale)
     images, labels = data.tensors("train", pre.size, pre.interpolation)
-    model = backbones.create(BACKBONE, len(data.classes))
+    model = backbones.create(BACKBONE, len(data.classes)).to(memory_format=torch.channels_last)  # as autotl does
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(0)
     out = []
@@ -82,7 +82,8 @@ def plain_tensor_epochs(data, *, scale, batch_size, epochs, lr=1e-3):
         order = torch.randperm(len(images), generator=generator)
         for b in range(0, len(images) - 1, batch_size):
             idx = order[b:b + batch_size]
-            loss = F.cross_entropy(model(pre.normalize(images[idx])), labels[idx])
+            x = pre.normalize(images[idx]).contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), labels[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

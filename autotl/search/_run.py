@@ -275,7 +275,9 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir
     while True:
         if ctx.interrupt.is_set():
             raise KeyboardInterrupt
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         finished = _count_finished(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if finished >= n_trials:
