@@ -80,12 +80,16 @@ def _report(args) -> int:
     import optuna
 
     from . import report
+    from .search import open_storage
 
     run_dir = Path(args.run_dir)
     storage = args.storage or f"sqlite:///{run_dir / 'study.db'}"
     if not args.storage and not (run_dir / "study.db").is_file():
         raise AutoTLError(f"{run_dir} has no study.db: pass the run directory of a search (or --storage URL)")
-    study = optuna.load_study(study_name=args.study_name, storage=storage)
+    try:
+        study = optuna.load_study(study_name=args.study_name, storage=open_storage(storage))
+    except KeyError as error:
+        raise AutoTLError(f"no study named {args.study_name!r} in {storage.split('@')[-1]}: pass --study-name") from error
     path = report.write(study, run_dir / "report.html")
     print(path)
     return 0

@@ -185,3 +185,26 @@ def test_two_machines_share_a_postgresql_study_and_survive_a_kill(tmp_path, phot
     states, _ = _states(POSTGRES, name)
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 4
     assert TrialState.RUNNING not in states
+
+
+def _children(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def test_a_killed_worker_of_workers_2_loses_nothing(tmp_path, photo_folder):
+    out = tmp_path / "run"
+    storage = f"sqlite:///{out / 'study.db'}"
+    args = _search_args(photo_folder, out, 4, "--workers", "2")
+    parent = subprocess.Popen(args, env=FAST_ENV, stderr=subprocess.DEVNULL)
+    _wait_for_running_epoch(storage)
+    workers = [p for p in _children(parent.pid)  # the worker processes, not multiprocessing's resource tracker
+               if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="ignore")]
+    assert len(workers) >= 2, workers
+    os.kill(workers[-1], signal.SIGKILL)
+    parent.wait(timeout=600)
+    subprocess.run(args, env=FAST_ENV, check=True, stderr=subprocess.DEVNULL, timeout=600)
+    states, _ = _states(storage)
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 4
+    assert TrialState.RUNNING not in states
+    assert (out / "best_model" / "model.safetensors").is_file()
