@@ -140,3 +140,12 @@ def test_unknown_backbone_fails_before_training(tmp_path, photo_folder, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not_a_real_model" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_the_same_seed_samples_the_same_recipes(tmp_path, photo_folder):
+    def sampled(out):
+        result = autotl.search(str(photo_folder), space="default", n_trials=4, seed=5, out=out, progress=False,
+                               objective=lambda trial, ctx: float(len(ctx.suggest(trial).describe())))
+        return [t.params for t in result.study.trials]
+
+    assert sampled(tmp_path / "a") == sampled(tmp_path / "b")

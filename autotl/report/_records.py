@@ -160,9 +160,10 @@ def parallel_records(trials: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFram
             frame.loc[frame["regularizer"] == "none", "regularizer_strength"] = float("nan")
         columns = [c for c in CONFIG_COLUMNS if frame[c].dropna().map(repr).nunique() > 1]
     else:
-        frame = complete.rename(columns=lambda c: c[len("param_"):] if c.startswith("param_") else c)
-        columns = [c[len("param_"):] for c in complete.columns
-                   if c.startswith("param_") and complete[c].notna().any()]
+        params = [c for c in complete.columns if c.startswith("param_") and complete[c].notna().any()]
+        columns = [c[len("param_"):] for c in params]
+        # only the params, renamed: a param may share its name with a trial column (e.g. backbone)
+        frame = complete[["number", "value"] + params].set_axis(["number", "value"] + columns, axis=1)
     return frame[["number", "value"] + columns].reset_index(drop=True)
 
 

@@ -148,7 +148,9 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
             raise AutoTLError(f"max_epochs must be at least 1, got {max_epochs}")
         search_space.max_epochs = max_epochs
     torch_device = _device(device)
-    make_sampler(sampler, seed), make_pruner(pruner, search_space.max_epochs)  # reject unknown names early
+    # built before any work, so an unknown name is rejected at once; each worker samples with its own seed
+    study_sampler = make_sampler(sampler, seed if _worker is None else seed + 7919 * (_worker + 1))
+    study_pruner = make_pruner(pruner, search_space.max_epochs)
     backbones.check_available(search_space.backbones(), weights_dir)
     data = load_dataset(dataset, val_fraction=val_fraction, seed=seed, max_per_class=max_per_class,
                         allow_outside_paths=allow_outside_paths)
@@ -158,8 +160,7 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
     optuna.logging.set_verbosity(logging.ERROR)  # trial failures are shown by Progress, with their reason
     study = optuna.create_study(storage=open_storage(storage or f"sqlite:///{run_dir / 'study.db'}"),
                                 study_name=study_name, direction="maximize", load_if_exists=True,
-                                sampler=make_sampler(sampler, None if _worker is None else seed + 7919 * (_worker + 1)),
-                                pruner=make_pruner(pruner, search_space.max_epochs))
+                                sampler=study_sampler, pruner=study_pruner)
     show = Progress(n_trials, enabled=progress, prefix="" if _worker is None else f"[worker {_worker}] ")
     if _worker is None:
         _check_same_dataset(study, data, run_dir, same_path=storage is None)

@@ -87,7 +87,7 @@ def evaluate(model, inputs, labels, prepare, device, num_classes, batch_size=256
                 loss=loss_sum / len(labels))
 
 
-def _channels_last(x: torch.Tensor, device=None) -> torch.Tensor:
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """Images as NHWC in memory: convolutions run about 1.6x faster so, on the CPU too (measured)."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
@@ -153,7 +153,7 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
 
     # Deterministic inputs: run the frozen prefix once (cached across trials), train the rest.
     network, train_inputs, val_inputs, cache = model, x_train, x_val, "off"
-    prepare_eval = lambda x: _channels_last(pre.normalize(x), device)  # noqa: E731
+    prepare_eval = lambda x: _channels_last(pre.normalize(x))  # noqa: E731
     if cache_prefix and config.augment_strength == 0 and config.regularizer != "mixup":
         parts = split(model, prepare_eval(x_train[:2].to(device)))
         if parts is not None:
@@ -197,7 +197,7 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
         loss_sum, seen = 0.0, 0
         for b in range(steps_per_epoch):
             idx = order[b * batch_size:(b + 1) * batch_size]
-            inputs, labels = _channels_last(train_inputs[idx.to(train_inputs.device)]), y_train[idx]
+            inputs, labels = train_inputs[idx.to(train_inputs.device)], y_train[idx]
             labels = labels.to(device, non_blocking=True)
             targets = F.one_hot(labels, num_classes).float() * (1 - smoothing) + smoothing / num_classes
             if cache == "off":
@@ -207,7 +207,8 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
                                  generator)
                 if config.regularizer == "mixup":
                     inputs, targets = mixup(inputs, targets, config.regularizer_strength, generator)
-                inputs = _channels_last(pre.standardize(inputs), device)
+                inputs = pre.standardize(inputs)
+            inputs = _channels_last(inputs)  # once, for raw images and cached features alike
             factor = lr_factor(step, schedule=config.lr_schedule, total_steps=total_steps, warmup_steps=warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
