@@ -18,7 +18,9 @@ def _search(args) -> int:
                     sampler=args.sampler, pruner=args.pruner, weights_dir=args.weights_dir,
                     storage=args.storage, study_name=args.study_name, workers=args.workers,
                     val_fraction=args.val_fraction, max_per_class=args.max_per_class,
-                    allow_outside_paths=args.allow_outside_paths)
+                    allow_outside_paths=args.allow_outside_paths, objectives=args.objective,
+                    rank=not args.no_rank, warm_start=not args.no_warm_start, drop_backbones=args.drop_backbones,
+                    refit=args.refit)
     print(f"best validation accuracy: {result.best_value:.4f}")
     print(f"best recipe: {result.best_config.describe()}")
     print(f"model: {result.model_dir}")
@@ -76,10 +78,9 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _report(args) -> int:
+def _load_study(args):
     import optuna
 
-    from . import report
     from .search import open_storage
 
     run_dir = Path(args.run_dir)
@@ -87,11 +88,28 @@ def _report(args) -> int:
     if not args.storage and not (run_dir / "study.db").is_file():
         raise AutoTLError(f"{run_dir} has no study.db: pass the run directory of a search (or --storage URL)")
     try:
-        study = optuna.load_study(study_name=args.study_name, storage=open_storage(storage))
+        return optuna.load_study(study_name=args.study_name, storage=open_storage(storage))
     except KeyError as error:
         raise AutoTLError(f"no study named {args.study_name!r} in {storage.split('@')[-1]}: pass --study-name") from error
-    path = report.write(study, run_dir / "report.html")
+
+
+def _report(args) -> int:
+    from . import report
+
+    path = report.write(_load_study(args), Path(args.run_dir) / "report.html")
     print(path)
+    return 0
+
+
+def _export(args) -> int:
+    from .search import export_trial
+
+    out = args.out or Path(args.run_dir) / f"trial_{args.trial}_model"
+    print(f"training trial {args.trial}'s recipe again (trials keep no checkpoints) ...", file=sys.stderr)
+    model_dir, stored, got = export_trial(_load_study(args), args.trial, out, device=args.device,
+                                          weights_dir=args.weights_dir)
+    print(f"trial {args.trial}: validation accuracy {got:.4f} (the search recorded {stored:.4f})")
+    print(f"model: {model_dir}")
     return 0
 
 
@@ -119,6 +137,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-per-class", type=int, default=None, help="cap images per class and split, for quick runs")
     s.add_argument("--allow-outside-paths", action="store_true",
                    help="let a CSV name images outside its own folder (off by default: only for CSVs you trust)")
+    s.add_argument("--objective", default="accuracy",
+                   help="accuracy (default), or accuracy,latency for a multi-objective search (Pareto front in the report)")
+    s.add_argument("--drop-backbones", type=float, nargs="?", const=0.1, default=None, metavar="MARGIN",
+                   help="leave out backbones whose LogME score is more than MARGIN below the best (default margin 0.1)")
+    s.add_argument("--no-rank", action="store_true", help="do not rank the backbones by LogME before training")
+    s.add_argument("--no-warm-start", action="store_true",
+                   help="let the sampler pick every trial (no warm-start recipes first)")
+    s.add_argument("--refit", action="store_true",
+                   help="retrain the best recipe on train + validation for its best epoch count before exporting")
     s.set_defaults(run=_search)
 
     b = commands.add_parser("backbones", help="list candidate backbones and whether their weights are here")
@@ -146,6 +173,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--storage", default=None, help="storage URL (default: sqlite:///RUN_DIR/study.db)")
     r.add_argument("--study-name", default="autotl")
     r.set_defaults(run=_report)
+
+    x = commands.add_parser("export", help="export any trial of a search as a model (its recipe is trained again)")
+    x.add_argument("run_dir")
+    x.add_argument("--trial", type=int, required=True, help="the trial's number, as in the report")
+    x.add_argument("--out", default=None, help="model folder (default: RUN_DIR/trial_N_model)")
+    x.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    x.add_argument("--weights-dir", default=None)
+    x.add_argument("--storage", default=None, help="storage URL (default: sqlite:///RUN_DIR/study.db)")
+    x.add_argument("--study-name", default="autotl")
+    x.set_defaults(run=_export)
     return main
 
 

@@ -29,24 +29,28 @@ def _photo(name: str) -> np.ndarray:
     return pixels[:, :, :3]
 
 
-def _crops(pixels: np.ndarray, count: int, cells: set, rng, size: int) -> list[Image.Image]:
+def _crops(pixels: np.ndarray, count: int, cells: set, rng, size: int, crop: tuple) -> list[Image.Image]:
     height, width = pixels.shape[:2]
     out = []
     while len(out) < count:
-        side = int(rng.uniform(0.2, 0.45) * min(height, width))
+        side = max(4, int(rng.uniform(*crop) * min(height, width)))
         cy, cx = rng.uniform(0, height), rng.uniform(0, width)
         if (int(cy * 4 / height), int(cx * 4 / width)) not in cells:
             continue
         top = int(np.clip(cy - side / 2, 0, height - side))
         left = int(np.clip(cx - side / 2, 0, width - side))
-        crop = Image.fromarray(pixels[top:top + side, left:left + side])
-        out.append(crop.resize((size, size), Image.Resampling.BICUBIC))
+        piece = Image.fromarray(pixels[top:top + side, left:left + side])
+        out.append(piece.resize((size, size), Image.Resampling.BICUBIC))
     return out
 
 
 def natural_photos(root: str | Path, train_per_class: int = 50, test_per_class: int = 30, size: int = 64,
-                   seed: int = 0) -> tuple[Path, Path]:
-    """Write ``root/photos-train/<class>/*.png`` and ``root/photos-test/<class>/*.png``."""
+                   seed: int = 0, crop: tuple = (0.2, 0.45)) -> tuple[Path, Path]:
+    """Write ``root/photos-train/<class>/*.png`` and ``root/photos-test/<class>/*.png``.
+
+    ``crop``: the range of a crop's side as a fraction of the photo's shorter side; small
+    crops (say 0.05 to 0.1) show little of a photo and make the task harder.
+    """
     root = Path(root)
     rng = np.random.default_rng(seed)
     train_cells = {(r, c) for r in range(4) for c in range(4) if (r + c) % 2 == 0}
@@ -57,8 +61,8 @@ def natural_photos(root: str | Path, train_per_class: int = 50, test_per_class: 
                                      ("photos-test", test_per_class, test_cells)):
             target = root / folder / name
             target.mkdir(parents=True, exist_ok=True)
-            for i, crop in enumerate(_crops(pixels, count, cells, rng, size)):
-                crop.save(target / f"{name}_{i:03d}.png")
+            for i, image in enumerate(_crops(pixels, count, cells, rng, size, crop)):
+                image.save(target / f"{name}_{i:03d}.png")
     return root / "photos-train", root / "photos-test"
 
 

@@ -8,6 +8,7 @@ import uuid
 
 import numpy as np
 import optuna
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from optuna.trial import TrialState
@@ -371,3 +372,241 @@ def test_a_50_trial_page_stays_under_10_mb():
     page = _html.render(study)
     assert len(page.encode()) < 10_000_000
     assert page.count('<img src="data:image/png;base64,') == 24  # the gallery keeps at most 24
+
+
+# --- backbone ranking, cost per trial, several objectives -------------------------------------
+
+RANKING = {
+    "method": "LogME",
+    "images": 400,
+    "resolution_scale": 0.75,
+    "seconds": 21.3,
+    "margin": 0.1,
+    "scores": [
+        {"backbone": "convnext_atto", "logme": 1.5, "seconds": 6.0, "rank": 1, "dropped": False},
+        {"backbone": "resnet18", "logme": 1.25, "seconds": 5.5, "rank": 2, "dropped": False},
+        {"backbone": "mobilenetv3_small_050", "logme": 1.0, "seconds": 4.2, "rank": 3, "dropped": False},
+        {"backbone": EVIL, "logme": 0.5, "seconds": 5.6, "rank": 4, "dropped": True},
+    ],
+}
+
+
+def _trial(value, backbone="resnet18", state=TrialState.COMPLETE, where="attr", **attrs):
+    """A finished trial made by hand; ``where`` says where its backbone is stored (attr, config, param)."""
+    params, distributions = {}, {}
+    if where == "attr":
+        attrs["backbone"] = backbone
+    elif where == "config":
+        attrs["config"] = {"backbone": backbone}
+    else:
+        params["backbone"] = backbone
+        distributions["backbone"] = optuna.distributions.CategoricalDistribution(
+            ["resnet18", "convnext_atto", "mobilenetv3_small_050"]
+        )
+    values = value if isinstance(value, list) else None
+    return optuna.trial.create_trial(
+        state=state,
+        value=None if values or state == TrialState.FAIL else value,
+        values=values,
+        params=params,
+        distributions=distributions,
+        user_attrs=attrs,
+    )
+
+
+def make_ranked_study():
+    """Six hand-made trials over three backbones, plus a LogME ranking of four (one dropped)."""
+    study = optuna.create_study(direction="maximize", study_name="ranked")
+    study.set_user_attr("backbone_ranking", RANKING)
+    for trial in [
+        _trial(0.70, "resnet18"),
+        _trial(0.80, "resnet18"),
+        _trial(0.95, "resnet18", state=TrialState.PRUNED),  # pruned: its score is not a result
+        _trial(0.75, "convnext_atto", where="config"),
+        _trial(None, "convnext_atto", state=TrialState.FAIL, error="RuntimeError: out of memory"),
+        _trial(0.60, "mobilenetv3_small_050", where="param"),
+    ]:
+        study.add_trial(trial)
+    return study
+
+
+def test_ranking_records_put_the_actual_result_next_to_the_rank():
+    ranking = report.ranking_records(make_ranked_study())
+    assert list(ranking.columns) == _records.RANKING_COLUMNS
+    assert ranking["backbone"].tolist() == ["convnext_atto", "resnet18", "mobilenetv3_small_050", EVIL]
+    assert ranking["rank"].tolist() == [1, 2, 3, 4]
+    assert ranking["dropped"].tolist() == [False, False, False, True]
+    assert ranking["logme"].tolist() == [1.5, 1.25, 1.0, 0.5]
+    assert ranking["trials"].tolist() == [2, 3, 1, 0]
+    assert ranking["complete"].tolist() == [1, 2, 1, 0]
+    assert ranking["best"].iloc[:3].tolist() == pytest.approx([0.75, 0.80, 0.60])  # not the pruned 0.95
+    assert pd.isna(ranking["best"].iloc[3])
+    settings = _records.ranking_settings(make_ranked_study())
+    assert settings == {"method": "LogME", "images": 400, "resolution_scale": 0.75, "seconds": 21.3,
+                        "margin": 0.1, "dropped": 1}
+    assert report.ranking_records(make_study()).empty
+    assert _records.ranking_settings(make_study()) is None
+
+
+def test_ranking_section_shows_the_numbers_and_the_verdict():
+    page = _html.render(make_ranked_study())
+    mattered = page[page.index('<section id="mattered">'):page.index('<section id="best-model">')]
+    assert "<h3>Backbone ranking before training (LogME)</h3>" in mattered
+    assert "The ranking took 21 s on 400 training images at 0.75 of their resolution" in mattered
+    assert "1 backbone was dropped from the search (more than 0.1 below the best score)" in mattered
+    table = mattered[mattered.index("<th>rank</th>"):]
+    table = table[:table.index("</table>")]
+    assert "<th>LogME score</th>" in table and "<th>best accuracy</th>" in table
+    rows = table.split("<tr")[1:]
+    assert len(rows) == 4
+    assert ">resnet18<" in rows[1] and ">0.8<" in rows[1] and ">3<" in rows[1] and ">no<" in rows[1]
+    assert rows[1].startswith(' class="best"')  # the best backbone of the search
+    assert EVIL_TEXT in rows[3] and ">yes<" in rows[3]
+    assert EVIL not in page
+    assert "The best backbone in the search, resnet18, was ranked 2 of 4." in mattered
+    assert "rank correlation between score and best accuracy is 0.50" in mattered
+    assert 'id="figure-ranking"' in mattered
+
+
+def test_ranking_figure_marks_each_backbone_and_leaves_the_untrained_below():
+    from autotl.report import _figures
+
+    fig = _figures.ranking_figure(report.ranking_records(make_ranked_study()))
+    trained, untrained = fig.data
+    assert list(trained.x) == [1.5, 1.25, 1.0] and list(trained.y) == pytest.approx([0.75, 0.8, 0.6])
+    assert list(trained.text) == ["convnext_atto", "resnet18", "mobilenetv3_small_050"]
+    assert list(untrained.text) == [EVIL_TEXT]  # escaped: plotly.js reads labels as HTML
+    empty = report.ranking_records(make_ranked_study()).assign(best=float("nan"))
+    assert _figures.ranking_figure(empty) is None
+
+
+def test_cost_and_warm_start_become_columns_of_the_trials_table():
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_trial(0.7, train_seconds=12.5, latency_ms=3.25, model_mb=9.5,
+                           warm_start=f"linear_probe on {EVIL}"))
+    study.add_trial(_trial(0.8))  # an older trial without them
+    trials = report.trial_records(study)
+    assert trials["train_seconds"].tolist()[0] == 12.5 and pd.isna(trials["train_seconds"].iloc[1])
+    assert trials["latency_ms"].iloc[0] == 3.25 and trials["model_mb"].iloc[0] == 9.5
+    assert trials["warm_start"].iloc[0] == f"linear_probe on {EVIL}" and pd.isna(trials["warm_start"].iloc[1])
+    page = _html.render(study)
+    table = page[page.index('<section id="trials">'):]
+    for header in ("train time (s)", "latency (ms)", "size (MB)", "warm start"):
+        assert f"<th>{header}</th>" in table
+    assert ">12.5<" in table and ">3.25<" in table and ">9.5<" in table
+    assert f"linear_probe on {EVIL_TEXT}" in table and EVIL not in page
+
+
+# (accuracy, latency ms) of complete trials: 2 is beaten by 1, 4 by 0, 3 by 6 (as accurate, faster)
+PARETO = {0: (0.80, 10.0), 1: (0.85, 20.0), 2: (0.82, 25.0), 3: (0.90, 40.0), 4: (0.75, 12.0), 6: (0.90, 35.0)}
+FRONT = [0, 1, 6]
+
+
+def make_pareto_study(storage=None):
+    """An accuracy-latency study as the search makes it with two objectives: no pruning, no reports."""
+    study = optuna.create_study(directions=["maximize", "minimize"], study_name="pareto", storage=storage)
+    study.set_user_attr("objectives", ["accuracy", "latency"])
+    backbones = ["resnet18", "convnext_atto", EVIL]
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    for number in range(8):
+        attrs = {"backbone": backbones[number % 3], "train_seconds": 30.0 + number, "model_mb": 5.0 + number}
+        if number == 5:  # failed before it had values
+            trial = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
+        elif number == 7:  # the warm start that is still running
+            trial = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=attrs)
+        else:
+            accuracy, latency = PARETO[number]
+            attrs.update(latency_ms=latency, history=_history([accuracy - 0.1, accuracy]))
+            trial = optuna.trial.create_trial(
+                values=[accuracy, latency], params={"lr": 10 ** -(1 + number % 3)}, distributions={"lr": lr},
+                user_attrs=attrs,
+            )
+        study.add_trial(trial)
+    return study
+
+
+def test_pareto_records_find_the_front_and_the_most_accurate_trial():
+    study = make_pareto_study()
+    pareto = report.pareto_records(study)
+    assert list(pareto.columns) == _records.PARETO_COLUMNS
+    assert pareto["number"].tolist() == [0, 1, 2, 3, 4, 6]
+    assert pareto.loc[pareto["on_front"], "number"].tolist() == FRONT
+    assert pareto["latency_ms"].tolist() == [PARETO[n][1] for n in (0, 1, 2, 3, 4, 6)]
+    assert pareto.loc[pareto["number"] == 6, "backbone"].item() == "resnet18"
+    assert report.pareto_records(make_study()).empty
+    info = _records.summary(study)
+    assert info["best_trial"] == 6 and info["best_value"] == pytest.approx(0.90)  # 3 is as accurate, slower
+    assert [o["name"] for o in info["objectives"]] == ["accuracy", "latency"]
+    assert info["objectives"][1] == {"name": "latency", "score": False, "direction": "minimize",
+                                     "best_value": 35.0}
+    assert _records.summary(make_study())["objectives"] is None
+    trials = report.trial_records(study)
+    assert trials["value"].tolist()[:5] == pytest.approx([0.80, 0.85, 0.82, 0.90, 0.75])  # accuracy
+    times = report.time_records(study)
+    assert times["best_so_far"].max() == pytest.approx(0.90)
+    importances, reason = _records.param_importances(study)
+    assert not importances.empty, reason  # the accuracy explained, not an Optuna error
+
+
+def test_a_two_objective_study_renders_with_its_pareto_front(tmp_path):
+    study = make_pareto_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    page = report.write(study, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert _html.render(study) == page  # still a function of the storage
+    assert EVIL not in page
+    for number, section in enumerate(["summary", "pareto", "history", "curves", "mattered", "best-model",
+                                      "trials"], start=1):
+        assert f'<section id="{section}">\n<h2>{number}. ' in page
+    for figure in ("pareto", "history", "time", "curves", "importance", "parallel"):
+        assert f'id="figure-{figure}"' in page
+    summary = page[:page.index('<section id="pareto">')]
+    assert "0.9 validation accuracy (trial 6; latency 35 ms), the most accurate complete trial" in summary
+    assert "maximize accuracy, minimize latency; 3 of 6 complete trials on the Pareto front" in summary
+    pareto = page[page.index('<section id="pareto">'):page.index('<section id="history">')]
+    front = pareto[pareto.index("<h3>Trials on the front</h3>"):]
+    rows = front[:front.index("</table>")].split("<tr>")[2:]
+    assert [row.split("</td>")[0].rsplit(">", 1)[1] for row in rows] == ["0", "1", "6"]  # fastest first
+    trials = page[page.index('<section id="trials">'):]
+    assert "<th>Pareto front</th>" in trials and trials.count(">yes<") == 3
+    assert "<th>latency (ms)</th>" in trials
+
+
+def test_the_pareto_figure_joins_the_front_in_order_of_latency():
+    from autotl.report import _figures
+
+    fig = _figures.pareto_figure(report.pareto_records(make_pareto_study()))
+    others, line, front = fig.data
+    assert sorted(zip(others.x, others.y)) == sorted(PARETO[n][::-1] for n in (2, 3, 4))
+    assert list(line.x) == [10.0, 20.0, 35.0] and list(line.y) == [0.80, 0.85, 0.90]
+    assert line.line.shape == "hv"
+    assert [list(c) for c in front.customdata] == [[0, "resnet18"], [1, "convnext_atto"], [6, "resnet18"]]
+    assert "trial %{customdata[0]} (%{customdata[1]})" in front.hovertemplate
+    assert _figures.pareto_figure(report.pareto_records(make_study())) is None
+
+
+def test_a_two_objective_study_with_nothing_complete_still_renders():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.ask()
+    page = _html.render(study)
+    assert '<section id="pareto">' in page and "0 of 0 complete trials" in page
+    assert _records.summary(study)["best_trial"] is None
+
+
+def test_an_old_study_shows_none_of_the_new_parts():
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    study.add_trial(_trial(0.6))
+    page = _html.render(make_study()) + _html.render(study)
+    for absent in ('<section id="pareto">', "figure-pareto", "figure-ranking", "Backbone ranking",
+                   "<th>train time (s)</th>", "<th>latency (ms)</th>", "<th>warm start</th>", "Pareto front",
+                   "Objectives"):
+        assert absent not in page
+    assert "<h2>6. All trials</h2>" in page
+
+
+@pytest.mark.parametrize("ranking", ["LogME", {}, {"scores": None},
+                                     {"scores": ["x", {"logme": 1.0}, {"backbone": "b", "logme": "?"}]}])
+def test_a_malformed_ranking_does_not_break_the_page(ranking):
+    study = make_ranked_study()
+    study.set_user_attr("backbone_ranking", ranking)
+    page = _html.render(study)
+    assert "figure-ranking" not in page and '<section id="trials">' in page

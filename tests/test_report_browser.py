@@ -14,7 +14,7 @@ import shutil
 import subprocess
 
 import pytest
-from test_report import EVIL, EVIL_TEXT, make_study
+from test_report import EVIL, EVIL_TEXT, RANKING, make_pareto_study, make_study
 
 from autotl import report
 
@@ -113,6 +113,23 @@ def test_clicking_a_header_sorts_the_trials_table(opened):
     scores = [float(text) for text in order if text]
     assert scores == sorted(scores) and len(scores) >= 6
     assert all(text == "" for text in order[len(scores):])  # blanks (the failed trial) last
+
+
+def test_a_two_objective_page_with_a_backbone_ranking_draws_without_errors(tmp_path):
+    """The Pareto front and the ranking figure draw too, and a ranked ``<script>`` backbone stays text."""
+    study = make_pareto_study()
+    study.set_user_attr("backbone_ranking", RANKING)
+    page = report.write(study, tmp_path / "report.html").read_text(encoding="utf-8")
+    hooked = tmp_path / "hooked.html"
+    hooked.write_text(page.replace("<head>", "<head>\n" + HOOK, 1), encoding="utf-8")
+    dom, console = _open(hooked, tmp_path)
+    expected = page.count('class="plotly-graph-div"')
+    assert 'id="figure-pareto"' in page and 'id="figure-ranking"' in page
+    assert _attr(dom, "data-plots") == str(expected)
+    assert _attr(dom, "data-plots-drawn") == str(expected)
+    assert json.loads(_attr(dom, "data-errors") or "[]") == []
+    assert [line for line in console if not any(n in line for n in BROWSER_NOTICES)] == []
+    assert EVIL not in dom and EVIL_TEXT in dom
 
 
 def test_a_50_trial_page_is_small_and_draws_in_under_5_seconds(tmp_path):

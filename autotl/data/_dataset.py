@@ -6,6 +6,7 @@ Trials ask for a split at a resolution; the resized uint8 tensor is made once pe
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -36,13 +37,22 @@ class ImageDataset:
     val_fraction: float
     seed: int
     skipped: list[str] = field(default_factory=list)
+    max_per_class: int | None = None
+    allow_outside_paths: bool = False
+    train_splits: tuple = ("train",)  # the splits trained on: ("train", "val") for a refit
     _cache: dict = field(default_factory=dict, repr=False)
 
     def indices(self, split: str) -> np.ndarray:
+        if split == "train":
+            return np.flatnonzero(np.isin(self.split_of, self.train_splits))
         return np.flatnonzero(self.split_of == split)
 
+    def with_validation_in_train(self) -> "ImageDataset":
+        """The same images, with the validation split also trained on (for a refit; val stays as it was)."""
+        return dataclasses.replace(self, train_splits=("train", "val"), _cache={})
+
     def count(self, split: str) -> int:
-        return int((self.split_of == split).sum())
+        return len(self.indices(split))
 
     def tensors(self, split: str, size: int, interpolation: str = "bicubic") -> tuple[torch.Tensor, torch.Tensor]:
         """(images uint8 N x 3 x size x size, labels int64 N) for a split, made once and cached."""
@@ -60,7 +70,8 @@ class ImageDataset:
         """Plain facts about the dataset, as stored in the study and shown in the report."""
         return dict(path=self.spec, classes=list(self.classes), n_train=self.count("train"),
                     n_val=self.count("val"), n_test=self.count("test"),
-                    val_fraction=self.val_fraction, seed=self.seed, skipped=len(self.skipped))
+                    val_fraction=self.val_fraction, seed=self.seed, skipped=len(self.skipped),
+                    max_per_class=self.max_per_class, allow_outside_paths=self.allow_outside_paths)
 
 
 def load_dataset(spec: str, *, val_fraction: float = 0.2, seed: int = 0,
@@ -95,7 +106,8 @@ def load_dataset(spec: str, *, val_fraction: float = 0.2, seed: int = 0,
     if not (split_of == "val").any():
         split_of = _split_off_val(labels, split_of, val_fraction, seed, classes)
     return ImageDataset(spec=spec, classes=classes, pixels=pixels, labels=labels, split_of=split_of,
-                        val_fraction=val_fraction, seed=seed, skipped=skipped)
+                        val_fraction=val_fraction, seed=seed, skipped=skipped, max_per_class=max_per_class,
+                        allow_outside_paths=allow_outside_paths)
 
 
 def _cap(samples: list[Sample], max_per_class: int, seed: int) -> list[Sample]:

@@ -14,6 +14,8 @@ from autotl.report._records import (
     best_model_records,
     config_records,
     curve_records,
+    pareto_records,
+    ranking_records,
     time_records,
     trial_records,
 )
@@ -26,5 +28,7 @@ __all__ = [
     "curve_records",
     "time_records",
     "backbone_records",
+    "ranking_records",
+    "pareto_records",
     "best_model_records",
 ]

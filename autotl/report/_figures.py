@@ -426,6 +426,135 @@ def backbone_figure(configs: pd.DataFrame, backbones: pd.DataFrame) -> go.Figure
     return fig
 
 
+def ranking_figure(ranking: pd.DataFrame) -> go.Figure | None:
+    """LogME score (x) against the best accuracy each backbone then reached (y), one labelled marker each.
+
+    ``ranking`` is ``_records.ranking_records``. Backbones without a complete trial
+    (dropped, or every trial pruned or failed) have no y: they sit in a thin strip
+    below, at their score, so the figure still shows what the ranking left out. None
+    when no ranked backbone has both a score and a complete trial.
+    """
+    scored = ranking[ranking["logme"].notna()]
+    trained = scored[scored["best"].notna()]
+    if trained.empty:
+        return None
+    untrained = scored[scored["best"].isna()]
+    rows = 2 if not untrained.empty else 1
+    fig = make_subplots(
+        rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+        row_heights=[0.82, 0.18] if rows == 2 else [1.0],
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=trained["logme"].tolist(),
+            y=trained["best"].tolist(),
+            mode="markers+text",
+            text=[_label(name) for name in trained["backbone"]],
+            textposition="top center",
+            marker={"color": "#1f77b4", "size": 10},
+            name="searched: best validation accuracy",
+            customdata=[[int(r), int(c)] for r, c in zip(trained["rank"], trained["complete"])],
+            hovertemplate="%{text}<br>rank %{customdata[0]}, LogME %{x:.4g}<br>best accuracy "
+            "%{y:.4f} (%{customdata[1]} complete trials)<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    if rows == 2:
+        fig.add_trace(
+            go.Scatter(
+                x=untrained["logme"].tolist(),
+                y=[0.0] * len(untrained),
+                mode="markers+text",
+                text=[_label(name) for name in untrained["backbone"]],
+                textposition="top center",
+                marker={"color": "#999999", "size": 9, "symbol": "circle-open"},
+                name="dropped or no complete trial",
+                customdata=[
+                    [int(r), "dropped before the search" if d else f"{int(n)} trials, none complete"]
+                    for r, d, n in zip(untrained["rank"], untrained["dropped"], untrained["trials"])
+                ],
+                hovertemplate="%{text}<br>rank %{customdata[0]}, LogME %{x:.4g}"
+                "<br>%{customdata[1]}<extra></extra>",
+            ),
+            row=2,
+            col=1,
+        )
+        fig.update_yaxes(range=[-0.5, 1.5], tickvals=[0], ticktext=["not<br>trained"], showgrid=False,
+                         zeroline=False, row=2, col=1)
+    low, high = float(scored["logme"].min()), float(scored["logme"].max())
+    pad = 0.15 * (high - low) if high > low else max(0.5, abs(low) * 0.1)  # room for the labels
+    fig.update_xaxes(range=[low - pad, high + pad])
+    fig.update_xaxes(title_text="LogME score before training (higher = predicted better)", row=rows, col=1)
+    fig.update_yaxes(title_text="best validation accuracy", row=1, col=1)
+    _layout(fig, height=_HEIGHT)
+    fig.update_layout(legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0})
+    return fig
+
+
+def pareto_figure(pareto: pd.DataFrame) -> go.Figure | None:
+    """Accuracy against latency of every complete trial; the Pareto front highlighted and joined.
+
+    ``pareto`` is ``_records.pareto_records``. Front trials are orange and labelled with
+    their number, joined by a step line: everything below and to the right of it is
+    beaten by some front trial. Latency is on a log axis when it spans more than 20x.
+    Hovering a marker names its trial and backbone. None when there is no complete trial.
+    """
+    if pareto.empty:
+        return None
+    fig = go.Figure()
+    hover = ("trial %{customdata[0]} (%{customdata[1]})<br>latency %{x:.3g} ms"
+             "<br>accuracy %{y:.4f}<extra></extra>")
+
+    def customdata(frame: pd.DataFrame) -> list[list[Any]]:
+        return [[int(n), "backbone unknown" if _missing(b) else _label(b)]
+                for n, b in zip(frame["number"], frame["backbone"])]
+
+    others = pareto[~pareto["on_front"]]
+    if not others.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=others["latency_ms"].tolist(),
+                y=others["accuracy"].tolist(),
+                mode="markers",
+                marker={"color": _STATE_COLORS["complete"], "size": 8, "opacity": 0.6},
+                name="complete trials",
+                customdata=customdata(others),
+                hovertemplate=hover,
+            )
+        )
+    front = pareto[pareto["on_front"]].sort_values(["latency_ms", "accuracy", "number"], kind="stable")
+    if not front.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=front["latency_ms"].tolist(),
+                y=front["accuracy"].tolist(),
+                mode="lines",
+                line={"shape": "hv", "color": _BEST_COLOR, "width": 2},
+                name="Pareto front",
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=front["latency_ms"].tolist(),
+                y=front["accuracy"].tolist(),
+                mode="markers+text",
+                text=[str(int(n)) for n in front["number"]],
+                textposition="top left",
+                marker={"color": _BEST_COLOR, "size": 12, "line": {"color": "#333", "width": 1}},
+                name="front trials",
+                customdata=customdata(front),
+                hovertemplate=hover,
+            )
+        )
+    _layout(fig, xaxis_title="inference latency at batch 1 (ms)", yaxis_title="validation accuracy")
+    low, high = pareto["latency_ms"].min(), pareto["latency_ms"].max()
+    if low > 0 and high / low > 20:
+        fig.update_xaxes(type="log")
+    return fig
+
+
 def confusion_figure(best: dict[str, Any] | None) -> go.Figure | None:
     """The best model's confusion matrix on validation images; colour is the share of each true class."""
     if not best or best.get("confusion") is None or best["confusion"].empty:

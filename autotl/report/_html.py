@@ -124,16 +124,19 @@ def render(study: optuna.Study) -> str:
     configs = _records.config_records(study)
     times = _records.time_records(study)
     backbones = _records.backbone_records(configs)
+    ranking = _records.ranking_records(study)
+    pareto = _records.pareto_records(study)
     importances, why_no_importances = _records.param_importances(study)
     best = _records.best_model_records(study)
     dataset = _dataset(info)
     title = f"autotl report: {dataset.get('path') or info['study_name']}"
 
     sections = [
-        _summary_section(info),
+        _summary_section(info, pareto),
+        _pareto_section(pareto) if info["objectives"] else None,
         _section(
             "history",
-            "2. Optimization history",
+            "Optimization history",
             "Is the search still finding better recipes? A best-so-far line that has gone flat "
             "says more trials (or another hour) would likely buy little.",
             _figure_block(
@@ -154,7 +157,7 @@ def render(study: optuna.Study) -> str:
         ),
         _section(
             "curves",
-            "3. Learning curves",
+            "Learning curves",
             "Validation accuracy after each epoch of every trial: dashed grey lines were pruned "
             "(red x where they stopped), dotted lines failed, the thick orange line is the best "
             "trial; curves still rising at the end suggest more epochs would help.",
@@ -166,7 +169,7 @@ def render(study: optuna.Study) -> str:
         ),
         _section(
             "mattered",
-            "4. What mattered",
+            "What mattered",
             "Which choices moved the score: the longest importance bar first, then how the score "
             "changes with each setting and with each backbone (complete trials only).",
             _figure_block(
@@ -201,14 +204,15 @@ def render(study: optuna.Study) -> str:
                 "backbones",
                 "No trial stored its backbone.",
             ),
+            _ranking_block(_records.ranking_settings(study), ranking),
         ),
         _best_model_section(best, info),
         _section(
             "trials",
-            "6. All trials",
+            "All trials",
             "Every trial with its state, score, cost and parameters; click a column header to "
             "sort, and see the errors of failed trials below the table.",
-            _trials_table(trials, info["best_trial"]),
+            _trials_table(trials, info["best_trial"], _front(pareto) if info["objectives"] else None),
             _errors(trials),
         ),
     ]
@@ -228,7 +232,7 @@ def render(study: optuna.Study) -> str:
             f"<h1>{html.escape(title)}</h1>",
             f'<p class="lead">Study {html.escape(info["study_name"])!s}; built from its storage alone '
             "(rebuild it with <code>autotl report RUN_DIR</code>).</p>",
-            *sections,
+            *_numbered(sections),
             f"<script>{_SORT_JS}</script>",
             f"<script>{_DRAWN_JS}</script>",
             "</body>",
@@ -257,12 +261,19 @@ def _figure_block(title: str, caption: str, fig: go.Figure | None, div_id: str, 
     )
 
 
-def _section(section_id: str, title: str, caption: str, *body: str) -> str:
-    parts = "\n".join(body)
-    return (
-        f'<section id="{section_id}">\n<h2>{html.escape(title)}</h2>\n'
-        f'<p class="caption">{html.escape(caption)}</p>\n{parts}\n</section>'
-    )
+def _section(section_id: str, title: str, caption: str, *body: str | None) -> tuple[str, str, str, str]:
+    """One section's id, title, caption and body, for ``_numbered``; body parts that do not apply are None."""
+    return section_id, title, caption, "\n".join(part for part in body if part is not None)
+
+
+def _numbered(sections: list[tuple[str, str, str, str] | None]) -> list[str]:
+    """The sections as HTML, numbered in order (a section that does not apply is None)."""
+    shown = [section for section in sections if section is not None]
+    return [
+        f'<section id="{section_id}">\n<h2>{html.escape(f"{number}. {title}")}</h2>\n'
+        f'<p class="caption">{html.escape(caption)}</p>\n{body}\n</section>'
+        for number, (section_id, title, caption, body) in enumerate(shown, start=1)
+    ]
 
 
 def _dataset(info: dict[str, Any]) -> dict[str, Any]:
@@ -270,7 +281,7 @@ def _dataset(info: dict[str, Any]) -> dict[str, Any]:
     return dataset if isinstance(dataset, dict) else {}
 
 
-def _summary_section(info: dict[str, Any]) -> str:
+def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, str, str, str]:
     """Dataset, run settings, outcome, the best recipe in words and where the model is."""
     attrs = info["user_attrs"]
     dataset = _dataset(info)
@@ -313,6 +324,7 @@ def _summary_section(info: dict[str, Any]) -> str:
             + f" ({info['n_trials']} in total)",
         ),
         ("Best score", best_score),
+        *([("Objectives", _objectives_text(info, pareto))] if info["objectives"] else []),
         ("Best configuration", recipe),
         ("Exported model", where),
     ]
@@ -331,7 +343,7 @@ def _summary_section(info: dict[str, Any]) -> str:
         )
     return _section(
         "summary",
-        "1. Summary",
+        "Summary",
         "What was searched, on which data and hardware, and what won: the best recipe in words "
         "and where its exported model is.",
         f'<table class="summary">\n{body}\n</table>',
@@ -351,11 +363,161 @@ def _best_score(info: dict[str, Any]) -> str:
     ]
     accuracy = metrics.get("accuracy")
     what = " validation accuracy" if isinstance(accuracy, (int, float)) and abs(accuracy - value) < 1e-9 else ""
+    if info["objectives"]:  # several objectives: the best is the most accurate trial
+        what = " validation accuracy"
+        details = [
+            f"{objective['name']} {_text(objective['best_value'])}{_unit(objective['name'])}"
+            for objective in info["objectives"]
+            if not objective["score"]
+        ] + details
     detail = "; " + ", ".join(details) if details else ""
-    return f"{_text(value)}{what} (trial {info['best_trial']}{detail})"
+    best = f"{_text(value)}{what} (trial {info['best_trial']}{detail})"
+    return best + (", the most accurate complete trial" if info["objectives"] else "")
 
 
-def _best_model_section(best: dict[str, Any] | None, info: dict[str, Any]) -> str:
+def _objectives_text(info: dict[str, Any], pareto: pd.DataFrame) -> str:
+    """'maximize accuracy, minimize latency; 3 of 7 complete trials on the Pareto front'."""
+    goals = ", ".join(f"{objective['direction']} {objective['name']}" for objective in info["objectives"])
+    front = int(pareto["on_front"].sum())
+    return (
+        f"{goals}; {front} of {len(pareto)} complete trial{'s' if len(pareto) != 1 else ''} on the "
+        "Pareto front (section 2)"
+    )
+
+
+def _unit(name: str) -> str:
+    return " ms" if name == "latency" else ""
+
+
+def _front(pareto: pd.DataFrame) -> set[int]:
+    """The numbers of the trials on the Pareto front."""
+    return {int(number) for number in pareto.loc[pareto["on_front"], "number"]}
+
+
+def _pareto_section(pareto: pd.DataFrame) -> tuple[str, str, str, str]:
+    """Accuracy against latency of every complete trial, the front drawn and listed (two objectives only)."""
+    front = pareto[pareto["on_front"]].sort_values(["latency_ms", "accuracy", "number"], kind="stable")
+    if front.empty:
+        table = '<p class="note">No trial has completed yet.</p>'
+    else:
+        columns = [
+            ("number", "trial"),
+            ("backbone", "backbone"),
+            ("accuracy", "validation accuracy"),
+            ("latency_ms", "latency (ms)"),
+            ("train_seconds", "train time (s)"),
+            ("model_mb", "size (MB)"),
+            ("warm_start", "warm start"),
+        ]
+        always = ("number", "accuracy", "latency_ms")
+        columns = [(c, h) for c, h in columns if c in always or front[c].notna().any()]
+        table = _table(
+            [h for _, h in columns],
+            [[_cell(row[c]) for c, _ in columns] for _, row in front.iterrows()],
+            sort_keys=[[_sort_key(row[c]) for c, _ in columns] for _, row in front.iterrows()],
+        )
+    return _section(
+        "pareto",
+        "Pareto front: accuracy against latency",
+        "This search weighed validation accuracy against inference latency, so there is no single "
+        "winner: each orange trial is the most accurate one at its latency (no other trial is both "
+        "more accurate and faster). Pick the fastest one that is accurate enough.",
+        _figure_block(
+            "Accuracy against latency",
+            "Every complete trial; the front trials are orange, labelled with their number and joined "
+            "by a step line, and everything below and right of that line is beaten by one of them.",
+            _figures.pareto_figure(pareto),
+            "pareto",
+            "No trial has completed yet.",
+        ),
+        "<h3>Trials on the front</h3>\n"
+        '<p class="sub">Fastest first; each is more accurate than every faster trial.</p>\n' + table,
+    )
+
+
+def _ranking_block(settings: dict[str, Any] | None, ranking: pd.DataFrame) -> str | None:
+    """The LogME ranking made before training, next to each backbone's result in the search.
+
+    None when the search did not rank its backbones (older searches, or ranking turned off).
+    """
+    if settings is None:
+        return None
+    method = settings["method"]
+    scale = settings["resolution_scale"]
+    at = f" at {_text(scale)} of their resolution" if scale is not None else ""
+    took = (
+        f"The ranking took {_duration(settings['seconds'])}" if settings["seconds"] is not None
+        else "The ranking took an unrecorded time"
+    )
+    caption = (
+        f"{took} on {_text(settings['images'])} training images{at}, before any training: "
+        f"{method} scores how well each pretrained backbone's frozen features separate the classes "
+        "(higher = predicted to fine-tune better). Rank 1 is the predicted best; the last three "
+        "columns are what the search then found."
+    )
+    if settings["dropped"]:
+        margin = settings["margin"]
+        below = f" (more than {_text(margin)} below the best score)" if margin is not None else ""
+        were = "s were" if settings["dropped"] != 1 else " was"
+        caption += f" {settings['dropped']} backbone{were} dropped from the search{below}."
+    if ranking.empty:
+        return (
+            f"<h3>{html.escape(f'Backbone ranking before training ({method})')}</h3>\n"
+            f'<p class="sub">{html.escape(caption)}</p>\n<p class="note">No backbone scores stored.</p>'
+        )
+    best = ranking[ranking["best"].notna()]
+    winner = best.loc[best["best"].idxmax(), "backbone"] if not best.empty else None
+    rows, classes, keys = [], [], []
+    for _, row in ranking.iterrows():
+        values = [row["rank"], row["backbone"], row["logme"], row["seconds"],
+                  "yes" if row["dropped"] else "no", row["trials"], row["complete"], row["best"]]
+        rows.append([_cell(v) for v in values])
+        keys.append([_sort_key(v) for v in values])
+        classes.append("best" if row["backbone"] == winner else "")
+    table = _table(
+        ["rank", "backbone", f"{method} score", "seconds to score", "dropped", "trials", "complete",
+         "best accuracy"],
+        rows,
+        sort_keys=keys,
+        row_classes=classes,
+    )
+    return "\n".join(
+        [
+            f"<h3>{html.escape(f'Backbone ranking before training ({method})')}</h3>",
+            f'<p class="sub">{html.escape(caption)}</p>',
+            table,
+            f'<p class="sub">{html.escape(_ranking_verdict(ranking, winner))}</p>',
+            _figure_or_note(
+                _figures.ranking_figure(ranking),
+                "ranking",
+                "No ranked backbone has a complete trial yet, so the ranking cannot be checked.",
+            ),
+        ]
+    )
+
+
+def _ranking_verdict(ranking: pd.DataFrame, winner: str | None) -> str:
+    """Whether the ranking predicted the search: where the winner was ranked, and the rank correlation."""
+    if winner is None:
+        return "No ranked backbone has completed a trial yet."
+    top = ranking.iloc[0]
+    rank = int(ranking.loc[ranking["backbone"] == winner, "rank"].iloc[0])
+    if top["backbone"] == winner:
+        text = f"The top-ranked backbone, {winner}, was also the best in the search."
+    else:
+        text = f"The best backbone in the search, {winner}, was ranked {rank} of {len(ranking)}."
+    both = ranking[ranking["best"].notna() & ranking["logme"].notna()]
+    if len(both) >= 3:
+        rho = both["logme"].astype(float).corr(both["best"].astype(float), method="spearman")
+        if not math.isnan(rho):
+            text += (
+                f" Over the {len(both)} backbones with a complete trial, the rank correlation between "
+                f"score and best accuracy is {rho:.2f} (1 = the ranking ordered them exactly)."
+            )
+    return text
+
+
+def _best_model_section(best: dict[str, Any] | None, info: dict[str, Any]) -> tuple[str, str, str, str]:
     """Confusion matrix, per-class metrics and misclassified thumbnails of the exported model."""
     caption = (
         "Where the exported model still errs on validation images: the off-diagonal cells of the "
@@ -364,7 +526,7 @@ def _best_model_section(best: dict[str, Any] | None, info: dict[str, Any]) -> st
     if best is None:
         return _section(
             "best-model",
-            "5. The best model up close",
+            "The best model up close",
             caption,
             '<p class="note">No analysis of the best model is stored yet (no trial completed, '
             "or the search did not export one).</p>",
@@ -384,7 +546,7 @@ def _best_model_section(best: dict[str, Any] | None, info: dict[str, Any]) -> st
         )
     return _section(
         "best-model",
-        "5. The best model up close",
+        "The best model up close",
         caption,
         f'<p class="sub">{html.escape(lead)}</p>',
         _figure_block(
@@ -424,8 +586,12 @@ def _gallery(items: list[dict[str, Any]]) -> str:
     return '<div class="gallery">\n' + "\n".join(figures) + "\n</div>"
 
 
-def _trials_table(trials: pd.DataFrame, best_trial: int | None) -> str:
-    """Every trial: state, score, best epoch, time, end reason and every parameter; sortable."""
+def _trials_table(trials: pd.DataFrame, best_trial: int | None, front: set[int] | None = None) -> str:
+    """Every trial: state, score, best epoch, time, cost, end reason and every parameter; sortable.
+
+    The cost columns (train time, latency, size) and warm start show only when some trial
+    stored them; ``front`` (the Pareto front of a multi-objective study) adds a column.
+    """
     if trials.empty:
         return '<p class="note">No trials yet.</p>'
     fixed = [
@@ -435,13 +601,20 @@ def _trials_table(trials: pd.DataFrame, best_trial: int | None) -> str:
         ("best_epoch", "best epoch"),
         ("epochs_run", "epochs"),
         ("wall_seconds", "time (s)"),
+        ("train_seconds", "train time (s)"),
+        ("latency_ms", "latency (ms)"),
+        ("model_mb", "size (MB)"),
         ("backbone", "backbone"),
         ("params_trainable", "trainable params"),
         ("end_reason", "end reason"),
+        ("warm_start", "warm start"),
     ]
     params = [c for c in trials.columns if c.startswith("param_") and trials[c].notna().any()]
     if "param_backbone" in params and trials["param_backbone"].equals(trials["backbone"]):
         params.remove("param_backbone")  # the trainer copies it into the backbone column
+    if front is not None:
+        trials = trials.assign(front=["yes" if int(n) in front else None for n in trials["number"]])
+        fixed.insert(3, ("front", "Pareto front"))
     columns = [(c, h) for c, h in fixed if trials[c].notna().any()]
     columns += [(c, c[len("param_"):]) for c in params]
     if trials["error"].notna().any():
@@ -493,7 +666,8 @@ def _table(
             if key:  # a blank cell sorts by its (empty) text
                 attrs += f' data-v="{html.escape(key, quote=True)}"'
             tds.append(f"<td{attrs}>{html.escape(text)}</td>")
-        css = f' class="{html.escape(row_classes[index], quote=True)}"' if row_classes else ""
+        css = row_classes[index] if row_classes else ""
+        css = f' class="{html.escape(css, quote=True)}"' if css else ""
         body.append(f"<tr{css}>{''.join(tds)}</tr>")
     return (
         f'<table class="sortable">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'

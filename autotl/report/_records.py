@@ -26,7 +26,11 @@ TRIAL_COLUMNS = [
     "wall_seconds",
     "params_total",
     "params_trainable",
+    "train_seconds",
+    "latency_ms",
+    "model_mb",
     "end_reason",
+    "warm_start",
     "backbone",
     "error",
 ]
@@ -57,6 +61,9 @@ CONFIG_COLUMNS = [
 ]
 TIME_COLUMNS = ["number", "state", "value", "elapsed_seconds", "best_so_far"]
 BACKBONE_COLUMNS = ["backbone", "trials", "complete", "best", "median", "seconds_per_trial"]
+RANKING_COLUMNS = ["rank", "backbone", "logme", "seconds", "dropped", "trials", "complete", "best"]
+PARETO_COLUMNS = ["number", "backbone", "accuracy", "latency_ms", "on_front", "train_seconds", "model_mb",
+                  "warm_start"]
 PER_CLASS_COLUMNS = ["cls", "precision", "recall", "f1", "support"]
 THUMBNAIL_PREFIX = "data:image/png;base64,"
 MAX_THUMBNAILS = 24
@@ -69,32 +76,68 @@ def state_word(trial: FrozenTrial) -> str:
     return trial.state.name.lower()
 
 
-def trial_value(trial: FrozenTrial) -> float | None:
-    """The trial's (first) objective value, or None when it has none.
+def trial_value(trial: FrozenTrial, index: int = 0) -> float | None:
+    """The trial's objective value number ``index`` (the first by default), or None without one.
 
-    Pruned trials told without a value carry their last reported accuracy.
+    Pruned trials told without a value carry their last reported accuracy. Reads
+    ``trial.values``, never ``trial.value``, which raises in multi-objective studies.
     """
-    if not trial.values:
+    if not trial.values or index >= len(trial.values):
         return None
-    return _number(trial.values[0])
+    return _number(trial.values[index])
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """One name per objective: the study's ``objectives`` attr when it fits, else generic names.
+
+    A two-objective study without the attr is taken to be the search's (accuracy, latency).
+    """
+    count = len(study.directions)
+    names = study.user_attrs.get("objectives")
+    if isinstance(names, (list, tuple)) and len(names) == count:
+        return [str(name) for name in names]
+    if count == 2:
+        return ["accuracy", "latency"]
+    return ["score"] if count == 1 else [f"objective {i + 1}" for i in range(count)]
+
+
+def multi_objective(study: optuna.Study) -> bool:
+    """True when the study optimizes several objectives (e.g. accuracy and latency)."""
+    return len(study.directions) > 1
+
+
+def accuracy_index(study: optuna.Study) -> int:
+    """Which objective value is the validation accuracy the report calls the score (0 unless named)."""
+    names = objective_names(study)
+    return names.index("accuracy") if multi_objective(study) and "accuracy" in names else 0
 
 
 def trial_records(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial, with its outcome, cost and sampled params (``param_<name>``)."""
+    """One row per trial, with its outcome, cost and sampled params (``param_<name>``).
+
+    ``value`` is the validation accuracy (in a multi-objective study, the accuracy
+    objective); the cost columns (``train_seconds``, ``latency_ms``, ``model_mb``) and
+    ``warm_start`` are blank for trials that did not store them, e.g. from older searches.
+    """
     rows = []
     param_names: list[str] = []
+    index = accuracy_index(study)
     for trial in study.trials:
         attrs = trial.user_attrs
         row: dict[str, Any] = {
             "number": trial.number,
             "state": state_word(trial),
-            "value": trial_value(trial),
+            "value": trial_value(trial, index),
             "best_epoch": _integer(attrs.get("best_epoch")),
             "epochs_run": _integer(attrs.get("epochs_run")),
             "wall_seconds": _number(attrs.get("wall_seconds", _duration(trial))),
             "params_total": _integer(attrs.get("params_total")),
             "params_trainable": _integer(attrs.get("params_trainable")),
+            "train_seconds": _number(attrs.get("train_seconds")),
+            "latency_ms": _number(attrs.get("latency_ms")),
+            "model_mb": _number(attrs.get("model_mb")),
             "end_reason": _text(attrs.get("end_reason")),
+            "warm_start": _text(attrs.get("warm_start")),
             "backbone": _text(attrs.get("backbone", trial.params.get("backbone"))),
             "error": _text(attrs.get("error")),
         }
@@ -105,7 +148,7 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
         rows.append(row)
     columns = TRIAL_COLUMNS + ["param_" + name for name in param_names]
     frame = pd.DataFrame(rows, columns=columns)
-    for column in ("value", "wall_seconds"):
+    for column in ("value", "wall_seconds", "train_seconds", "latency_ms", "model_mb"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("number", "best_epoch", "epochs_run", "params_total", "params_trainable"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
@@ -217,9 +260,10 @@ def time_records(study: optuna.Study) -> pd.DataFrame:
     origin = min(starts)
     ended.sort(key=lambda t: (t.datetime_complete, t.number))
     minimize = direction_word(study) == "minimize"
+    index = accuracy_index(study)
     best, rows = None, []
     for trial in ended:
-        value = trial_value(trial)
+        value = trial_value(trial, index)
         if trial.state == TrialState.COMPLETE and value is not None:
             if best is None or (value < best if minimize else value > best):
                 best = value
@@ -266,6 +310,132 @@ def backbone_records(configs: pd.DataFrame) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame = frame.sort_values(["best", "backbone"], ascending=[False, True], na_position="last")
     return frame.reset_index(drop=True)
+
+
+def ranking_settings(study: optuna.Study) -> dict[str, Any] | None:
+    """How the backbones were ranked before training, or None when they were not.
+
+    From the study attr ``backbone_ranking``: ``method`` (e.g. "LogME"), ``images`` and
+    ``resolution_scale`` used to score, total ``seconds`` and the drop ``margin`` (each
+    None when missing), and ``dropped``, how many backbones the ranking removed.
+    """
+    ranking = study.user_attrs.get("backbone_ranking")
+    if not isinstance(ranking, dict):
+        return None
+    scores = ranking.get("scores")
+    entries = [entry for entry in scores if isinstance(entry, dict)] if isinstance(scores, list) else []
+    return {
+        "method": _text(ranking.get("method")) or "LogME",
+        "images": _integer(ranking.get("images")),
+        "resolution_scale": _number(ranking.get("resolution_scale")),
+        "seconds": _number(ranking.get("seconds")),
+        "margin": _number(ranking.get("margin")),
+        "dropped": sum(entry.get("dropped") is True for entry in entries),
+    }
+
+
+def ranking_records(study: optuna.Study) -> pd.DataFrame:
+    """The backbone ranking made before training, next to what each backbone then did.
+
+    One row per ranked backbone (``RANKING_COLUMNS``), best ranked first: its rank,
+    LogME score, seconds to score it and whether ``--drop-backbones`` removed it, then
+    from the search itself the trials that used it (``user_attrs["backbone"]``, else
+    the stored recipe's, else the sampled param), how many completed, and the best
+    validation accuracy among those (NaN when none). Empty when there is no ranking.
+    """
+    ranking = study.user_attrs.get("backbone_ranking")
+    scores = ranking.get("scores") if isinstance(ranking, dict) else None
+    if not isinstance(scores, list):
+        return pd.DataFrame(columns=RANKING_COLUMNS)
+    index = accuracy_index(study)
+    used: dict[str, list[FrozenTrial]] = {}
+    for trial in study.trials:
+        name = trial_backbone(trial)
+        if name is not None:
+            used.setdefault(name, []).append(trial)
+    rows = []
+    for position, entry in enumerate(scores):
+        if not isinstance(entry, dict) or entry.get("backbone") is None:
+            continue
+        backbone = str(entry["backbone"])
+        trials = used.get(backbone, [])
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        accuracies = [v for v in (trial_value(t, index) for t in complete) if v is not None]
+        rank = _integer(entry.get("rank"))
+        rows.append(
+            {
+                "rank": rank if rank is not None else position + 1,
+                "backbone": backbone,
+                "logme": _number(entry.get("logme")),
+                "seconds": _number(entry.get("seconds")),
+                "dropped": entry.get("dropped") is True,
+                "trials": len(trials),
+                "complete": len(complete),
+                "best": max(accuracies) if accuracies else None,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=RANKING_COLUMNS)
+    for column in ("logme", "seconds", "best"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    for column in ("rank", "trials", "complete"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    frame["dropped"] = frame["dropped"].astype("bool")
+    return frame.sort_values("rank", kind="stable").reset_index(drop=True)
+
+
+def pareto_records(study: optuna.Study) -> pd.DataFrame:
+    """Complete trials of an accuracy-latency study, and which of them are on the Pareto front.
+
+    One row per complete trial with both objective values (``PARETO_COLUMNS``):
+    ``accuracy`` and ``latency_ms`` are its objective values (as named by the study attr
+    ``objectives``), ``on_front`` whether Optuna counts it among ``study.best_trials``
+    (no other trial is both more accurate and faster). Empty for single-objective studies.
+    """
+    if not multi_objective(study):
+        return pd.DataFrame(columns=PARETO_COLUMNS)
+    names = objective_names(study)
+    accuracy = accuracy_index(study)
+    others = [i for i in range(len(names)) if i != accuracy]
+    latency = names.index("latency") if "latency" in names else others[0]
+    try:
+        front = {trial.number for trial in study.best_trials}
+    except (ValueError, RuntimeError):
+        front = set()
+    rows = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        values = (trial_value(trial, accuracy), trial_value(trial, latency))
+        if None in values:
+            continue
+        attrs = trial.user_attrs
+        rows.append(
+            {
+                "number": trial.number,
+                "backbone": trial_backbone(trial),
+                "accuracy": values[0],
+                "latency_ms": values[1],
+                "on_front": trial.number in front,
+                "train_seconds": _number(attrs.get("train_seconds")),
+                "model_mb": _number(attrs.get("model_mb")),
+                "warm_start": _text(attrs.get("warm_start")),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=PARETO_COLUMNS)
+    for column in ("accuracy", "latency_ms", "train_seconds", "model_mb"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    frame["number"] = pd.to_numeric(frame["number"], errors="coerce").astype("Int64")
+    frame["on_front"] = frame["on_front"].astype("bool")
+    return frame
+
+
+def trial_backbone(trial: FrozenTrial) -> str | None:
+    """The backbone a trial used: its ``backbone`` attr, else its stored recipe's, else its param."""
+    name = trial.user_attrs.get("backbone")
+    config = trial.user_attrs.get("config")
+    if name is None and isinstance(config, dict):
+        name = config.get("backbone")
+    if name is None:
+        name = trial.params.get("backbone")
+    return _text(name)
 
 
 def best_model_records(study: optuna.Study) -> dict[str, Any] | None:
@@ -348,10 +518,14 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     when no trial completed; ``best_words`` is the best recipe in words (or None).
     ``wall_seconds`` runs from the first trial's start to the last trial's end, and
     ``trial_seconds`` adds up the trials' own durations. ``model_dir`` is where the
-    search exported the best model, as ``model_location`` describes it.
+    search exported the best model, as ``model_location`` describes it. In a
+    multi-objective study the best trial is the most accurate one and ``objectives``
+    lists (name, direction, the best trial's value, whether it is the score) per
+    objective; it is None otherwise.
     """
     states = [trial.state for trial in study.trials]
     best = best_trial(study)
+    index = accuracy_index(study)
     config = best.user_attrs.get("config") if best is not None else None
     metrics = best.user_attrs.get("metrics") if best is not None else None
     starts = [t.datetime_start for t in study.trials if t.datetime_start is not None]
@@ -366,7 +540,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         "pruned": states.count(TrialState.PRUNED),
         "failed": states.count(TrialState.FAIL),
         "running": states.count(TrialState.RUNNING),
-        "best_value": trial_value(best) if best is not None else None,
+        "best_value": trial_value(best, index) if best is not None else None,
         "best_trial": best.number if best is not None else None,
         "best_params": dict(best.params) if best is not None else {},
         "best_config": dict(config) if isinstance(config, dict) else None,
@@ -377,6 +551,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         "first_start": min(starts).isoformat(timespec="seconds") if starts else None,
         "model_dir": model_location(attrs.get("model_dir")),
         "model_trial": _integer(attrs.get("best_model_trial")),
+        "objectives": _objectives(study),
         "user_attrs": attrs,
     }
 
@@ -406,33 +581,75 @@ def model_location(model_dir: Any) -> str | None:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best complete trial, or None when there is none (or several objectives)."""
-    try:
-        return study.best_trial
-    except (ValueError, RuntimeError):
-        return None
+    """The best complete trial, or None when there is none.
+
+    With several objectives there is no single best (Optuna raises): the report's best
+    is then the most accurate complete trial, ties going to the better other objectives
+    and then to the earlier trial.
+    """
+    if not multi_objective(study):
+        try:
+            return study.best_trial
+        except (ValueError, RuntimeError):
+            return None
+    index = accuracy_index(study)
+    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+
+    def key(trial: FrozenTrial) -> tuple[float, ...]:
+        values = [trial_value(trial, i) for i in range(len(signs))]
+        others = [sign * v if v is not None else math.inf for i, (sign, v) in enumerate(zip(signs, values))
+                  if i != index]
+        return (signs[index] * values[index], *others, trial.number)
+
+    complete = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if trial_value(t, index) is not None
+    ]
+    return min(complete, key=key) if complete else None
 
 
 def direction_word(study: optuna.Study) -> str:
-    """``"maximize"`` or ``"minimize"`` for the study's first objective."""
+    """``"maximize"`` or ``"minimize"`` for the score (the accuracy objective, else the first)."""
     directions = study.directions
-    if directions and directions[0] == optuna.study.StudyDirection.MINIMIZE:
+    if directions and directions[accuracy_index(study)] == optuna.study.StudyDirection.MINIMIZE:
         return "minimize"
     return "maximize"
+
+
+def _objectives(study: optuna.Study) -> list[dict[str, Any]] | None:
+    """Name, direction, the best trial's value and whether it is the score, per objective.
+
+    None with one objective.
+    """
+    if not multi_objective(study):
+        return None
+    best = best_trial(study)
+    index = accuracy_index(study)
+    return [
+        {
+            "name": name,
+            "score": i == index,
+            "direction": "minimize" if direction == optuna.study.StudyDirection.MINIMIZE else "maximize",
+            "best_value": trial_value(best, i) if best is not None else None,
+        }
+        for i, (name, direction) in enumerate(zip(objective_names(study), study.directions))
+    ]
 
 
 def param_importances(study: optuna.Study) -> tuple[pd.DataFrame, str]:
     """Optuna's param importances as rows (param, importance), most important first.
 
-    Uses fANOVA with a fixed seed, so the same storage gives the same numbers. Returns
+    Uses fANOVA with a fixed seed, so the same storage gives the same numbers; in a
+    multi-objective study they explain the accuracy objective. Returns
     ``(frame, "")`` on success, or an empty frame and a one-line reason when they
     cannot be computed (fewer than 2 complete trials, no params that vary, ...).
     """
     empty = pd.DataFrame(columns=["param", "importance"])
+    index = accuracy_index(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2:
         return empty, f"they need at least 2 complete trials and this study has {len(complete)}."
-    if len({trial_value(trial) for trial in complete}) < 2:
+    if len({trial_value(trial, index) for trial in complete}) < 2:
         return empty, "every complete trial has the same score, so no parameter explains anything."
     # Like Optuna, use the params every complete trial has (conditional ones drop out), and
     # of those only the ones that vary: Optuna splits importance evenly when nothing does.
@@ -447,6 +664,8 @@ def param_importances(study: optuna.Study) -> tuple[pd.DataFrame, str]:
             study,
             evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
             params=varying,
+            # several objectives: explain the accuracy (Optuna refuses without a target)
+            target=(lambda trial: trial.values[index]) if multi_objective(study) else None,
         )
     except Exception as error:  # optuna raises several types for degenerate studies
         message = " ".join(str(error).split()) or type(error).__name__

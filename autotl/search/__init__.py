@@ -1,7 +1,10 @@
 """Studies: create or resume one, run trials with a sampler and a pruner, keep the best model."""
 
+from ._logme import logme
 from ._plugins import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from ._rank import rank_backbones
+from ._retrain import export_trial
 from ._run import SearchContext, SearchResult, default_objective, open_storage, run_name, search
 
 __all__ = ["search", "SearchResult", "SearchContext", "default_objective", "open_storage", "run_name",
-           "make_sampler", "make_pruner", "SAMPLERS", "PRUNERS"]
+           "make_sampler", "make_pruner", "SAMPLERS", "PRUNERS", "logme", "rank_backbones", "export_trial"]

@@ -16,8 +16,9 @@ class Progress:
         if self.enabled:
             print(self.prefix + text, file=self.stream, flush=True)
 
-    def trial_started(self, position: int, number: int, config) -> None:
-        self.say(f"[trial {position}/{self.total}] #{number}: {config.describe()}")
+    def trial_started(self, position: int, number: int, config, note: str | None = None) -> None:
+        self.say(f"[trial {position}/{self.total}] #{number}: {config.describe()}"
+                 + (f"  (warm start: {note})" if note else ""))
 
     def epoch(self, record: dict, best: dict, max_epochs: int) -> None:
         self.say(f"    epoch {record['epoch']}/{max_epochs}  val acc {record['val_accuracy']:.3f}  "

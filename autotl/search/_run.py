@@ -34,6 +34,8 @@ from ..train import TrialResult, fit, resolve_device
 from ._best import keep_best
 from ._plugins import make_pruner, make_sampler
 from ._progress import Progress
+from ._rank import MAX_IMAGES, kept, rank_backbones
+from ._retrain import refit_best
 
 STUDY_NAME = "autotl"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -42,6 +44,7 @@ REPORT_RESERVE_S = 10.0  # time kept back from --timeout to write the report and
 HEARTBEAT_S = int(os.environ.get("AUTOTL_HEARTBEAT_S", 10))
 GRACE_S = int(os.environ.get("AUTOTL_GRACE_S", 40))
 WAIT_S = 5.0
+OBJECTIVES = {("accuracy",): ["maximize"], ("accuracy", "latency"): ["maximize", "minimize"]}
 
 
 @dataclass
@@ -53,16 +56,21 @@ class SearchResult:
     model_dir: Path
 
     @property
+    def best_trial(self):
+        """The most accurate complete trial (in a multi-objective study: the most accurate on the front)."""
+        return _best_complete(self.study)
+
+    @property
     def best_value(self) -> float:
-        return self.study.best_value
+        return _score(self.best_trial)
 
     @property
     def best_params(self) -> dict:
-        return self.study.best_params
+        return self.best_trial.params
 
     @property
     def best_config(self) -> TrialConfig:
-        return TrialConfig.from_dict(self.study.best_trial.user_attrs.get("config", {}))
+        return TrialConfig.from_dict(self.best_trial.user_attrs.get("config", {}))
 
     @property
     def report_path(self) -> Path:
@@ -82,6 +90,7 @@ class SearchContext:
     progress: Progress | None = None
     results: dict = field(default_factory=dict)
     interrupt: threading.Event = field(default_factory=threading.Event)
+    objectives: tuple = ("accuracy",)
 
     def suggest(self, trial) -> TrialConfig:
         """Sample the search space into a TrialConfig the caller may change before fitting."""
@@ -90,7 +99,8 @@ class SearchContext:
     def fit(self, trial, config: TrialConfig) -> TrialResult:
         """Fine-tune with ``config``, reporting each epoch to ``trial``; raises TrialPruned when pruned."""
         if self.progress is not None:
-            self.progress.trial_started(self.progress.position, trial.number, config)
+            self.progress.trial_started(self.progress.position, trial.number, config,
+                                        getattr(trial, "user_attrs", {}).get("warm_start"))
         on_epoch = (lambda record, best: self.progress.epoch(record, best, config.max_epochs)) if self.progress else None
         run = lambda cfg: fit(cfg, self.dataset, trial, device=self.device, weights_dir=self.weights_dir,  # noqa: E731
                               deadline=self.deadline, seed=self.seed, on_epoch=on_epoch, interrupt=self.interrupt)
@@ -111,9 +121,23 @@ class SearchContext:
         return result
 
 
-def default_objective(trial, ctx: SearchContext) -> float:
-    """Fine-tune the sampled recipe; the score is the best epoch's validation accuracy."""
-    return ctx.fit(trial, ctx.suggest(trial)).metrics["accuracy"]
+def default_objective(trial, ctx: SearchContext):
+    """Fine-tune the sampled recipe; the score is the best epoch's validation accuracy.
+
+    In a study of accuracy and latency, the pair (accuracy, milliseconds per image).
+    """
+    result = ctx.fit(trial, ctx.suggest(trial))
+    if len(ctx.objectives) == 2:
+        return result.metrics["accuracy"], result.latency_ms
+    return result.metrics["accuracy"]
+
+
+def parse_objectives(objectives) -> tuple[str, ...]:
+    """'accuracy' or 'accuracy,latency' (or a sequence of those names) as a checked tuple."""
+    names = tuple(n.strip() for n in (objectives.split(",") if isinstance(objectives, str) else objectives))
+    if names not in OBJECTIVES:
+        raise AutoTLError(f"unknown objective {','.join(names)!r}: use accuracy (the default) or accuracy,latency")
+    return names
 
 
 def run_name(dataset: str) -> str:
@@ -127,14 +151,23 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
            device: str = "auto", sampler: str = "tpe", pruner: str = "hyperband", storage: str | None = None,
            study_name: str = STUDY_NAME, workers: int = 1, weights_dir=None, val_fraction: float = 0.2,
            max_per_class: int | None = None, allow_outside_paths: bool = False, progress: bool = True,
-           _worker: int | None = None) -> SearchResult:
+           objectives="accuracy", rank: bool = True, warm_start: bool = True, drop_backbones: float | None = None,
+           refit: bool = False, _worker: int | None = None) -> SearchResult:
     """Search fine-tuning recipes for ``dataset`` until the study holds ``n_trials`` finished trials.
 
     ``objective`` may be ``objective(trial, ctx) -> float`` (``ctx.suggest`` / ``ctx.fit``)
     or a plain Optuna ``objective(trial) -> float``; the default fine-tunes each sampled
     recipe. Rerunning with the same ``out`` (or ``storage`` and ``study_name``) resumes the
     study. ``workers`` > 1 runs that many processes on the one study (one GPU each when
-    there are GPUs, CPU threads split between them otherwise). Returns a SearchResult.
+    there are GPUs, CPU threads split between them otherwise).
+
+    Before the first trial the space's backbones are ranked by LogME on their frozen
+    features (``rank``); ``drop_backbones`` (a LogME margin) leaves out those that score
+    that far below the best. The space's warm-start recipes on the best-ranked backbones
+    are the first trials (``warm_start``). ``objectives="accuracy,latency"`` makes a
+    multi-objective study (no pruning; the report shows the Pareto front). ``refit``
+    retrains the best recipe on train + validation before the final export.
+    Returns a SearchResult.
     """
     started = time.time()
     if n_trials < 1:
@@ -149,8 +182,11 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
         search_space.max_epochs = max_epochs
     torch_device = _device(device)
     # built before any work, so an unknown name is rejected at once; each worker samples with its own seed
+    goals = parse_objectives(objectives)
+    if drop_backbones is not None and drop_backbones < 0:
+        raise AutoTLError(f"drop_backbones is a LogME margin and cannot be negative, got {drop_backbones}")
     study_sampler = make_sampler(sampler, seed if _worker is None else seed + 7919 * (_worker + 1))
-    study_pruner = make_pruner(pruner, search_space.max_epochs)
+    study_pruner = make_pruner(pruner if len(goals) == 1 else "none", search_space.max_epochs)
     backbones.check_available(search_space.backbones(), weights_dir)
     data = load_dataset(dataset, val_fraction=val_fraction, seed=seed, max_per_class=max_per_class,
                         allow_outside_paths=allow_outside_paths)
@@ -159,14 +195,17 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
     model_dir = run_dir / "best_model"
     optuna.logging.set_verbosity(logging.ERROR)  # trial failures are shown by Progress, with their reason
     study = optuna.create_study(storage=open_storage(storage or f"sqlite:///{run_dir / 'study.db'}"),
-                                study_name=study_name, direction="maximize", load_if_exists=True,
+                                study_name=study_name, directions=OBJECTIVES[goals], load_if_exists=True,
                                 sampler=study_sampler, pruner=study_pruner)
+    if [d.name.lower() for d in study.directions] != OBJECTIVES[goals]:
+        raise AutoTLError(f"{run_dir} holds a study of objective(s) {study.user_attrs.get('objectives', ['accuracy'])}, "
+                          f"not {list(goals)}: pass the same --objective, or --out with a new run directory")
     show = Progress(n_trials, enabled=progress, prefix="" if _worker is None else f"[worker {_worker}] ")
     if _worker is None:
         _check_same_dataset(study, data, run_dir, same_path=storage is None)
-        _describe(study, data, search_space, torch_device, n_trials, timeout, model_dir)
+        _describe(study, data, search_space, torch_device, n_trials, timeout, model_dir, goals)
         if not study.trials:
-            study.enqueue_trial(search_space.start_params(), skip_if_exists=True)
+            _start(study, search_space, data, rank, warm_start, drop_backbones, weights_dir, torch_device, seed, show)
         finished = _count_finished(study)
         if finished >= n_trials:
             show.say(f"the study already has {finished} finished trials (asked for {n_trials}): nothing to run")
@@ -174,6 +213,8 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
             show.say(f"searching {data.spec}: {len(data.classes)} classes, {data.count('train')} train / "
                      f"{data.count('val')} val images; {finished} of {n_trials} trials already finished; "
                      f"device {torch_device}; {workers} worker(s); run directory {run_dir}")
+    if study.user_attrs.get("backbone_ranking"):
+        search_space.keep_backbones(kept(study.user_attrs["backbone_ranking"]))
     deadline = started + timeout - REPORT_RESERVE_S if timeout else None
 
     if workers > 1:
@@ -182,9 +223,9 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
             if deadline else None, max_epochs=max_epochs, out=out if out is not None else run_dir, seed=seed,
             objective=objective, device=device, sampler=sampler, pruner=pruner, storage=storage,
             study_name=study_name, weights_dir=weights_dir, val_fraction=val_fraction, max_per_class=max_per_class,
-            allow_outside_paths=allow_outside_paths, progress=progress))
+            allow_outside_paths=allow_outside_paths, progress=progress, objectives=objectives))
     else:
-        ctx = SearchContext(search_space, data, torch_device, weights_dir, deadline, seed, show)
+        ctx = SearchContext(search_space, data, torch_device, weights_dir, deadline, seed, show, objectives=goals)
         try:
             with _first_ctrl_c_sets(ctx.interrupt):
                 _optimize(study, ctx, objective or default_objective, n_trials, deadline, run_dir, model_dir, show)
@@ -193,14 +234,39 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
             raise
     if _worker is not None:
         return SearchResult(study=study, run_dir=run_dir, model_dir=model_dir)
-    report.write(study, run_dir / "report.html")
-    if _best_complete(study) is None:
+    best = _best_complete(study)
+    if best is None:
+        report.write(study, run_dir / "report.html")
         errors = [t.user_attrs.get("error") for t in study.trials if t.user_attrs.get("error")]
         raise AutoTLError("no trial completed" + (f"; the first error was: {errors[0]}" if errors else
                                                   ": give a larger --timeout or --n-trials"))
-    show.say(f"best validation accuracy {study.best_value:.4f} (trial #{study.best_trial.number}); "
+    if refit:
+        refit_best(study, best, data, model_dir, torch_device, weights_dir, seed, show.say)
+    report.write(study, run_dir / "report.html")
+    show.say(f"best validation accuracy {_score(best):.4f} (trial #{best.number}); "
              f"model in {model_dir}; report in {run_dir / 'report.html'}")
     return SearchResult(study=study, run_dir=run_dir, model_dir=model_dir)
+
+
+def _start(study, space, data, rank, warm_start, drop_margin, weights_dir, device, seed, show) -> None:
+    """Before the first trial: rank the backbones (LogME), then enqueue the warm-start recipes."""
+    ranked = space.backbones()
+    if rank and len(ranked) > 1:
+        scale = min(space.values("resolution_scale"))
+        show.say(f"ranking {len(ranked)} backbones by LogME on their frozen features "
+                 f"(up to {MAX_IMAGES} training images at x{scale:g} resolution)")
+        ranking = rank_backbones(ranked, data, resolution_scale=scale, weights_dir=weights_dir, device=device,
+                                 seed=seed, drop_margin=drop_margin)
+        study.set_user_attr("backbone_ranking", ranking)
+        for s in ranking["scores"]:
+            show.say(f"  {s['rank']}. {s['backbone']}: LogME {s['logme']:.4f} ({s['seconds']:.1f} s)"
+                     + ("  dropped: far below the best" if s["dropped"] else ""))
+        ranked = kept(ranking)
+        space.keep_backbones(ranked)
+    if not warm_start:
+        return
+    for label, params in space.warm_start_params(ranked):
+        study.enqueue_trial(params, user_attrs={"warm_start": label}, skip_if_exists=True)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -259,15 +325,16 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir
             raise
         result = ctx.results.pop(trial.number, None)
         if result is not None and value is not None:
-            keep_best(study, result, ctx.dataset, model_dir, trial.number, value)
+            keep_best(study, result, ctx.dataset, model_dir, trial.number,
+                      value[0] if isinstance(value, (tuple, list)) else value)
         return value
 
     def after_trial(study_, frozen):
         ctx.results.pop(frozen.number, None)
         reason = frozen.user_attrs.get("end_reason") or frozen.user_attrs.get("error", "")
         best = _best_complete(study_)
-        show.trial_ended(frozen.number, frozen.state.name.lower(), frozen.value, reason,
-                         best.value if best else None, best.number if best else None)
+        show.trial_ended(frozen.number, frozen.state.name.lower(), _score(frozen), reason,
+                         _score(best), best.number if best else None)
         try:
             report.write(study_, run_dir / "report.html")
         except Exception as error:  # noqa: BLE001 - a report bug must never stop a long search
@@ -353,8 +420,14 @@ def _count_finished(study) -> int:
 
 
 def _best_complete(study):
+    """The complete trial with the best accuracy (the first objective), or None."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max(complete, key=lambda t: t.value) if complete else None
+    return max(complete, key=_score) if complete else None
+
+
+def _score(trial) -> float | None:
+    """A trial's accuracy: its value, or its first value in a multi-objective study."""
+    return trial.values[0] if trial is not None and trial.values else None
 
 
 def _typical_epoch(study) -> float:
@@ -371,9 +444,9 @@ def _check_same_dataset(study, data, run_dir, same_path: bool = True) -> None:
                           f"pass --out with a new run directory")
 
 
-def _describe(study, data, space, device, n_trials, timeout, model_dir) -> None:
+def _describe(study, data, space, device, n_trials, timeout, model_dir, objectives) -> None:
     facts = dict(dataset=data.describe(), space=space.name, max_epochs=space.max_epochs, device=str(device),
-                 n_trials=n_trials, timeout=timeout, model_dir=str(model_dir))
+                 n_trials=n_trials, timeout=timeout, model_dir=str(model_dir), objectives=list(objectives))
     if "started_at" not in study.user_attrs:
         facts["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     for key, value in facts.items():

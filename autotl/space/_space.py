@@ -40,6 +40,8 @@ class SearchSpace:
     params: list[Param]
     max_epochs: int
     start_from: dict = field(default_factory=dict)
+    warm_start: dict = field(default_factory=dict)  # recipe name -> settings over start_from
+    warm_start_backbones: int = 1
 
     def sample(self, trial) -> TrialConfig:
         """Ask the trial for every searched setting; conditional ones only under their choice."""
@@ -49,16 +51,46 @@ class SearchSpace:
 
     def backbones(self) -> list[str]:
         """Every backbone this space can pick."""
-        for param in self.params:
-            if param.name == "backbone":
-                return list(param.choices) if param.kind == "choice" else [param.value]
-        return [TrialConfig.backbone]
+        return self.values("backbone")
 
-    def start_params(self) -> dict:
-        """The ``start_from`` recipe as Optuna parameters, for ``study.enqueue_trial``."""
+    def values(self, name: str) -> list:
+        """The values a top-level setting can take: its choices, its fixed value, its range's ends, or the default."""
+        for param in self.params:
+            if param.name == name:
+                return (list(param.choices) if param.kind == "choice" else [param.value] if param.kind == "fixed"
+                        else [param.low, param.high])
+        return [getattr(TrialConfig, name)]
+
+    def start_params(self, **changes) -> dict:
+        """The ``start_from`` recipe (with ``changes``) as Optuna parameters, for ``study.enqueue_trial``."""
         found = {}
-        _start_into(self.params, None, self.start_from, found)
+        _start_into(self.params, None, {**self.start_from, **changes}, found)
         return found
+
+    def warm_start_params(self, ranked_backbones: list[str]) -> list[tuple[str, dict]]:
+        """The first trials: (label, params) for each warm-start recipe on each of the best-ranked backbones.
+
+        The best-ranked backbone's recipes first, in the order written. Without a
+        ``warm_start`` section, the one ``start_from`` recipe. A recipe
+        the space cannot express (a value outside its choices) keeps what it can; exact
+        repeats are left out.
+        """
+        if not self.warm_start:
+            return [("start_from", self.start_params())]
+        chosen, seen = [], []
+        for backbone in ranked_backbones[:self.warm_start_backbones]:
+            for recipe, changes in self.warm_start.items():
+                params = self.start_params(**changes, backbone=backbone)
+                if params not in seen:
+                    seen.append(params)
+                    chosen.append((f"{recipe} on {backbone}", params))
+        return chosen
+
+    def keep_backbones(self, names: list[str]) -> None:
+        """Search only ``names`` (a ranking dropped the others)."""
+        for param in self.params:
+            if param.name == "backbone" and param.kind == "choice":
+                param.choices = [c for c in param.choices if c in names] or param.choices
 
 
 def _sample_into(trial, params, parent, values):
@@ -114,6 +146,7 @@ def load_space(space: str | Path = "default") -> SearchSpace:
         raise SpaceError(f"{path} must be a mapping of setting names to values, choices or ranges")
     raw = dict(raw)
     start = raw.pop("start_from", None) or {}
+    warm = raw.pop("warm_start", None) or {}
     max_epochs = raw.pop("max_epochs", TrialConfig.max_epochs)
     if not isinstance(max_epochs, int) or max_epochs < 1:
         raise SpaceError(f"{path}: max_epochs must be a positive whole number, got {max_epochs!r}")
@@ -122,9 +155,30 @@ def load_space(space: str | Path = "default") -> SearchSpace:
     for key in start:
         if key not in FIELD_NAMES:
             raise SpaceError(f"{path}: start_from names unknown setting {key!r}; allowed: {', '.join(FIELD_NAMES)}")
+    recipes, warm_backbones = _warm_start(path, warm)
     params = [_parse(path, key, value) for key, value in raw.items()]
     return SearchSpace(name=path.stem if path.parent == SPACES_DIR else str(path), params=params,
-                       max_epochs=max_epochs, start_from=start)
+                       max_epochs=max_epochs, start_from=start, warm_start=recipes,
+                       warm_start_backbones=warm_backbones)
+
+
+def _warm_start(path, warm) -> tuple[dict, int]:
+    """The ``warm_start`` section: {backbones: k, recipes: {name: {setting: value}}}."""
+    if not isinstance(warm, dict) or set(warm) - {"backbones", "recipes"}:
+        raise SpaceError(f"{path}: warm_start must be a mapping with 'backbones' (how many of the best-ranked) "
+                         f"and 'recipes' (name: settings)")
+    count = warm.get("backbones", 1)
+    recipes = warm.get("recipes") or {}
+    if not isinstance(count, int) or count < 1:
+        raise SpaceError(f"{path}: warm_start.backbones must be a positive whole number, got {count!r}")
+    if not isinstance(recipes, dict) or not all(isinstance(r, dict) for r in recipes.values()):
+        raise SpaceError(f"{path}: warm_start.recipes must map each recipe name to its settings")
+    for name, recipe in recipes.items():
+        for key in recipe:
+            if key not in FIELD_NAMES or key in ("backbone", "max_epochs"):
+                raise SpaceError(f"{path}: warm_start recipe {name!r} sets {key!r}; allowed: "
+                                 f"{', '.join(n for n in FIELD_NAMES if n not in ('backbone', 'max_epochs'))}")
+    return recipes, count
 
 
 def _parse(path, key, value) -> Param:

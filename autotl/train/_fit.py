@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .. import backbones
 from ..data import ImageDataset, augment, mixup
 from ..space import TrialConfig
+from ._cost import latency_ms, model_megabytes
 from ._prefix import FEATURES, split
 from .regularizers import make_penalty
 from .schedules import lr_factor
@@ -42,11 +43,19 @@ class TrialResult:
     preprocessing: backbones.Preprocessing
     model: torch.nn.Module | None = field(default=None, repr=False)
     feature_cache: str = "off"  # 'hit' / 'miss': the frozen prefix's outputs came from / went to the cache
+    latency_ms: float | None = None  # one image's prediction on the training device (completed runs only)
+    model_mb: float = 0.0
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent in training steps, evaluation excluded."""
+        return round(sum(r["train_seconds"] for r in self.history), 3)
 
     def attrs(self) -> dict:
         """The plain facts stored on the trial (and read back by the report)."""
         return dict(history=self.history, best_epoch=self.best_epoch, epochs_run=self.epochs_run,
-                    wall_seconds=round(self.wall_seconds, 3), params_total=self.params_total,
+                    wall_seconds=round(self.wall_seconds, 3), train_seconds=self.train_seconds,
+                    latency_ms=self.latency_ms, model_mb=self.model_mb, params_total=self.params_total,
                     params_trainable=self.params_trainable, end_reason=self.end_reason,
                     backbone=self.config.backbone, config=self.config.to_dict(), metrics=self.metrics,
                     feature_cache=self.feature_cache)
@@ -111,7 +120,7 @@ def _autocast(device):
 def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None = None, *,
         device: str | torch.device = "auto", weights_dir=None, deadline: float | None = None,
         seed: int = 0, on_epoch=None, pretrained: bool = True, cache_prefix: bool = True,
-        interrupt=None) -> TrialResult:
+        interrupt=None, epochs: int | None = None, keep_last: bool = False) -> TrialResult:
     """Fine-tune ``config.backbone`` on ``dataset`` for up to ``config.max_epochs`` epochs.
 
     Reports validation accuracy to ``trial`` after each epoch and raises
@@ -120,7 +129,11 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     ``deadline`` (a ``time.time()`` value) would be passed by another epoch. With no
     augmentation and no mixup, the frozen prefix runs once and its outputs are cached
     (``cache_prefix=False`` turns that off). ``interrupt`` (a threading.Event) set by a
-    Ctrl-C handler ends the run at the next step with KeyboardInterrupt.
+    Ctrl-C handler ends the run at the next step with KeyboardInterrupt. ``epochs`` stops
+    after that many epochs of the ``max_epochs`` schedule (to repeat a trial that ended
+    early); ``keep_last`` keeps the last epoch instead of the best (a refit, whose
+    validation images are in its training set). A multi-objective trial is not reported
+    to (Optuna cannot prune those).
     """
     started = time.time()
     device = resolve_device(device) if isinstance(device, str) else device
@@ -173,6 +186,8 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     pin = device.type == "cuda" and cache == "off"
 
     history, best, best_state, end_reason, step = [], None, None, "completed", 0
+    reporting = trial is not None and len(getattr(getattr(trial, "study", None), "directions", [None])) == 1
+    last_epoch = min(epochs or config.max_epochs, config.max_epochs)
     params_total = sum(p.numel() for p in model.parameters())
     params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -181,7 +196,8 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
                            best_epoch=(best or {}).get("epoch", 0), epochs_run=len(history),
                            wall_seconds=time.time() - started, params_total=params_total,
                            params_trainable=params_trainable, end_reason=reason,
-                           classes=list(dataset.classes), preprocessing=pre, model=model, feature_cache=cache)
+                           classes=list(dataset.classes), preprocessing=pre, model=model, feature_cache=cache,
+                           model_mb=model_megabytes(model))
 
     def stop_pruned(reason):
         res = result(reason)
@@ -190,7 +206,7 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
                 trial.set_user_attr(key, value)
         raise optuna.TrialPruned(reason)
 
-    for epoch in range(1, config.max_epochs + 1):
+    for epoch in range(1, last_epoch + 1):
         epoch_start = time.time()
         backbones.train_mode(model, frozen)
         order = torch.randperm(n_train, generator=generator)
@@ -240,21 +256,25 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
                       val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"],
                       seconds=round(time.time() - epoch_start, 3), train_seconds=round(train_seconds, 3))
         history.append(record)
-        if best is None or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
+        if best is None or keep_last or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
             best = dict(val, epoch=epoch)
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if on_epoch is not None:
             on_epoch(record, best)
-        if trial is not None:
+        if reporting:
             trial.report(val["accuracy"], epoch)
             if trial.should_prune():
                 stop_pruned(f"pruned by the pruner after epoch {epoch}")
         if not math.isfinite(val["loss"]):
             stop_pruned(f"non-finite validation loss at epoch {epoch}")
-        if deadline is not None and epoch < config.max_epochs and time.time() + record["seconds"] > deadline:
+        if deadline is not None and epoch < last_epoch and time.time() + record["seconds"] > deadline:
             end_reason = f"time budget ran out after epoch {epoch}"
             break
 
     model.load_state_dict(best_state)
-    model.to("cpu", memory_format=torch.contiguous_format).eval()  # as load_model builds it: same numbers
-    return result(end_reason)
+    model.to(device, memory_format=torch.contiguous_format).eval()  # as load_model builds it: same numbers
+    latency = latency_ms(model, pre.size, device)
+    model.to("cpu")
+    done = result(end_reason)
+    done.latency_ms = latency
+    return done

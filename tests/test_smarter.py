@@ -1,0 +1,145 @@
+"""Searching smarter: LogME ranks backbones before training, warm-start recipes come first,
+cost is measured, accuracy and latency can be searched together, and any trial can be exported."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+import autotl
+from autotl.cli import main
+from autotl.export import load_model
+from autotl.search import logme
+from autotl.search._logme import evidence, maximum_evidence
+
+
+def test_logme_evidence_matches_a_hand_computed_case():
+    # F = [[1], [1]], y = [1, 1], alpha = beta = 1: y ~ N(0, F F^T + I) = N(0, [[2, 1], [1, 2]]),
+    # det = 3, y^T C^-1 y = (2 - 1 - 1 + 2) / 3 = 2/3, so log p = -log(2 pi) - log(3)/2 - 1/3, per image / 2.
+    expected = (-math.log(2 * math.pi) - math.log(3) / 2 - 1 / 3) / 2
+    assert evidence(np.array([[1.0], [1.0]]), np.array([1.0, 1.0]), 1.0, 1.0) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("n, d", [(30, 6), (6, 30)])
+def test_logme_evidence_is_the_gaussian_marginal_and_maximised(n, d):
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(n, d))
+    y = f @ rng.normal(size=d) + 0.5 * rng.normal(size=n)  # a linear signal: alpha and beta are finite
+    marginal = multivariate_normal(np.zeros(n), f @ f.T / 0.7 + np.eye(n) / 2.3).logpdf(y)
+    assert evidence(f, y, 0.7, 2.3) * n == pytest.approx(marginal, rel=1e-9)
+    if n < d:
+        return  # fewer images than features: every label fits exactly and the maximum runs off to beta = infinity
+    best, alpha, beta = maximum_evidence(f, y)
+    for a, b in [(alpha * 0.8, beta), (alpha * 1.25, beta), (alpha, beta * 0.8), (alpha, beta * 1.25)]:
+        assert evidence(f, y, a, b) < best  # the fixed point is the maximum
+
+
+def test_logme_scores_separating_features_above_noise():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 150)
+    noise = rng.normal(size=(150, 16))
+    telling = np.c_[noise, 3 * np.eye(3)[labels]]
+    assert logme(telling, labels) > logme(noise, labels) + 1
+
+
+SPACE = """
+max_epochs: 1
+backbone: {choices: [tf_efficientnet_lite0, tf_efficientnet_lite1]}
+resolution_scale: 0.5
+frozen_depth: {choices: [0.5, 1.0]}
+optimizer: {choices: {adamw: {lr: {low: 1.0e-4, high: 1.0e-2, log: true}}, sgd: {lr: {low: 1.0e-3, high: 1.0e-1, log: true}}}}
+start_from: {frozen_depth: 0.5, optimizer: adamw, lr: 1.0e-3}
+warm_start:
+  backbones: 2
+  recipes:
+    linear_probe: {frozen_depth: 1.0, lr: 5.0e-3}
+    sgd: {optimizer: sgd, lr: 1.0e-2}
+"""
+
+
+def _no_training(trial, ctx):
+    ctx.suggest(trial)
+    return 0.5
+
+
+def test_warm_start_recipes_are_the_first_trials_best_ranked_backbone_first(tmp_path, photo_folder):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    result = autotl.search(str(photo_folder), space=str(space), n_trials=6, out=tmp_path / "run",
+                           objective=_no_training, progress=False)
+    ranking = result.study.user_attrs["backbone_ranking"]
+    order = [s["backbone"] for s in ranking["scores"]]
+    assert sorted(order) == ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
+    assert ranking["scores"][0]["logme"] >= ranking["scores"][1]["logme"] and ranking["seconds"] > 0
+    first = result.study.trials[:4]
+    assert [t.user_attrs["warm_start"] for t in first] == [f"{r} on {b}" for b in order for r in ("linear_probe", "sgd")]
+    assert [t.params["backbone"] for t in first] == [order[0], order[0], order[1], order[1]]
+    assert first[0].params["frozen_depth"] == 1.0 and first[0].params["adamw.lr"] == 5e-3
+    assert first[1].params["optimizer"] == "sgd" and first[1].params["sgd.lr"] == 1e-2
+    assert all("warm_start" not in t.user_attrs for t in result.study.trials[4:])
+
+
+def test_drop_backbones_leaves_out_the_far_worse_and_survives_resume(tmp_path, photo_folder):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    out = tmp_path / "run"
+    result = autotl.search(str(photo_folder), space=str(space), n_trials=4, out=out, objective=_no_training,
+                           progress=False, drop_backbones=0.0)
+    scores = result.study.user_attrs["backbone_ranking"]["scores"]
+    assert [s["dropped"] for s in scores] == [False, True]
+    result = autotl.search(str(photo_folder), space=str(space), n_trials=8, out=out, objective=_no_training,
+                           progress=False)
+    assert {t.params["backbone"] for t in result.study.trials} == {scores[0]["backbone"]}
+
+
+def test_accuracy_and_latency_search_stores_cost_and_exports_the_most_accurate(tmp_path, photo_folder, capsys):
+    out = tmp_path / "run"
+    code = main(["search", "--dataset", str(photo_folder), "--space", "quick", "--n-trials", "2", "--max-epochs", "1",
+                 "--out", str(out), "--objective", "accuracy,latency"])
+    assert code == 0
+    import optuna
+
+    study = optuna.load_study(study_name="autotl", storage=f"sqlite:///{out / 'study.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 2
+    for t in complete:
+        assert t.values[1] == t.user_attrs["latency_ms"] > 0
+        assert t.user_attrs["model_mb"] > 1 and 0 < t.user_attrs["train_seconds"] <= t.user_attrs["wall_seconds"]
+    best = max(complete, key=lambda t: t.values[0])
+    assert json.loads((out / "best_model" / "config.json").read_text())["value"] == best.values[0]
+    assert "Pareto front" in (out / "report.html").read_text()
+    # the same run directory with the other objective is refused in one line
+    code = main(["search", "--dataset", str(photo_folder), "--space", "quick", "--n-trials", "3", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "objective" in err[-1] and err[-1].startswith("autotl: error:")
+
+
+def test_export_any_trial_trains_it_again_to_the_same_score(finished_run, tmp_path, capsys):
+    trial = finished_run.study.trials[1]
+    out = tmp_path / "trial1"
+    assert main(["export", str(finished_run.run_dir), "--trial", "1", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["trial"] == 1 and config["hyperparameters"] == trial.user_attrs["config"]
+    assert config["metrics"]["accuracy"] == trial.user_attrs["metrics"]["accuracy"]
+    assert config["metrics"]["loss"] == pytest.approx(trial.user_attrs["metrics"]["loss"], rel=1e-3)
+    assert load_model(out).classes == ["astronaut", "brick", "coffee"]
+    assert main(["export", str(finished_run.run_dir), "--trial", "7"]) == 2
+    assert capsys.readouterr().err.strip().endswith("trials are numbered 0 to 1")
+
+
+def test_refit_trains_the_best_recipe_on_train_and_validation(tmp_path, photo_folder):
+    result = autotl.search(str(photo_folder), space="quick", n_trials=1, max_epochs=2, out=tmp_path / "run",
+                           progress=False, refit=True)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    data = autotl.load_dataset(str(photo_folder))
+    best = result.best_trial
+    assert config["refit"]["train_images"] == data.count("train") + data.count("val")
+    assert config["refit"]["epochs"] == best.user_attrs["best_epoch"]
+    assert config["metrics"] == best.user_attrs["metrics"]  # the trial's validation score, not the refit's
+    assert result.study.user_attrs["refit"]["trial"] == best.number
+    assert len(load_model(result.model_dir).predict([data.pixels[0]])) == 1
