@@ -20,7 +20,7 @@ def _search(args) -> int:
                     val_fraction=args.val_fraction, max_per_class=args.max_per_class,
                     allow_outside_paths=args.allow_outside_paths, objectives=args.objective,
                     rank=not args.no_rank, warm_start=not args.no_warm_start, drop_backbones=args.drop_backbones,
-                    refit=args.refit)
+                    refit=args.refit, soup=args.soup)
     print(f"best validation accuracy: {result.best_value:.4f}")
     print(f"best recipe: {result.best_config.describe()}")
     print(f"model: {result.model_dir}")
@@ -146,6 +146,8 @@ def parser() -> argparse.ArgumentParser:
                    help="let the sampler pick every trial (no warm-start recipes first)")
     s.add_argument("--refit", action="store_true",
                    help="retrain the best recipe on train + validation for its best epoch count before exporting")
+    s.add_argument("--soup", action="store_true",
+                   help="average each trial's best epochs greedily (a model soup), kept when validation does not drop")
     s.set_defaults(run=_search)
 
     b = commands.add_parser("backbones", help="list candidate backbones and whether their weights are here")

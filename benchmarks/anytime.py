@@ -31,6 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from datasets import natural_photos  # noqa: E402
+from results_md import write_section  # noqa: E402
 
 METHODS = {
     "autotl": dict(sampler="tpe", pruner="hyperband", rank=True, warm_start=True),
@@ -116,30 +117,46 @@ def figure(runs: list[dict], budget: float, path: Path) -> None:
         fig.update_yaxes(title_text="best validation accuracy", row=1, col=col)
     fig.update_layout(template="plotly_white", height=460, width=560 * len(datasets),
                       title="Best validation accuracy against wall time (one CPU thread per run)")
-    fig.write_html(path, include_plotlyjs=True, full_html=True)
+    fig.write_html(path, include_plotlyjs="cdn", full_html=True)  # small in git; RESULTS.md shows a PNG of it
+    screenshot(fig, path.with_suffix(".png"))
+
+
+def screenshot(fig, png: Path) -> None:
+    """A PNG of the figure, drawn by headless Chromium from a page with plotly.js inside (offline)."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        print("no chromium: skipped the PNG of the figure", file=sys.stderr)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "figure.html"
+        fig.write_html(page, include_plotlyjs=True, full_html=True, config={"staticPlot": True})
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        f"--window-size={int(fig.layout.width) + 20},{int(fig.layout.height) + 20}",
+                        "--virtual-time-budget=10000", f"--screenshot={png}", page.as_uri()],
+                       check=True, capture_output=True, timeout=120)
 
 
 def write_results(summary: dict, budget: float, seeds: int, command: str) -> None:
-    lines = ["## Anytime search (issue 6)", "",
-             f"Command: `{command}`. Machine: {platform.processor() or platform.machine()}, "
+    lines = [f"Command: `{command}`. Machine: {platform.processor() or platform.machine()}, "
              f"{multiprocessing.cpu_count()} CPU cores, no GPU; each run one thread, two runs at a time; "
              f"budget {budget:g} s per run (data loading and LogME ranking included), {seeds} seed(s).",
-             "Curves: [anytime.html](anytime.html) (raw numbers in anytime.json).", "",
-             "| dataset | autotl time to random's final / budget (per seed) | median | "
-             "final best: autotl | random | tpe_median (per seed) | median autotl / random / tpe_median |",
+             "", "![best validation accuracy against wall time](anytime.png)", "",
+             "Interactive: [anytime.html](anytime.html); raw numbers: anytime.json. Each seed also draws its "
+             "own data subset and validation split. random and tpe_median coincide while a run has at most 10 "
+             "trials: Optuna's TPE samples its first 10 (n_startup_trials) at random, with the same seed.", "",
+             "| dataset | autotl's time to random's final best / budget, per seed | median | "
+             "final best per seed (autotl; random; tpe_median) | median final best, autotl / random / tpe_median |",
              "|---|---|---|---|---|"]
     for dataset, s in summary.items():
-        finals = " · ".join(f"{m}: {', '.join('-' if v is None else f'{v:.3f}' for v in s['finals'][m])}"
-                            for m in METHODS)
+        finals = "; ".join(f"{m} {', '.join('-' if v is None else f'{v:.3f}' for v in s['finals'][m])}"
+                           for m in METHODS)
         medians = " / ".join(f"{s['median_final'][m]:.3f}" for m in METHODS)
         lines.append(f"| {dataset} | {', '.join(str(v) for v in s['autotl_time_to_random_final_fraction'])} | "
                      f"{s['median_time_fraction']} | {finals} | {medians} |")
-    lines.append("")
-    results = HERE / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    marker = "## Anytime search (issue 6)"
-    text = text.split(marker)[0].rstrip() + "\n\n" + "\n".join(lines)
-    results.write_text(text)
+    write_section("Anytime search (issue 6)", lines)
 
 
 def main() -> None:
@@ -148,7 +165,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", default="fashion,photos")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each (default 2)")
+    parser.add_argument("--from-json", action="store_true",
+                        help="run nothing: redraw the figure and the RESULTS.md section from anytime.json")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads((HERE / "anytime.json").read_text())
+        figure(saved["runs"], saved["budget"], HERE / "anytime.html")
+        write_results(saved["summary"], saved["budget"], len({r["seed"] for r in saved["runs"]}), saved["command"])
+        return
 
     work = Path(tempfile.mkdtemp(prefix="autotl-anytime-"))
     sets = {}
@@ -169,9 +193,11 @@ def main() -> None:
             print(f"{run['dataset']} {run['method']} seed {run['seed']}: final {run['final']} "
                   f"({run['complete']} complete of {run['trials']} trials, {run['wall']} s)", flush=True)
     summary = summarise(runs, args.budget)
-    (HERE / "anytime.json").write_text(json.dumps(dict(budget=args.budget, runs=runs, summary=summary), indent=1))
+    command = " ".join(["python benchmarks/anytime.py", *sys.argv[1:]])
+    (HERE / "anytime.json").write_text(json.dumps(dict(budget=args.budget, runs=runs, summary=summary,
+                                                       command=command), indent=1))
     figure(runs, args.budget, HERE / "anytime.html")
-    write_results(summary, args.budget, args.seeds, "python benchmarks/anytime.py " + " ".join(sys.argv[1:]))
+    write_results(summary, args.budget, args.seeds, command)
     print(json.dumps(summary))
 
 

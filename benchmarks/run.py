@@ -25,6 +25,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import plain_loop  # noqa: E402
 from datasets import natural_photos  # noqa: E402
+from results_md import write_section  # noqa: E402
 
 import autotl  # noqa: E402
 from autotl import TrialConfig, backbones, load_dataset  # noqa: E402
@@ -227,19 +228,10 @@ def main(argv=None):
 
 
 def write_results(path: Path, results, log, machine, command):
-    lines = [f"## {command}", "", f"Machine: {json.dumps(machine)}", "", "| key | value |", "| --- | --- |"]
+    lines = [f"Machine: {json.dumps(machine)}", "", "| key | value |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in results.items()]
-    lines += ["", "Measurements:", "", "```json", json.dumps(log, indent=2), "```", ""]
-    section = "\n".join(lines)
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nWritten by `benchmarks/run.py`.\n\n"
-    marker = f"## {command}"
-    if marker in text:  # replace the section of the same command
-        head, _, tail = text.partition(marker)
-        rest = tail.split("\n## ", 1)
-        text = head + section + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        text += section
-    path.write_text(text)
+    lines += ["", "Measurements:", "", "```json", json.dumps(log, indent=2), "```"]
+    write_section(command, lines, path)
 
 
 if __name__ == "__main__":

@@ -143,3 +143,32 @@ def test_refit_trains_the_best_recipe_on_train_and_validation(tmp_path, photo_fo
     assert config["metrics"] == best.user_attrs["metrics"]  # the trial's validation score, not the refit's
     assert result.study.user_attrs["refit"]["trial"] == best.number
     assert len(load_model(result.model_dir).predict([data.pixels[0]])) == 1
+
+
+def test_greedy_soup_keeps_an_epoch_only_when_validation_does_not_drop():
+    import torch
+
+    from autotl.train._soup import average, greedy_soup
+
+    states = {e: {"w": torch.tensor([float(e)]), "n": torch.tensor(e)} for e in (1, 2, 3)}
+    assert average([states[1], states[3]])["w"].item() == 2.0 and average([states[1], states[3]])["n"].item() == 1
+    score = lambda s: (-abs(s["w"].item() - 2.4),)  # noqa: E731 - validation is best near w = 2.4
+    candidates = [(score(states[e]), e, states[e]) for e in (2, 3, 1)]  # best first
+    soup, epochs, best = greedy_soup(candidates, score)
+    # (2 + 3) / 2 = 2.5 is nearer 2.4 than 2 is: kept; adding 1 gives 2.0, worse: left out
+    assert epochs == [2, 3] and soup["w"].item() == 2.5
+    assert best == score(soup)
+
+
+def test_a_souped_fit_is_never_worse_on_validation_than_its_best_epoch(photo_folder):
+    from autotl import TrialConfig
+    from autotl.train import fit
+
+    data = autotl.load_dataset(str(photo_folder))
+    config = TrialConfig(resolution_scale=0.25, frozen_depth=0.75, max_epochs=3, augment_strength=0.0, lr=3e-3)
+    result = fit(config, data, soup=True)
+    best_epoch = max(result.history, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    assert result.metrics["accuracy"] >= best_epoch["val_accuracy"]
+    if result.soup_epochs:
+        assert len(result.soup_epochs) > 1 and result.best_epoch_state is not None
+        assert result.attrs()["soup_epochs"] == result.soup_epochs

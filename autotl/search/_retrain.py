@@ -51,7 +51,7 @@ def export_trial(study: optuna.Study, number: int, out: str | Path, *, device: s
     data = _dataset(study)
     config = TrialConfig.from_dict(trial.user_attrs["config"])
     result = fit(config, data, _Numbered(number), device=resolve_device(device), weights_dir=weights_dir,
-                 seed=data.seed, epochs=len(trial.user_attrs["history"]))
+                 seed=data.seed, epochs=len(trial.user_attrs["history"]), soup=bool(trial.user_attrs.get("soup_epochs")))
     stored = float((trial.user_attrs.get("metrics") or {}).get("accuracy", float("nan")))
     model_dir = export.save(result, out, extra=dict(trial=number, value=result.metrics["accuracy"], dataset=data.spec))
     return model_dir, stored, result.metrics["accuracy"]

@@ -91,6 +91,7 @@ class SearchContext:
     results: dict = field(default_factory=dict)
     interrupt: threading.Event = field(default_factory=threading.Event)
     objectives: tuple = ("accuracy",)
+    soup: bool = False
 
     def suggest(self, trial) -> TrialConfig:
         """Sample the search space into a TrialConfig the caller may change before fitting."""
@@ -103,7 +104,8 @@ class SearchContext:
                                         getattr(trial, "user_attrs", {}).get("warm_start"))
         on_epoch = (lambda record, best: self.progress.epoch(record, best, config.max_epochs)) if self.progress else None
         run = lambda cfg: fit(cfg, self.dataset, trial, device=self.device, weights_dir=self.weights_dir,  # noqa: E731
-                              deadline=self.deadline, seed=self.seed, on_epoch=on_epoch, interrupt=self.interrupt)
+                              deadline=self.deadline, seed=self.seed, on_epoch=on_epoch, interrupt=self.interrupt,
+                              soup=self.soup)
         try:
             result = run(config)
         except torch.cuda.OutOfMemoryError:
@@ -152,7 +154,7 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
            study_name: str = STUDY_NAME, workers: int = 1, weights_dir=None, val_fraction: float = 0.2,
            max_per_class: int | None = None, allow_outside_paths: bool = False, progress: bool = True,
            objectives="accuracy", rank: bool = True, warm_start: bool = True, drop_backbones: float | None = None,
-           refit: bool = False, _worker: int | None = None) -> SearchResult:
+           refit: bool = False, soup: bool = False, _worker: int | None = None) -> SearchResult:
     """Search fine-tuning recipes for ``dataset`` until the study holds ``n_trials`` finished trials.
 
     ``objective`` may be ``objective(trial, ctx) -> float`` (``ctx.suggest`` / ``ctx.fit``)
@@ -166,8 +168,9 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
     that far below the best. The space's warm-start recipes on the best-ranked backbones
     are the first trials (``warm_start``). ``objectives="accuracy,latency"`` makes a
     multi-objective study (no pruning; the report shows the Pareto front). ``refit``
-    retrains the best recipe on train + validation before the final export.
-    Returns a SearchResult.
+    retrains the best recipe on train + validation before the final export. ``soup``
+    averages each trial's best epochs greedily (a model soup) when validation does not
+    get worse. Returns a SearchResult.
     """
     started = time.time()
     if n_trials < 1:
@@ -223,9 +226,10 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
             if deadline else None, max_epochs=max_epochs, out=out if out is not None else run_dir, seed=seed,
             objective=objective, device=device, sampler=sampler, pruner=pruner, storage=storage,
             study_name=study_name, weights_dir=weights_dir, val_fraction=val_fraction, max_per_class=max_per_class,
-            allow_outside_paths=allow_outside_paths, progress=progress, objectives=objectives))
+            allow_outside_paths=allow_outside_paths, progress=progress, objectives=objectives, soup=soup))
     else:
-        ctx = SearchContext(search_space, data, torch_device, weights_dir, deadline, seed, show, objectives=goals)
+        ctx = SearchContext(search_space, data, torch_device, weights_dir, deadline, seed, show, objectives=goals,
+                            soup=soup)
         try:
             with _first_ctrl_c_sets(ctx.interrupt):
                 _optimize(study, ctx, objective or default_objective, n_trials, deadline, run_dir, model_dir, show)

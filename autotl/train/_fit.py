@@ -22,6 +22,7 @@ from ..data import ImageDataset, augment, mixup
 from ..space import TrialConfig
 from ._cost import latency_ms, model_megabytes
 from ._prefix import FEATURES, split
+from ._soup import SOUP_EPOCHS, greedy_soup
 from .regularizers import make_penalty
 from .schedules import lr_factor
 
@@ -45,6 +46,8 @@ class TrialResult:
     feature_cache: str = "off"  # 'hit' / 'miss': the frozen prefix's outputs came from / went to the cache
     latency_ms: float | None = None  # one image's prediction on the training device (completed runs only)
     model_mb: float = 0.0
+    soup_epochs: list[int] = field(default_factory=list)  # the epochs averaged into the model (a soup), if any
+    best_epoch_state: dict | None = field(default=None, repr=False)  # the best epoch's weights, when souped
 
     @property
     def train_seconds(self) -> float:
@@ -58,7 +61,7 @@ class TrialResult:
                     latency_ms=self.latency_ms, model_mb=self.model_mb, params_total=self.params_total,
                     params_trainable=self.params_trainable, end_reason=self.end_reason,
                     backbone=self.config.backbone, config=self.config.to_dict(), metrics=self.metrics,
-                    feature_cache=self.feature_cache)
+                    feature_cache=self.feature_cache, soup_epochs=self.soup_epochs)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -120,7 +123,7 @@ def _autocast(device):
 def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None = None, *,
         device: str | torch.device = "auto", weights_dir=None, deadline: float | None = None,
         seed: int = 0, on_epoch=None, pretrained: bool = True, cache_prefix: bool = True,
-        interrupt=None, epochs: int | None = None, keep_last: bool = False) -> TrialResult:
+        interrupt=None, epochs: int | None = None, keep_last: bool = False, soup: bool = False) -> TrialResult:
     """Fine-tune ``config.backbone`` on ``dataset`` for up to ``config.max_epochs`` epochs.
 
     Reports validation accuracy to ``trial`` after each epoch and raises
@@ -132,8 +135,9 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     Ctrl-C handler ends the run at the next step with KeyboardInterrupt. ``epochs`` stops
     after that many epochs of the ``max_epochs`` schedule (to repeat a trial that ended
     early); ``keep_last`` keeps the last epoch instead of the best (a refit, whose
-    validation images are in its training set). A multi-objective trial is not reported
-    to (Optuna cannot prune those).
+    validation images are in its training set). ``soup`` averages the best epochs greedily
+    (kept when validation does not get worse). A multi-objective trial is not reported to
+    (Optuna cannot prune those).
     """
     started = time.time()
     device = resolve_device(device) if isinstance(device, str) else device
@@ -186,6 +190,7 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     pin = device.type == "cuda" and cache == "off"
 
     history, best, best_state, end_reason, step = [], None, None, "completed", 0
+    top = []  # (score, epoch, state) of the best epochs, for a soup
     reporting = trial is not None and len(getattr(getattr(trial, "study", None), "directions", [None])) == 1
     last_epoch = min(epochs or config.max_epochs, config.max_epochs)
     params_total = sum(p.numel() for p in model.parameters())
@@ -259,6 +264,11 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
         if best is None or keep_last or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
             best = dict(val, epoch=epoch)
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if soup:
+            state = best_state if best["epoch"] == epoch else {k: v.detach().to("cpu", copy=True)
+                                                               for k, v in model.state_dict().items()}
+            top = sorted(top + [((val["accuracy"], -val["loss"]), epoch, state)], key=lambda c: c[0],
+                         reverse=True)[:SOUP_EPOCHS]
         if on_epoch is not None:
             on_epoch(record, best)
         if reporting:
@@ -271,10 +281,24 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
             end_reason = f"time budget ran out after epoch {epoch}"
             break
 
+    soup_epochs, unsouped = [], None
+    if soup and len(top) > 1:
+        def score(state):
+            model.load_state_dict(state)
+            m = evaluate(network, val_inputs, y_val, prepare_eval, device, num_classes)
+            return (m["accuracy"], -m["loss"])
+
+        souped, soup_epochs, _ = greedy_soup(top, score)
+        if len(soup_epochs) > 1:
+            unsouped, best_state = best_state, souped
+            model.load_state_dict(best_state)
+            best = dict(evaluate(network, val_inputs, y_val, prepare_eval, device, num_classes), epoch=best["epoch"])
+        else:
+            soup_epochs = []
     model.load_state_dict(best_state)
     model.to(device, memory_format=torch.contiguous_format).eval()  # as load_model builds it: same numbers
     latency = latency_ms(model, pre.size, device)
     model.to("cpu")
     done = result(end_reason)
-    done.latency_ms = latency
+    done.latency_ms, done.soup_epochs, done.best_epoch_state = latency, soup_epochs, unsouped
     return done
