@@ -82,6 +82,9 @@ def main() -> None:
     for name, s in summary.items():
         lines.append(f"| {name} | {s['runs']} | {s['soups_formed']} | {s['mean_test_best_epoch']:.4f} | "
                      f"{s['mean_test_soup']:.4f} | {s['better']} / {s['worse']} |")
+    helped = sum(s["better"] for s in summary.values()) > sum(s["worse"] for s in summary.values())
+    lines += ["", "The soup helped here, so it is worth turning on (`--soup`)." if helped else
+              "The soup did not help on held-out test images here, so `--soup` stays off by default."]
     write_section("Model soup (issue 6)", lines)
     print(json.dumps(summary))
 
