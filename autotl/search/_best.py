@@ -24,9 +24,10 @@ MAX_GALLERY = 24
 THUMBNAIL_PX = 64
 
 
-def keep_best(study, result, data, model_dir, trial_number: int, value: float) -> bool:
+def keep_best(study, result, data, model_dir, trial_number: int, value: float, latency: float | None = None) -> bool:
     """Export ``result`` if it beats the exported model, and store its validation analysis.
 
+    In an accuracy-and-latency study, ``latency`` breaks ties: as accurate and faster wins.
     Workers on one machine share ``model_dir``: a lock makes compare-and-replace one step,
     and the replacement itself is atomic, so a crash never leaves a half-written model.
     """
@@ -34,9 +35,14 @@ def keep_best(study, result, data, model_dir, trial_number: int, value: float) -
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(model_dir.parent / ".best_model.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if value <= exported_value(model_dir):
+        exported, exported_latency = exported_value(model_dir), _exported(model_dir).get("latency_ms")
+        faster = latency is not None and exported_latency is not None and latency < exported_latency
+        if value < exported or (value == exported and not faster):
             return False
-        export.save(result, model_dir, extra=dict(trial=trial_number, value=value, dataset=data.spec))
+        extra = dict(trial=trial_number, value=value, dataset=data.spec)
+        if latency is not None:
+            extra["latency_ms"] = latency
+        export.save(result, model_dir, extra=extra)
     study.set_user_attr("best_model_trial", trial_number)
     study.set_user_attr("best_model_analysis", analyse(result, data))
     return True
@@ -45,9 +51,17 @@ def keep_best(study, result, data, model_dir, trial_number: int, value: float) -
 def exported_value(model_dir: Path) -> float:
     """The score of the model exported in ``model_dir``; -inf when there is none (or it is unreadable)."""
     try:
-        return float(json.loads((model_dir / export.CONFIG).read_text())["value"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(_exported(model_dir)["value"])
+    except (KeyError, TypeError, ValueError):
         return float("-inf")
+
+
+def _exported(model_dir: Path) -> dict:
+    try:
+        config = json.loads((Path(model_dir) / export.CONFIG).read_text())
+        return config if isinstance(config, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def analyse(result, data) -> dict:

@@ -329,8 +329,9 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir
             raise
         result = ctx.results.pop(trial.number, None)
         if result is not None and value is not None:
-            keep_best(study, result, ctx.dataset, model_dir, trial.number,
-                      value[0] if isinstance(value, (tuple, list)) else value)
+            pair = isinstance(value, (tuple, list))
+            keep_best(study, result, ctx.dataset, model_dir, trial.number, value[0] if pair else value,
+                      latency=value[1] if pair and len(value) > 1 else None)
         return value
 
     def after_trial(study_, frozen):
@@ -424,9 +425,13 @@ def _count_finished(study) -> int:
 
 
 def _best_complete(study):
-    """The complete trial with the best accuracy (the first objective), or None."""
+    """The complete trial with the best accuracy (the first objective), or None.
+
+    With accuracy and latency, ties go to the faster trial, then the earlier one (as the report's best).
+    """
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max(complete, key=_score) if complete else None
+    key = lambda t: (_score(t), -t.values[1] if len(t.values) > 1 else 0.0, -t.number)  # noqa: E731
+    return max(complete, key=key) if complete else None
 
 
 def _score(trial) -> float | None:

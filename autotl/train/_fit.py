@@ -46,13 +46,15 @@ class TrialResult:
     feature_cache: str = "off"  # 'hit' / 'miss': the frozen prefix's outputs came from / went to the cache
     latency_ms: float | None = None  # one image's prediction on the training device (completed runs only)
     model_mb: float = 0.0
+    feature_seconds: float = 0.0  # the frozen prefix's pass over the training images (0 on a cache hit)
     soup_epochs: list[int] = field(default_factory=list)  # the epochs averaged into the model (a soup), if any
     best_epoch_state: dict | None = field(default=None, repr=False)  # the best epoch's weights, when souped
 
     @property
     def train_seconds(self) -> float:
-        """Seconds spent in training steps, evaluation excluded."""
-        return round(sum(r["train_seconds"] for r in self.history), 3)
+        """Seconds spent training: the steps, and the frozen prefix's pass over the training images when
+        this run computed it for the cache; evaluation excluded."""
+        return round(self.feature_seconds + sum(r["train_seconds"] for r in self.history), 3)
 
     def attrs(self) -> dict:
         """The plain facts stored on the trial (and read back by the report)."""
@@ -169,7 +171,7 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     smoothing = config.regularizer_strength if config.regularizer == "label_smoothing" else 0.0
 
     # Deterministic inputs: run the frozen prefix once (cached across trials), train the rest.
-    network, train_inputs, val_inputs, cache = model, x_train, x_val, "off"
+    network, train_inputs, val_inputs, cache, feature_seconds = model, x_train, x_val, "off", 0.0
     prepare_eval = lambda x: _channels_last(pre.normalize(x))  # noqa: E731
     if cache_prefix and config.augment_strength == 0 and config.regularizer != "mixup":
         parts = split(model, prepare_eval(x_train[:2].to(device)))
@@ -177,8 +179,9 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
             prefix, network = parts
             key = (config.backbone, str(weights_dir), pretrained, len(prefix), pre.size, pre.interpolation,
                    str(device), dataset.spec, id(dataset))
-            hits = FEATURES.hits
+            hits, feature_start = FEATURES.hits, time.time()
             train_inputs = FEATURES.get(key + ("train",), lambda: _run_prefix(prefix, x_train, prepare_eval, device))
+            feature_seconds = time.time() - feature_start
             val_inputs = FEATURES.get(key + ("val",), lambda: _run_prefix(prefix, x_val, prepare_eval, device))
             prepare_eval, cache = (lambda x: x), ("hit" if FEATURES.hits > hits else "miss")
 
@@ -202,7 +205,7 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
                            wall_seconds=time.time() - started, params_total=params_total,
                            params_trainable=params_trainable, end_reason=reason,
                            classes=list(dataset.classes), preprocessing=pre, model=model, feature_cache=cache,
-                           model_mb=model_megabytes(model))
+                           model_mb=model_megabytes(model), feature_seconds=round(feature_seconds, 3))
 
     def stop_pruned(reason):
         res = result(reason)
