@@ -66,7 +66,7 @@ def _no_training(trial, ctx):
     return 0.5
 
 
-def test_warm_start_recipes_are_the_first_trials_best_ranked_backbone_first(tmp_path, photo_folder):
+def test_warm_start_recipes_are_the_first_trials_recipe_by_recipe_best_backbone_first(tmp_path, photo_folder):
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     result = autotl.search(str(photo_folder), space=str(space), n_trials=6, out=tmp_path / "run",
@@ -76,10 +76,10 @@ def test_warm_start_recipes_are_the_first_trials_best_ranked_backbone_first(tmp_
     assert sorted(order) == ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
     assert ranking["scores"][0]["logme"] >= ranking["scores"][1]["logme"] and ranking["seconds"] > 0
     first = result.study.trials[:4]
-    assert [t.user_attrs["warm_start"] for t in first] == [f"{r} on {b}" for b in order for r in ("linear_probe", "sgd")]
-    assert [t.params["backbone"] for t in first] == [order[0], order[0], order[1], order[1]]
+    assert [t.user_attrs["warm_start"] for t in first] == [f"{r} on {b}" for r in ("linear_probe", "sgd") for b in order]
+    assert [t.params["backbone"] for t in first] == [order[0], order[1], order[0], order[1]]
     assert first[0].params["frozen_depth"] == 1.0 and first[0].params["adamw.lr"] == 5e-3
-    assert first[1].params["optimizer"] == "sgd" and first[1].params["sgd.lr"] == 1e-2
+    assert first[2].params["optimizer"] == "sgd" and first[2].params["sgd.lr"] == 1e-2
     assert all("warm_start" not in t.user_attrs for t in result.study.trials[4:])
 
 

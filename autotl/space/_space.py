@@ -70,16 +70,17 @@ class SearchSpace:
     def warm_start_params(self, ranked_backbones: list[str]) -> list[tuple[str, dict]]:
         """The first trials: (label, params) for each warm-start recipe on each of the best-ranked backbones.
 
-        The best-ranked backbone's recipes first, in the order written. Without a
-        ``warm_start`` section, the one ``start_from`` recipe. A recipe
+        Recipe by recipe in the order written (the cheapest, a linear probe, first), each on
+        the best-ranked backbones, best first. Without a ``warm_start`` section, the one
+        ``start_from`` recipe. A recipe
         the space cannot express (a value outside its choices) keeps what it can; exact
         repeats are left out.
         """
         if not self.warm_start:
             return [("start_from", self.start_params())]
         chosen, seen = [], []
-        for backbone in ranked_backbones[:self.warm_start_backbones]:
-            for recipe, changes in self.warm_start.items():
+        for recipe, changes in self.warm_start.items():
+            for backbone in ranked_backbones[:self.warm_start_backbones]:
                 params = self.start_params(**changes, backbone=backbone)
                 if params not in seen:
                     seen.append(params)
