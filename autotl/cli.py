@@ -105,9 +105,8 @@ def _export(args) -> int:
     from .search import export_trial
 
     out = args.out or Path(args.run_dir) / f"trial_{args.trial}_model"
-    print(f"training trial {args.trial}'s recipe again (trials keep no checkpoints) ...", file=sys.stderr)
     model_dir, stored, got = export_trial(_load_study(args), args.trial, out, device=args.device,
-                                          weights_dir=args.weights_dir)
+                                          weights_dir=args.weights_dir, say=lambda text: print(text, file=sys.stderr))
     print(f"trial {args.trial}: validation accuracy {got:.4f} (the search recorded {stored:.4f})")
     print(f"model: {model_dir}")
     return 0

@@ -34,7 +34,7 @@ class _Numbered:
 
 
 def export_trial(study: optuna.Study, number: int, out: str | Path, *, device: str = "auto",
-                 weights_dir=None) -> tuple[Path, float, float]:
+                 weights_dir=None, say=lambda text: None) -> tuple[Path, float, float]:
     """Train trial ``number``'s recipe again for the epochs it ran and export its best epoch to ``out``.
 
     Returns (model dir, the accuracy stored for the trial, the accuracy of the retrained model).
@@ -50,6 +50,8 @@ def export_trial(study: optuna.Study, number: int, out: str | Path, *, device: s
         raise AutoTLError(f"trial {number} stored no recipe (a custom objective that does not call ctx.fit)")
     data = _dataset(study)
     config = TrialConfig.from_dict(trial.user_attrs["config"])
+    say(f"training trial {number}'s recipe again for {len(trial.user_attrs['history'])} epoch(s) "
+        f"(trials keep no checkpoints): {config.describe()}")
     result = fit(config, data, _Numbered(number), device=resolve_device(device), weights_dir=weights_dir,
                  seed=data.seed, epochs=len(trial.user_attrs["history"]), soup=bool(trial.user_attrs.get("soup_epochs")))
     stored = float((trial.user_attrs.get("metrics") or {}).get("accuracy", float("nan")))
