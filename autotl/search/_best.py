@@ -35,7 +35,8 @@ def keep_best(study, result, data, model_dir, trial_number: int, value: float, l
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(model_dir.parent / ".best_model.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        exported, exported_latency = exported_value(model_dir), _exported(model_dir).get("latency_ms")
+        info = _exported(model_dir)
+        exported, exported_latency = _value(info), info.get("latency_ms")
         faster = latency is not None and exported_latency is not None and latency < exported_latency
         if value < exported or (value == exported and not faster):
             return False
@@ -50,8 +51,12 @@ def keep_best(study, result, data, model_dir, trial_number: int, value: float, l
 
 def exported_value(model_dir: Path) -> float:
     """The score of the model exported in ``model_dir``; -inf when there is none (or it is unreadable)."""
+    return _value(_exported(model_dir))
+
+
+def _value(info: dict) -> float:
     try:
-        return float(_exported(model_dir)["value"])
+        return float(info["value"])
     except (KeyError, TypeError, ValueError):
         return float("-inf")
 

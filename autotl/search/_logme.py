@@ -64,10 +64,7 @@ def _maximise(z, sigma, yy, n, d):
     """MacKay's fixed point from alpha = beta = 1; ``z`` = U^T y, ``yy`` = |y|^2."""
     alpha, beta = 1.0, 1.0
     for _ in range(MAX_ITERATIONS):
-        shrink = beta * sigma / (alpha + beta * sigma)
-        gamma = shrink.sum()
-        m_norm = np.sum((beta * np.sqrt(sigma) * z / (alpha + beta * sigma)) ** 2)
-        residual = yy - z @ z + np.sum((z * (1 - shrink)) ** 2)
+        gamma, m_norm, residual = _terms(z, sigma, yy, alpha, beta)
         new_alpha = gamma / max(m_norm, _TINY)
         new_beta = min(max(n - gamma, _TINY) / max(residual, _TINY), MAX_PRECISION)
         done = abs(new_alpha - alpha) <= TOLERANCE * alpha and abs(new_beta - beta) <= TOLERANCE * beta
@@ -77,10 +74,16 @@ def _maximise(z, sigma, yy, n, d):
     return _log_evidence(z, sigma, yy, n, d, alpha, beta) / n, alpha, beta
 
 
-def _log_evidence(z, sigma, yy, n, d, alpha, beta):
+def _terms(z, sigma, yy, alpha, beta):
+    """(gamma, |m|^2, |F m - y|^2) for the current alpha and beta."""
     shrink = beta * sigma / (alpha + beta * sigma)
     m_norm = np.sum((beta * np.sqrt(sigma) * z / (alpha + beta * sigma)) ** 2)
     residual = yy - z @ z + np.sum((z * (1 - shrink)) ** 2)
+    return shrink.sum(), m_norm, residual
+
+
+def _log_evidence(z, sigma, yy, n, d, alpha, beta):
+    _, m_norm, residual = _terms(z, sigma, yy, alpha, beta)
     log_det = np.sum(np.log(alpha + beta * sigma)) + (d - len(sigma)) * math.log(alpha)
     return (d / 2 * math.log(alpha) + n / 2 * math.log(beta) - n / 2 * math.log(2 * math.pi)
             - beta / 2 * residual - alpha / 2 * m_norm - log_det / 2)

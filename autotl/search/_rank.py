@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import backbones
+from ..data import resize
 from ._logme import logme
 
 MAX_IMAGES = 500  # features of this many training images per backbone: enough to rank, quick to embed
@@ -27,8 +28,8 @@ def rank_backbones(names: list[str], data, *, resolution_scale: float = 1.0, wei
     started = time.time()
     train = data.indices("train")
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(len(train), size=min(max_images, len(train)), replace=False))
-    labels = data.labels[train][sample]
+    sample = np.sort(rng.choice(train, size=min(max_images, len(train)), replace=False))  # image indices
+    labels = data.labels[sample]
     scores = []
     for name in names:
         begun = time.time()
@@ -46,15 +47,18 @@ def rank_backbones(names: list[str], data, *, resolution_scale: float = 1.0, wei
 
 def embed(name: str, data, sample: np.ndarray, resolution_scale: float, weights_dir, device,
           batch_size: int = 128) -> np.ndarray:
-    """Pooled pretrained features (before any head) of training images ``sample``."""
+    """Pooled pretrained features (before any head) of the images ``sample`` (indices into ``data``).
+
+    Only the sampled images are resized: a large dataset is not resized whole just to be ranked.
+    """
     pre = backbones.preprocessing(name, resolution_scale)
-    images, _ = data.tensors("train", pre.size, pre.interpolation)
+    images = torch.from_numpy(np.stack([resize(data.pixels[i], pre.size, pre.interpolation) for i in sample]))
+    images = images.permute(0, 3, 1, 2)
     model = backbones.create(name, 1, weights_dir=weights_dir).to(device, memory_format=torch.channels_last).eval()
-    index = torch.from_numpy(sample)
     out = []
     with torch.inference_mode():
-        for start in range(0, len(index), batch_size):
-            x = pre.normalize(images[index[start:start + batch_size]].to(device))
+        for start in range(0, len(images), batch_size):
+            x = pre.normalize(images[start:start + batch_size].to(device))
             x = x.contiguous(memory_format=torch.channels_last)
             out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
     return torch.cat(out).numpy()
