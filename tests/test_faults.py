@@ -3,6 +3,7 @@ and several workers (processes, or machines on PostgreSQL) ending with exactly -
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from optuna.trial import TrialState
 
 import autotl
 from autotl.cli import main
+from autotl.search._run import open_storage
 
 FAST_ENV = dict(os.environ, AUTOTL_HEARTBEAT_S="1", AUTOTL_GRACE_S="4", PYTHONUNBUFFERED="1")
 
@@ -166,6 +168,36 @@ def test_two_workers_on_local_storage_end_with_exactly_n_trials(tmp_path, photo_
 
 
 POSTGRES = os.environ.get("AUTOTL_TEST_POSTGRES_URL")
+
+
+def _claim_waiting_trials(url, name, queue):
+    """One worker: take enqueued trials until none is left, as Optuna's ask() does."""
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    claimed = []
+    while (trial_id := study._pop_waiting_trial_id()) is not None:
+        claimed.append(trial_id)
+    queue.put(claimed)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_each_enqueued_trial_is_claimed_by_exactly_one_worker(tmp_path, backend):
+    """The warm-start recipes are enqueued trials: with --workers, each must run once, not once per worker."""
+    if backend == "postgresql" and not POSTGRES:
+        pytest.skip("set AUTOTL_TEST_POSTGRES_URL (.ci/run does)")
+    url = f"sqlite:///{tmp_path / 'study.db'}" if backend == "sqlite" else POSTGRES
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=open_storage(url))
+    for i in range(40):
+        study.enqueue_trial({"x": i})
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_claim_waiting_trials, args=(url, name, queue)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    claimed = [trial_id for _ in workers for trial_id in queue.get(timeout=120)]
+    for worker in workers:
+        worker.join()
+    assert sorted(claimed) == sorted(t._trial_id for t in study.get_trials())
 
 
 @pytest.mark.skipif(not POSTGRES and not os.environ.get("CI"), reason="set AUTOTL_TEST_POSTGRES_URL (.ci/run does)")

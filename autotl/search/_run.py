@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
@@ -285,13 +286,35 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                 grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
     except ImportError as error:
         raise AutoTLError(f"the storage {url.split(':')[0]} needs a driver: {error}; for PostgreSQL run "
                           f"'pip install psycopg2-binary'") from error
     except Exception as error:  # noqa: BLE001 - SQLAlchemy's many connection errors
         raise AutoTLError(f"cannot open storage {url.split('@')[-1]}: {str(error).splitlines()[0]}") from error
+    if storage.engine.name == "sqlite":
+        _lock_sqlite_on_begin(storage.engine)
+    return storage
+
+
+def _lock_sqlite_on_begin(engine) -> None:
+    """Make each SQLite transaction take the write lock when it begins.
+
+    Python's sqlite3 runs a transaction's SELECTs before its BEGIN, so two workers can both
+    read an enqueued trial as WAITING and both claim it (Optuna's SELECT ... FOR UPDATE is a
+    no-op on SQLite): the same trial then runs twice and the second tell fails. BEGIN
+    IMMEDIATE serialises the read-then-write (SQLAlchemy's documented pysqlite recipe).
+    """
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # SQLAlchemy, not the driver, emits BEGIN
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners existed are dropped
 
 
 def _postgres_driver(url: str) -> str:
