@@ -170,6 +170,31 @@ def test_two_workers_on_local_storage_end_with_exactly_n_trials(tmp_path, photo_
 POSTGRES = os.environ.get("AUTOTL_TEST_POSTGRES_URL")
 
 
+def _open_fresh_studies(folder, rounds, barrier, queue):
+    """One process: open a new study file each round, at the same moment as the others."""
+    errors = []
+    for i in range(rounds):
+        barrier.wait()
+        try:
+            open_storage(f"sqlite:///{folder}/fresh-{i}.db")
+        except Exception as error:  # noqa: BLE001 - reported to the test
+            errors.append(str(error)[:200])
+    queue.put(errors)
+
+
+def test_workers_opening_a_fresh_study_at_the_same_moment_all_succeed(tmp_path):
+    """Several workers or machines starting at once race to create the schema; none may lose and exit."""
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(4), context.Queue()
+    workers = [context.Process(target=_open_fresh_studies, args=(tmp_path, 4, barrier, queue)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    errors = [error for _ in workers for error in queue.get(timeout=300)]
+    for worker in workers:
+        worker.join()
+    assert errors == []
+
+
 def _claim_waiting_trials(url, name, queue):
     """One worker: take enqueued trials until none is left, as Optuna's ask() does."""
     study = optuna.load_study(study_name=name, storage=open_storage(url))

@@ -283,11 +283,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     url = _postgres_driver(url)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                                 grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
+        storage = _rdb_storage(url, kwargs)
     except ImportError as error:
         raise AutoTLError(f"the storage {url.split(':')[0]} needs a driver: {error}; for PostgreSQL run "
                           f"'pip install psycopg2-binary'") from error
@@ -296,6 +292,28 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     if storage.engine.name == "sqlite":
         _lock_sqlite_on_begin(storage.engine)
     return storage
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, attempts: int = 3) -> optuna.storages.RDBStorage:
+    """Open the storage, creating its tables the first time.
+
+    Two processes opening a fresh database at once (workers, machines, a watcher) race to
+    create the schema and stamp its version; the loser gets an IntegrityError although the
+    database is now fine, so it opens it again.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for attempt in range(attempts):
+            try:
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                    sqlalchemy.exc.ProgrammingError) as error:
+                lost_the_race = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error)
+                if not lost_the_race or attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)
 
 
 def _lock_sqlite_on_begin(engine) -> None:
