@@ -266,8 +266,7 @@ def _start(study, space, data, rank, warm_start, drop_margin, weights_dir, devic
         for s in ranking["scores"]:
             show.say(f"  {s['rank']}. {s['backbone']}: LogME {s['logme']:.4f} ({s['seconds']:.1f} s)"
                      + ("  dropped: far below the best" if s["dropped"] else ""))
-        ranked = kept(ranking)
-        space.keep_backbones(ranked)
+        ranked = kept(ranking)  # search() narrows the space to these from the stored ranking
     if not warm_start:
         return
     for label, params in space.warm_start_params(ranked):
