@@ -14,4 +14,4 @@ def write_section(title: str, lines: list[str], path: Path = RESULTS) -> None:
     head, found, tail = (text + "\n").partition(marker)
     rest = tail.split("\n## ", 1)[1] if found and "\n## " in tail else ""
     body = "\n".join([marker.rstrip(), "", *lines]).rstrip() + "\n"
-    path.write_text(head.rstrip() + "\n\n" + body + (f"\n## {rest}" if rest else ""))
+    path.write_text(head.rstrip() + "\n\n" + body + (f"\n## {rest.rstrip()}\n" if rest else ""))
