@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from .backbones import Preprocessing
+from .backbones import Preprocessing, fast_same_padding
 from .data import decode, resize, to_rgb
 from .errors import ModelDirError
 
@@ -116,6 +116,7 @@ def load_model(model_dir: str | Path) -> LoadedModel:
         model = timm.create_model(config["architecture"], pretrained=False, num_classes=config["num_classes"],
                                   **config.get("model_kwargs", {}))
         model.load_state_dict(load_file(str(model_dir / WEIGHTS)))
+        fast_same_padding(model)
         p = config["preprocessing"]
         pre = Preprocessing(size=p["size"], interpolation=p["interpolation"], mean=tuple(p["mean"]), std=tuple(p["std"]))
     except Exception as error:  # noqa: BLE001 - JSON, safetensors and timm each raise their own

@@ -60,3 +60,29 @@ def test_a_weights_dir_comes_first(tmp_path):
 def test_a_backbone_without_weights_fails_clearly():
     with pytest.raises(WeightsError, match="unknown backbone"):
         backbones.check_available(["no_such_net"])
+
+
+@pytest.mark.parametrize("size", [(112, 112), (100, 76)])
+def test_copy_free_same_padding_gives_timm_s_outputs_and_gradients(size):
+    """The tf_ models' SAME padding folded into the convolutions: the same forward and backward as timm's."""
+    import timm
+    from timm.layers.conv2d_same import Conv2dSame
+
+    ours = backbones.create("tf_efficientnet_lite0", 1000).train()  # the pretrained head: a new one starts at 0
+    theirs = timm.create_model("tf_efficientnet_lite0").train()
+    theirs.load_state_dict(ours.state_dict())
+    assert sum(type(m) is Conv2dSame for m in theirs.modules()) == 5
+    assert not any(type(m) is Conv2dSame for m in ours.modules())  # all five switched
+    x = torch.randn(4, 3, *size, generator=torch.Generator().manual_seed(0))
+    outputs = []
+    for model in (ours, theirs):
+        model.to(memory_format=torch.channels_last).zero_grad()
+        out = model(x.contiguous(memory_format=torch.channels_last))
+        out.square().sum().backward()
+        outputs.append((out.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (ours_out, ours_grad), (theirs_out, theirs_grad) = outputs
+    assert ours_out.abs().max() > 1
+    assert torch.allclose(ours_out, theirs_out, rtol=1e-5, atol=1e-5)
+    for name, grad in theirs_grad.items():
+        assert grad.abs().max() > 0, name
+        assert torch.allclose(ours_grad[name], grad, rtol=1e-4, atol=1e-5), name
