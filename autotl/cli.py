@@ -20,7 +20,7 @@ def _search(args) -> int:
                     val_fraction=args.val_fraction, max_per_class=args.max_per_class,
                     allow_outside_paths=args.allow_outside_paths, objectives=args.objective,
                     rank=not args.no_rank, warm_start=not args.no_warm_start, drop_backbones=args.drop_backbones,
-                    refit=args.refit, soup=args.soup)
+                    refit=args.refit, soup=args.soup, compile=args.compile)
     print(f"best validation accuracy: {result.best_value:.4f}")
     print(f"best recipe: {result.best_config.describe()}")
     print(f"model: {result.model_dir}")
@@ -147,6 +147,9 @@ def parser() -> argparse.ArgumentParser:
                    help="retrain the best recipe on train + validation for its best epoch count before exporting")
     s.add_argument("--soup", action="store_true",
                    help="average each trial's best epochs greedily (a model soup), kept when validation does not drop")
+    s.add_argument("--compile", action="store_true",
+                   help="run training steps through torch.compile: for a GPU and long trials (on a CPU it costs "
+                        "a slow first epoch and gains nothing, see benchmarks/RESULTS.md)")
     s.set_defaults(run=_search)
 
     b = commands.add_parser("backbones", help="list candidate backbones and whether their weights are here")

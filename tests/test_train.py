@@ -139,3 +139,17 @@ def test_augmented_trials_are_never_cached(photos):
     assert fit(config, photos).feature_cache == "off"
     mixed = TrialConfig(**{**FAST, "regularizer": "mixup", "regularizer_strength": 0.4}, frozen_depth=0.5, max_epochs=1)
     assert fit(mixed, photos).feature_cache == "off"
+
+
+def test_compiled_training_matches_eager(photos):
+    """--compile really compiles the training step and trains like eager (a cached linear probe: a small graph)."""
+    from torch._dynamo.utils import counters
+
+    config = TrialConfig(**FAST, frozen_depth=1.0, max_epochs=2, lr=3e-3)
+    eager = fit(config, photos)
+    graphs = counters["stats"]["unique_graphs"]
+    compiled = fit(config, photos, compile=True)
+    assert counters["stats"]["unique_graphs"] > graphs
+    for a, b in zip(eager.history, compiled.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_accuracy"] == b["val_accuracy"]

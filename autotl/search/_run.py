@@ -93,6 +93,7 @@ class SearchContext:
     interrupt: threading.Event = field(default_factory=threading.Event)
     objectives: tuple = ("accuracy",)
     soup: bool = False
+    compile: bool = False
 
     def suggest(self, trial) -> TrialConfig:
         """Sample the search space into a TrialConfig the caller may change before fitting."""
@@ -106,7 +107,7 @@ class SearchContext:
         on_epoch = (lambda record, best: self.progress.epoch(record, best, config.max_epochs)) if self.progress else None
         run = lambda cfg: fit(cfg, self.dataset, trial, device=self.device, weights_dir=self.weights_dir,  # noqa: E731
                               deadline=self.deadline, seed=self.seed, on_epoch=on_epoch, interrupt=self.interrupt,
-                              soup=self.soup)
+                              soup=self.soup, compile=self.compile)
         try:
             result = run(config)
         except torch.cuda.OutOfMemoryError:
@@ -155,7 +156,8 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
            study_name: str = STUDY_NAME, workers: int = 1, weights_dir=None, val_fraction: float = 0.2,
            max_per_class: int | None = None, allow_outside_paths: bool = False, progress: bool = True,
            objectives="accuracy", rank: bool = True, warm_start: bool = True, drop_backbones: float | None = None,
-           refit: bool = False, soup: bool = False, _worker: int | None = None) -> SearchResult:
+           refit: bool = False, soup: bool = False, compile: bool = False,
+           _worker: int | None = None) -> SearchResult:
     """Search fine-tuning recipes for ``dataset`` until the study holds ``n_trials`` finished trials.
 
     ``objective`` may be ``objective(trial, ctx) -> float`` (``ctx.suggest`` / ``ctx.fit``)
@@ -171,7 +173,8 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
     multi-objective study (no pruning; the report shows the Pareto front). ``refit``
     retrains the best recipe on train + validation before the final export. ``soup``
     averages each trial's best epochs greedily (a model soup) when validation does not
-    get worse. Returns a SearchResult.
+    get worse. ``compile`` runs training steps through ``torch.compile`` (for a GPU).
+    Returns a SearchResult.
     """
     started = time.time()
     if n_trials < 1:
@@ -227,10 +230,11 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
             if deadline else None, max_epochs=max_epochs, out=out if out is not None else run_dir, seed=seed,
             objective=objective, device=device, sampler=sampler, pruner=pruner, storage=storage,
             study_name=study_name, weights_dir=weights_dir, val_fraction=val_fraction, max_per_class=max_per_class,
-            allow_outside_paths=allow_outside_paths, progress=progress, objectives=objectives, soup=soup))
+            allow_outside_paths=allow_outside_paths, progress=progress, objectives=objectives, soup=soup,
+            compile=compile))
     else:
         ctx = SearchContext(search_space, data, torch_device, weights_dir, deadline, seed, show, objectives=goals,
-                            soup=soup)
+                            soup=soup, compile=compile)
         try:
             with _first_ctrl_c_sets(ctx.interrupt):
                 _optimize(study, ctx, objective or default_objective, n_trials, deadline, run_dir, model_dir, show)
@@ -370,13 +374,17 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir
         result = ctx.results.pop(trial.number, None)
         if result is not None and value is not None:
             pair = isinstance(value, (tuple, list))
-            keep_best(study, result, ctx.dataset, model_dir, trial.number, value[0] if pair else value,
-                      latency=value[1] if pair and len(value) > 1 else None)
+            try:
+                keep_best(study, result, ctx.dataset, model_dir, trial.number, value[0] if pair else value,
+                          latency=value[1] if pair and len(value) > 1 else None)
+            except Exception as error:
+                trial.set_user_attr("error", f"exporting the model failed: {error.__class__.__name__}: {error}")
+                raise
         return value
 
     def after_trial(study_, frozen):
         ctx.results.pop(frozen.number, None)
-        reason = frozen.user_attrs.get("end_reason") or frozen.user_attrs.get("error", "")
+        reason = frozen.user_attrs.get("error") or frozen.user_attrs.get("end_reason", "")
         best = _best_complete(study_)
         show.trial_ended(frozen.number, frozen.state.name.lower(), _score(frozen), reason,
                          _score(best), best.number if best else None)
@@ -480,8 +488,15 @@ def _score(trial) -> float | None:
 
 
 def _typical_epoch(study) -> float:
-    """The median epoch's seconds so far: a new trial with less time left than this is not started."""
-    seconds = sorted(r["seconds"] for t in study.get_trials(deepcopy=False) for r in t.user_attrs.get("history", []))
+    """The median epoch's seconds so far: a new trial with less time left than this is not started.
+
+    Epochs on cached features take a fraction of a second and would drag the median far below
+    what a sampled trial likely needs, so they count only while no other epoch has run.
+    """
+    trials = study.get_trials(deepcopy=False)
+    uncached = [t for t in trials if t.user_attrs.get("feature_cache", "off") == "off"]
+    seconds = sorted(r["seconds"] for t in (uncached if any(t.user_attrs.get("history") for t in uncached) else trials)
+                     for r in t.user_attrs.get("history", []))
     return seconds[len(seconds) // 2] if seconds else 0.0
 
 

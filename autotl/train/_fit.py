@@ -125,7 +125,8 @@ def _autocast(device):
 def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None = None, *,
         device: str | torch.device = "auto", weights_dir=None, deadline: float | None = None,
         seed: int = 0, on_epoch=None, pretrained: bool = True, cache_prefix: bool = True,
-        interrupt=None, epochs: int | None = None, keep_last: bool = False, soup: bool = False) -> TrialResult:
+        interrupt=None, epochs: int | None = None, keep_last: bool = False, soup: bool = False,
+        compile: bool = False) -> TrialResult:
     """Fine-tune ``config.backbone`` on ``dataset`` for up to ``config.max_epochs`` epochs.
 
     Reports validation accuracy to ``trial`` after each epoch and raises
@@ -138,8 +139,10 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     after that many epochs of the ``max_epochs`` schedule (to repeat a trial that ended
     early); ``keep_last`` keeps the last epoch instead of the best (a refit, whose
     validation images are in its training set). ``soup`` averages the best epochs greedily
-    (kept when validation does not get worse). A multi-objective trial is not reported to
-    (Optuna cannot prune those).
+    (kept when validation does not get worse). ``compile`` runs the training steps through
+    ``torch.compile``: meant for a GPU and long trials; on a CPU the first step takes seconds
+    longer and later steps are no faster (benchmarks/RESULTS.md). A multi-objective trial is
+    not reported to (Optuna cannot prune those).
     """
     started = time.time()
     device = resolve_device(device) if isinstance(device, str) else device
@@ -185,6 +188,8 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
             val_inputs = FEATURES.get(key + ("val",), lambda: _run_prefix(prefix, x_val, prepare_eval, device))
             prepare_eval, cache = (lambda x: x), ("hit" if FEATURES.hits > hits else "miss")
 
+    # validation stays eager: compiling the eval-mode graph as well would cost a second compile
+    train_network = torch.compile(network, dynamic=False) if compile else network
     n_train = len(train_inputs)
     batch_size = min(config.batch_size, n_train)
     steps_per_epoch = n_train // batch_size + (1 if n_train % batch_size > 1 else 0)  # never a batch of 1
@@ -237,7 +242,7 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
             with _autocast(device):
-                loss = F.cross_entropy(network(inputs).float(), targets)
+                loss = F.cross_entropy(train_network(inputs).float(), targets)
             if penalty is not None:
                 loss = loss + penalty.penalty()
             if not torch.isfinite(loss):
