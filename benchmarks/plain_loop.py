@@ -31,8 +31,8 @@ def loaders(train_dir, val_dir, size: int, batch_size: int, augment: bool, mean,
 
 
 def make_model(name: str, num_classes: int, frozen_depth: float):
-    """timm model with pretrained weights; the first blocks frozen by requires_grad only."""
-    model = backbones.create(name, num_classes)
+    """timm model with pretrained weights (timm's own layers); the first blocks frozen by requires_grad only."""
+    model = timm.create_model(name, num_classes=num_classes, **backbones.pretrained_kwargs(name))
     groups = backbones.body_groups(model)
     frozen = {n for names in groups[:round(frozen_depth * len(groups))] for n in names}
     for n, p in model.named_parameters():
