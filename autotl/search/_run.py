@@ -493,10 +493,9 @@ def _typical_epoch(study) -> float:
     Epochs on cached features take a fraction of a second and would drag the median far below
     what a sampled trial likely needs, so they count only while no other epoch has run.
     """
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("history")]
     uncached = [t for t in trials if t.user_attrs.get("feature_cache", "off") == "off"]
-    seconds = sorted(r["seconds"] for t in (uncached if any(t.user_attrs.get("history") for t in uncached) else trials)
-                     for r in t.user_attrs.get("history", []))
+    seconds = sorted(r["seconds"] for t in (uncached or trials) for r in t.user_attrs["history"])
     return seconds[len(seconds) // 2] if seconds else 0.0
 
 

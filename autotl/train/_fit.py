@@ -140,8 +140,8 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     early); ``keep_last`` keeps the last epoch instead of the best (a refit, whose
     validation images are in its training set). ``soup`` averages the best epochs greedily
     (kept when validation does not get worse). ``compile`` runs the training steps through
-    ``torch.compile``: meant for a GPU and long trials; on a CPU the first step takes seconds
-    longer and later steps are no faster (benchmarks/RESULTS.md). A multi-objective trial is
+    ``torch.compile``: meant for a GPU and long trials; on a CPU the first epoch spends seconds
+    compiling and later ones measured about 8% slower (benchmarks/RESULTS.md). A multi-objective trial is
     not reported to (Optuna cannot prune those).
     """
     started = time.time()
