@@ -11,4 +11,4 @@ su postgres -c "$pg_bin/initdb -D $pg_data -A trust -U postgres" >/dev/null
 su postgres -c "$pg_bin/pg_ctl -D $pg_data -o '-h 127.0.0.1 -p $pg_port -k /tmp' -l $pg_data/server.log -w start" >/dev/null
 su postgres -c "$pg_bin/createdb -h 127.0.0.1 -p $pg_port autotl"
 export AUTOTL_TEST_POSTGRES_URL="postgresql+psycopg2://postgres@127.0.0.1:$pg_port/autotl"
-trap 'su postgres -c "$pg_bin/pg_ctl -D $pg_data -m fast stop" >/dev/null 2>&1 || true' EXIT
+trap 'su postgres -c "$pg_bin/pg_ctl -D $pg_data -m fast stop" >/dev/null 2>&1 || true; rm -rf "$pg_data"' EXIT

@@ -186,12 +186,15 @@ def main() -> None:
                   spec=cfg["spec"], max_per_class=cfg.get("max_per_class"))
              for d, cfg in sets.items() for s in range(args.seeds) for m in METHODS]
     random.Random(0).shuffle(tasks)  # interleave methods, so contention on the machine falls on all alike
-    with multiprocessing.get_context("spawn").Pool(args.parallel, maxtasksperchild=1) as pool:
-        runs = []
-        for run in pool.imap_unordered(run_one, tasks):
-            runs.append(run)
-            print(f"{run['dataset']} {run['method']} seed {run['seed']}: final {run['final']} "
-                  f"({run['complete']} complete of {run['trials']} trials, {run['wall']} s)", flush=True)
+    try:
+        with multiprocessing.get_context("spawn").Pool(args.parallel, maxtasksperchild=1) as pool:
+            runs = []
+            for run in pool.imap_unordered(run_one, tasks):
+                runs.append(run)
+                print(f"{run['dataset']} {run['method']} seed {run['seed']}: final {run['final']} "
+                      f"({run['complete']} complete of {run['trials']} trials, {run['wall']} s)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the runs' folders hold an exported model each
     summary = summarise(runs, args.budget)
     command = " ".join(["python benchmarks/anytime.py", *sys.argv[1:]])
     (HERE / "anytime.json").write_text(json.dumps(dict(budget=args.budget, runs=runs, summary=summary,

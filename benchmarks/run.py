@@ -140,7 +140,7 @@ def search_comparison(root: Path, budget: float, max_epochs: int, device, seed: 
     target = baseline[-1][1] if baseline else 0.0
 
     FEATURES.clear()
-    out = Path(tempfile.mkdtemp()) / "search"
+    out = root.parent / "autotl-search"  # inside the benchmark's work folder, removed at the end
     started = time.time()
     result = autotl.search(str(root), n_trials=1000, timeout=budget, max_epochs=max_epochs, out=out, seed=seed,
                            device=str(device), progress=False)
