@@ -4,6 +4,9 @@ hopeless trials are pruned, and fine-tuning a real backbone beats chance."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -153,3 +156,35 @@ def test_compiled_training_matches_eager(photos):
     for a, b in zip(eager.history, compiled.history, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_accuracy"] == b["val_accuracy"]
+
+
+FAULTS_AROUND_A_TRIAL = """
+import resource, sys, torch
+from autotl import TrialConfig, load_dataset
+from autotl.train import fit
+
+def page_faults():  # five 64 MB blocks, each freed at once, as activations are after a step
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        torch.ones(64 << 20, dtype=torch.uint8)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+first = page_faults()
+fit(TrialConfig(**{FAST!r}, frozen_depth=1.0, max_epochs=1), load_dataset(sys.argv[1], val_fraction=0.25))
+page_faults()
+print(first, page_faults())
+"""
+
+
+@pytest.mark.parametrize("setting", ["kept", "turned off"])
+def test_training_on_the_cpu_keeps_freed_memory_for_the_next_step(photo_folder, setting):
+    # in a fresh process: the setting is process-wide (glibc's mallopt) and this one has trained already
+    env = {**os.environ, "AUTOTL_KEEP_FREED_MEMORY": "1" if setting == "kept" else "0"}
+    out = subprocess.run([sys.executable, "-c", FAULTS_AROUND_A_TRIAL.replace("{FAST!r}", repr(FAST)),
+                          str(photo_folder)], env=env, capture_output=True, text=True, check=True).stdout
+    before, after = map(int, out.split()[-2:])
+    assert before > 5 * 16000 * 0.9  # glibc maps each 64 MB block afresh: 16,384 pages of 4 KB
+    if setting == "kept":
+        assert after < before / 20, (before, after)
+    else:
+        assert after > before * 0.9, (before, after)

@@ -21,6 +21,7 @@ from .. import backbones
 from ..data import ImageDataset, augment, mixup
 from ..space import TrialConfig
 from ._cost import latency_ms, model_megabytes
+from ._memory import keep_freed_memory
 from ._prefix import FEATURES, split
 from ._soup import SOUP_EPOCHS, greedy_soup
 from .regularizers import make_penalty
@@ -146,6 +147,8 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     """
     started = time.time()
     device = resolve_device(device) if isinstance(device, str) else device
+    if device.type == "cpu":
+        keep_freed_memory()  # activations are not paged in afresh each step (benchmarks/allocator.py)
     number = trial.number if trial is not None and hasattr(trial, "number") else 0
     generator = torch.Generator().manual_seed(seed * 1000 + number)
     torch.manual_seed(seed * 1000 + number)
