@@ -14,11 +14,12 @@ import torch
 
 from ..errors import WeightsError
 from ._freeze import body_groups, freeze, frozen_modules, train_mode
+from ._depthwise import fast_depthwise_gradients
 from ._padding import fast_same_padding
 from ._weights import OFFLINE_CATALOG, WeightSource, find_weights, offline_file, pretrained_kwargs
 
 __all__ = ["Preprocessing", "create", "preprocessing", "catalog", "check_available", "find_weights",
-           "freeze", "frozen_modules", "train_mode", "body_groups", "fast_same_padding", "offline_file",
+           "freeze", "frozen_modules", "train_mode", "body_groups", "fast_same_padding", "fast_depthwise_gradients", "offline_file",
            "OFFLINE_CATALOG", "WeightSource"]
 
 DEFAULT_CANDIDATES = list(OFFLINE_CATALOG)
@@ -76,7 +77,7 @@ def create(name: str, num_classes: int, *, pretrained: bool = True, weights_dir=
                            f"in --weights-dir or pick an offline backbone (autotl backbones)") from error
     if pretrained and num_classes != model.pretrained_cfg.get("num_classes"):
         _zero_head(model)  # a new head; a matching pretrained head is kept as loaded
-    return fast_same_padding(model)
+    return fast_depthwise_gradients(fast_same_padding(model))
 
 
 def _zero_head(model: torch.nn.Module) -> None:

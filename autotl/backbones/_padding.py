@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from timm.layers.conv2d_same import Conv2dSame
 from timm.layers.padding import get_same_padding
 
+from ._depthwise import conv2d
+
 
 class _FastConv2dSame(Conv2dSame):
     """``Conv2dSame`` with the same outputs, its padding folded into the convolution where that is exact."""
@@ -28,16 +30,16 @@ class _FastConv2dSame(Conv2dSame):
         (kh, kw), (sh, sw), (dh, dw) = self.weight.shape[-2:], self.stride, self.dilation
         pad_h, pad_w = get_same_padding(x.shape[-2], kh, sh, dh), get_same_padding(x.shape[-1], kw, sw, dw)
         odd_h, odd_w = pad_h % 2, pad_w % 2
-        weight = self.weight
+        weight, padding = self.weight, (pad_h // 2, pad_w // 2)
         if odd_h or odd_w:
             # the odd pixel goes at the bottom/right; a depthwise kernel shifted by a zero row/column reads exactly
             # those windows (on the CPU; measured slower for dense convolutions and below 28 px)
-            if not (x.device.type == "cpu" and self.groups == self.in_channels > 1 and self.dilation == (1, 1)
-                    and min(x.shape[-2:]) >= 28):
-                return super().forward(x)
-            weight = F.pad(weight, (odd_w, 0, odd_h, 0))
-        return F.conv2d(x, weight, self.bias, self.stride, (pad_h // 2 + odd_h, pad_w // 2 + odd_w), self.dilation,
-                        self.groups)
+            if x.device.type == "cpu" and self.groups == self.in_channels > 1 and self.dilation == (1, 1) \
+                    and min(x.shape[-2:]) >= 28:
+                weight, padding = F.pad(weight, (odd_w, 0, odd_h, 0)), (pad_h // 2 + odd_h, pad_w // 2 + odd_w)
+            else:  # timm's way: pad the input
+                x, padding = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)), (0, 0)
+        return conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
 def fast_same_padding(model: torch.nn.Module) -> torch.nn.Module:
