@@ -5,8 +5,9 @@ for the 5x5 ones of the EfficientNets: in a lite0 training step (112 px, batch 3
 channels_last) it took 4 to 6 ms a layer where the forward pass took 0.2 to 0.5 ms. The same
 gradient is itself a convolution: ``grad_w[c] = sum over n of x[n, c] * grad_out[n, c]``
 (a correlation, dilated by the stride), which one grouped convolution with a group per
-(image, channel) computes. For kernels of 5 and more it measured 1.1 to 2.5x faster per layer
-(``python benchmarks/depthwise.py``); smaller kernels keep oneDNN's. The forward pass and
+(image, channel) computes. ``python benchmarks/depthwise.py`` measured the stride-1 layers 1.2
+to 5x faster, the stride-2 ones 0.8 to 2.9x, and a whole training step 1.06x (lite0 at 112 and
+160 px, batch 32, 2 CPU cores). Kernels under 5 keep oneDNN's. The forward pass and
 the input gradient are oneDNN's own; the weight gradient equals oneDNN's to float rounding
 (tests/test_backbones.py).
 """
