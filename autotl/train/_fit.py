@@ -142,7 +142,7 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     validation images are in its training set). ``soup`` averages the best epochs greedily
     (kept when validation does not get worse). ``compile`` runs the training steps through
     ``torch.compile``: meant for a GPU and long trials; on a CPU the first epoch spends seconds
-    compiling and later ones measured about 8% slower (benchmarks/RESULTS.md). A multi-objective trial is
+    compiling and later ones measured 1 to 13% slower (benchmarks/RESULTS.md). A multi-objective trial is
     not reported to (Optuna cannot prune those).
     """
     started = time.time()
