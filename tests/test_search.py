@@ -151,17 +151,19 @@ def test_the_same_seed_samples_the_same_recipes(tmp_path, photo_folder):
     assert sampled(tmp_path / "a") == sampled(tmp_path / "b")
 
 
-def test_a_new_trial_needs_room_for_an_uncached_epoch_before_the_deadline():
-    """Cached linear-probe epochs (about 0 s) must not make a full epoch look free at the end of the budget."""
-    from autotl.search._run import _typical_epoch
+def test_a_new_trial_needs_room_for_its_first_epoch_before_the_deadline():
+    """Not the median epoch: cached probe epochs (about 0 s) and many short half-frozen epochs must not make
+    a full fine-tuning epoch look affordable at the end of the budget (the README's digits run started one)."""
+    from autotl.search._run import _room_for_a_trial
 
     study = optuna.create_study(direction="maximize")
-    for cache, seconds in (("hit", 0.02), ("miss", 0.03), ("hit", 0.01), ("off", 30.0)):
+    for cache, seconds in (("hit", [0.02, 0.02]), ("miss", [0.03, 0.03]), ("off", [25.3]),
+                           ("off", [18.3] + [17.2] * 7), ("off", [43.4])):
         trial = study.ask()
         trial.set_user_attr("feature_cache", cache)
-        trial.set_user_attr("history", [dict(epoch=e, seconds=seconds) for e in (1, 2)])
+        trial.set_user_attr("history", [dict(epoch=e, seconds=s) for e, s in enumerate(seconds, 1)])
         study.tell(trial, 0.5)
-    assert _typical_epoch(study) == 30.0
+    assert _room_for_a_trial(study) == 43.4
     only_probes = optuna.create_study(direction="maximize")
     only_probes.add_trials([t for t in study.trials if t.user_attrs["feature_cache"] != "off"])
-    assert _typical_epoch(only_probes) == 0.02
+    assert _room_for_a_trial(only_probes) == 0.03

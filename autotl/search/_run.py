@@ -403,7 +403,7 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if finished >= n_trials:
             return
-        if deadline is not None and time.time() + _typical_epoch(study) > deadline:
+        if deadline is not None and time.time() + _room_for_a_trial(study) > deadline:
             return
         if finished + running >= n_trials:
             time.sleep(WAIT_S)  # the remaining trials run in other workers: wait for them
@@ -487,16 +487,17 @@ def _score(trial) -> float | None:
     return trial.values[0] if trial is not None and trial.values else None
 
 
-def _typical_epoch(study) -> float:
-    """The median epoch's seconds so far: a new trial with less time left than this is not started.
+def _room_for_a_trial(study) -> float:
+    """The longest first epoch so far: a new trial with less time left than this is not started.
 
-    Epochs on cached features take a fraction of a second and would drag the median far below
-    what a sampled trial likely needs, so they count only while no other epoch has run.
+    A trial that cannot finish one epoch before the deadline only burns the budget; full
+    fine-tuning epochs can take twice a half-frozen one's, so a median would let one start.
+    Epochs on cached features take a fraction of a second and count only while no other
+    epoch has run.
     """
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("history")]
     uncached = [t for t in trials if t.user_attrs.get("feature_cache", "off") == "off"]
-    seconds = sorted(r["seconds"] for t in (uncached or trials) for r in t.user_attrs["history"])
-    return seconds[len(seconds) // 2] if seconds else 0.0
+    return max((t.user_attrs["history"][0]["seconds"] for t in uncached or trials), default=0.0)
 
 
 def _check_same_dataset(study, data, run_dir, same_path: bool = True) -> None:
