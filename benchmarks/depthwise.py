@@ -16,7 +16,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_md import write_section  # noqa: E402
+from same_padding import median_ms  # noqa: E402
 
 from autotl import backbones  # noqa: E402
 from autotl.backbones import _depthwise  # noqa: E402
@@ -31,16 +31,6 @@ from autotl.train._memory import keep_freed_memory  # noqa: E402
 
 BACKBONE, BATCH, ROUNDS, SIZES = "tf_efficientnet_lite0", 32, 5, (112, 160)
 SETTINGS = {"oneDNN": 10 ** 6, "grouped": _depthwise.MIN_KERNEL}  # the smallest kernel given to the grouped way
-
-
-def median_ms(call, n: int = 10, warm: int = 3) -> float:
-    times = []
-    for i in range(n + warm):
-        start = time.perf_counter()
-        call()
-        if i >= warm:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def layer_rows(size: int) -> list[str]:
@@ -62,10 +52,10 @@ def layer_rows(size: int) -> list[str]:
         x = torch.randn(x_shape).contiguous(memory_format=torch.channels_last)
         w = torch.randn(w_shape).contiguous(memory_format=torch.channels_last)
         grad = torch.randn_like(F.conv2d(x, w, None, stride, padding, 1, x_shape[1]))
-        onednn = median_ms(lambda: torch.ops.aten.convolution_backward(
+        onednn = median_ms(n=10, call=lambda: torch.ops.aten.convolution_backward(
             grad, x, w, None, stride, padding, (1, 1), False, (0, 0), x_shape[1], (False, True, False)))
         ctx = type("Ctx", (), dict(saved_tensors=(x, w), stride=stride, padding=padding, needs_input_grad=(False, True)))
-        grouped = median_ms(lambda: _depthwise._DepthwiseConv.backward(ctx(), grad))
+        grouped = median_ms(lambda: _depthwise._DepthwiseConv.backward(ctx(), grad), n=10)
         rows.append(f"| {size} | {tuple(x_shape)} | {w_shape[-2]}x{w_shape[-1]}, stride {stride[0]}, pad {padding[0]} | "
                     f"{onednn:.2f} | {grouped:.2f} | {onednn / grouped:.2f} |")
     return rows
@@ -90,7 +80,7 @@ def main() -> dict:
         for _ in range(ROUNDS):
             for name, min_kernel in SETTINGS.items():
                 _depthwise.MIN_KERNEL = min_kernel
-                ms[size, name].append(median_ms(step))
+                ms[size, name].append(median_ms(step, n=10))
     _depthwise.MIN_KERNEL = SETTINGS["grouped"]
     ratios = {size: statistics.median(o / g for o, g in zip(ms[size, "oneDNN"], ms[size, "grouped"]))
               for size in SIZES}
