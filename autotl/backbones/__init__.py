@@ -19,8 +19,8 @@ from ._padding import fast_same_padding
 from ._weights import OFFLINE_CATALOG, WeightSource, find_weights, offline_file, pretrained_kwargs
 
 __all__ = ["Preprocessing", "create", "preprocessing", "catalog", "check_available", "find_weights",
-           "freeze", "frozen_modules", "train_mode", "body_groups", "fast_same_padding", "fast_depthwise_gradients", "offline_file",
-           "OFFLINE_CATALOG", "WeightSource"]
+           "freeze", "frozen_modules", "train_mode", "body_groups", "fast_same_padding", "fast_depthwise_gradients",
+           "offline_file", "OFFLINE_CATALOG", "WeightSource"]
 
 DEFAULT_CANDIDATES = list(OFFLINE_CATALOG)
 

@@ -5,10 +5,11 @@ among them) pads its input with ``F.pad`` on each call: a full copy of the activ
 and another backward. Where the padding is symmetric the convolution can pad by itself. Where
 it is one pixel more at the bottom and right, a depthwise convolution on the CPU gets the
 same result, without the copy, from its kernel padded by a zero row and column at the top and
-left and symmetric padding one pixel wider. Other cases keep timm's way. Outputs and
-gradients are bit-identical (tests/test_backbones.py). On 2 CPU cores (tf_efficientnet_lite0,
-112 px, batch 32) ``python benchmarks/same_padding.py`` measured a training step 1.12x and
-inference 1.07x as fast (medians of 5 alternating rounds; single rounds ranged 0.97 to 1.19).
+left and symmetric padding one pixel wider. Other cases keep timm's way. Outputs are
+identical to timm's, and so are the gradients that this change touches (tests/test_backbones.py).
+On 2 CPU cores (tf_efficientnet_lite0, 112 px, batch 32, the padding alone) two runs of
+``python benchmarks/same_padding.py`` measured a training step 1.00x and 1.04x as fast and
+inference 1.26x and 1.08x (medians of 5 alternating rounds; single rounds vary by 10%).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from timm.layers.conv2d_same import Conv2dSame
-from timm.layers.padding import get_same_padding
+from timm.layers.padding import get_same_padding, pad_same
 
 from ._depthwise import conv2d
 
@@ -38,7 +39,7 @@ class _FastConv2dSame(Conv2dSame):
                     and min(x.shape[-2:]) >= 28:
                 weight, padding = F.pad(weight, (odd_w, 0, odd_h, 0)), (pad_h // 2 + odd_h, pad_w // 2 + odd_w)
             else:  # timm's way: pad the input
-                x, padding = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)), (0, 0)
+                x, padding = pad_same(x, (kh, kw), self.stride, self.dilation), (0, 0)
         return conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 

@@ -2,13 +2,12 @@
 
 glibc hands every freed block above its mmap threshold (128 KB, adapting up to 32 MB) back
 to the operating system. A training step frees its activations and allocates them again in
-the next step, so the kernel maps and zero-fills them afresh, page by page: a lite0 step at
-112 px, batch 32, took about 71,000 page faults and a quarter of its time there (measured:
-380 ms a step, 288 ms with the thresholds raised; ``python benchmarks/allocator.py``).
-Raising glibc's mmap and trim thresholds keeps that memory for the next step, as PyTorch's
-caching allocator does on a GPU. The process then holds on to its peak memory until it exits.
-``AUTOTL_KEEP_FREED_MEMORY=0`` leaves the C library's settings alone.
-"""
+the next step, so the kernel maps and zero-fills them afresh, page by page. Raising glibc's
+mmap and trim thresholds keeps that memory for the next step, as PyTorch's caching allocator
+does on a GPU. ``python benchmarks/allocator.py`` (lite0, 112 px, batch 32, 2 CPU cores)
+measured 12,509 page faults a step before and 825 after, and a trial's epoch 1.106x as fast;
+a 3-trial digits search ran 120 s before and 104 s after. ``AUTOTL_KEEP_FREED_MEMORY=0``
+leaves the C library's settings alone."""
 
 from __future__ import annotations
 
