@@ -20,7 +20,7 @@ def _search(args) -> int:
                     val_fraction=args.val_fraction, max_per_class=args.max_per_class,
                     allow_outside_paths=args.allow_outside_paths, objectives=args.objective,
                     rank=not args.no_rank, warm_start=not args.no_warm_start, drop_backbones=args.drop_backbones,
-                    refit=args.refit, soup=args.soup, compile=args.compile)
+                    refit=args.refit, soup=args.soup, compile=args.compile, cache_dir=args.cache_dir)
     print(f"best validation accuracy: {result.best_value:.4f}")
     print(f"best recipe: {result.best_config.describe()}")
     print(f"model: {result.model_dir}")
@@ -56,12 +56,15 @@ def _predict(args) -> int:
 
 def _evaluate(args) -> int:
     import numpy as np
+    import torch
 
     from .data import load_dataset
     from .export import load_model
 
     model = load_model(args.model)
-    data = load_dataset(args.dataset, max_per_class=args.max_per_class, allow_outside_paths=args.allow_outside_paths)
+    pre = model.preprocessing
+    data = load_dataset(args.dataset, max_per_class=args.max_per_class, allow_outside_paths=args.allow_outside_paths,
+                        image_size=pre.size, cache_dir=args.cache_dir, progress=True)
     split = args.split
     if split == "auto":
         split = "test" if data.count("test") else "all"
@@ -71,9 +74,13 @@ def _evaluate(args) -> int:
     unknown = sorted(set(data.classes) - set(model.classes))
     if unknown:
         raise AutoTLError(f"class {unknown[0]!r} of {args.dataset} is unknown to the model: evaluate on the same classes")
-    predicted = model.predict([data.pixels[i] for i in idx])
-    truth = [data.classes[data.labels[i]] for i in idx]
-    correct = sum(p == t for p, t in zip(predicted, truth))
+    position = {name: i for i, name in enumerate(model.classes)}
+    correct = 0
+    with torch.inference_mode():
+        for images, labels in data.batches(idx, pre.size, pre.interpolation, batch_size=128):
+            predicted = model.model(pre.normalize(images)).argmax(1).numpy()
+            truth = np.array([position[data.classes[y]] for y in labels.numpy()])
+            correct += int((predicted == truth).sum())
     print(f"{split} accuracy: {correct / len(idx):.4f} ({correct}/{len(idx)} images)")
     return 0
 
@@ -150,6 +157,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--compile", action="store_true",
                    help="run training steps through torch.compile: for a GPU and long trials (on a CPU it costs "
                         "a slow first epoch and gains nothing, see benchmarks/RESULTS.md)")
+    s.add_argument("--cache-dir", default=None,
+                   help="where decoded images are cached, shared by later runs (default: ~/.cache/autotl/images)")
     s.set_defaults(run=_search)
 
     b = commands.add_parser("backbones", help="list candidate backbones and whether their weights are here")
@@ -170,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
                    help="auto (default): the test split when the dataset has one, else every image")
     e.add_argument("--max-per-class", type=int, default=None)
     e.add_argument("--allow-outside-paths", action="store_true", help="let a CSV name images outside its folder")
+    e.add_argument("--cache-dir", default=None, help="where decoded images are cached (default: ~/.cache/autotl/images)")
     e.set_defaults(run=_evaluate)
 
     r = commands.add_parser("report", help="rebuild RUN_DIR/report.html from the study's storage")

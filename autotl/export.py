@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from .backbones import Preprocessing, fast_same_padding
-from .data import decode, resize, to_rgb
+from .data import decode, model_input, to_rgb
 from .errors import ModelDirError
 
 WEIGHTS, CONFIG, TORCHSCRIPT = "model.safetensors", "config.json", "model.torchscript.pt"
@@ -83,13 +83,13 @@ class LoadedModel:
         batch = []
         for image in images:
             if isinstance(image, (str, os.PathLike)):
-                rgb = decode(image)
+                rgb = decode(image, pre.size)
             elif isinstance(image, Image.Image):
                 rgb = to_rgb(image)
             else:
                 rgb = np.asarray(image, dtype=np.uint8)
-            batch.append(resize(rgb, pre.size, pre.interpolation))
-        return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
+            batch.append(model_input(rgb, pre.size, pre.interpolation))
+        return torch.stack(batch).contiguous()
 
     def predict_proba(self, images, batch_size: int = 64) -> np.ndarray:
         """Class probabilities, one row per image, columns in ``self.classes`` order."""

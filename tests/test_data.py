@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -58,9 +59,9 @@ def test_class_folders_are_split_stratified_and_reproducibly(photo_folder):
     assert (a.split_of == b.split_of).all()
     val_labels = a.labels[a.indices("val")]
     assert np.bincount(val_labels).tolist() == [4, 4, 4]
-    images, labels = a.tensors("train", 32)
-    assert images.shape == (36, 3, 32, 32) and labels.shape == (36,)
-    assert a.tensors("train", 32)[0] is images  # decoded and resized once, then reused
+    images, labels = next(a.batches(a.indices("train"), 32, batch_size=64))
+    assert images.shape == (36, 3, 32, 32) and images.dtype == torch.uint8 and labels.shape == (36,)
+    assert a.store.folder == b.store.folder  # decoded once: the second load found the cache
 
 
 def test_train_val_test_folders_are_kept(tmp_path):

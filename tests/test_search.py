@@ -43,10 +43,10 @@ def test_exported_model_reproduces_in_process_predictions_exactly(tmp_path, phot
     model_dir = save(result, tmp_path / "best_model")
     loaded = load_model(model_dir)
     val = data.indices("val")
-    expected_x, _ = data.tensors("val", result.preprocessing.size, result.preprocessing.interpolation)
+    expected_x = data.images(val, result.preprocessing.size, result.preprocessing.interpolation).contiguous()
     with torch.inference_mode():
         expected = result.model(result.preprocessing.normalize(expected_x)).softmax(1).numpy()
-    got = loaded.predict_proba([data.pixels[i] for i in val])
+    got = loaded.predict_proba([data.pixels(i) for i in val])
     assert np.array_equal(got, expected)
     files = sorted(p for p in photo_folder.rglob("*.png"))[:3]
     assert loaded.predict(files) == loaded.predict([str(f) for f in files])

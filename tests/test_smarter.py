@@ -143,7 +143,7 @@ def test_refit_trains_the_best_recipe_on_train_and_validation(tmp_path, photo_fo
     assert config["refit"]["epochs"] == best.user_attrs["best_epoch"]
     assert config["metrics"] == best.user_attrs["metrics"]  # the trial's validation score, not the refit's
     assert result.study.user_attrs["refit"]["trial"] == best.number
-    assert len(load_model(result.model_dir).predict([data.pixels[0]])) == 1
+    assert len(load_model(result.model_dir).predict([data.pixels(0)])) == 1
 
 
 def test_greedy_soup_keeps_an_epoch_only_when_validation_does_not_drop():

@@ -45,7 +45,7 @@ def test_frozen_blocks_keep_their_weights_and_statistics(photos):
 def test_no_gradient_reaches_a_frozen_parameter(photos):
     model = backbones.create("tf_efficientnet_lite0", 3)
     backbones.freeze(model, 0.75)
-    x, y = photos.tensors("train", 32)
+    x, y = next(photos.batches(photos.indices("train"), 32))
     loss = torch.nn.functional.cross_entropy(model(x[:4].float() / 255), y[:4])
     loss.backward()
     for name, param in model.named_parameters():

@@ -1,7 +1,9 @@
-"""Datasets in: find the images, decode them once, split them, keep them as uint8 tensors."""
+"""Datasets in: find the images, decode each once into an on-disk cache, split them, serve batches."""
 
 from ._augment import augment, mixup
 from ._dataset import ImageDataset, load_dataset
-from ._decode import decode, resize, to_rgb
+from ._decode import decode, model_input, resize, resize_batch, to_rgb
+from ._store import cache_root
 
-__all__ = ["ImageDataset", "load_dataset", "decode", "resize", "to_rgb", "augment", "mixup"]
+__all__ = ["ImageDataset", "load_dataset", "decode", "resize", "resize_batch", "model_input", "to_rgb", "augment",
+           "mixup", "cache_root"]

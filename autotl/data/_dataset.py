@@ -1,7 +1,7 @@
-"""The decoded dataset: every image decoded once, split, and kept as uint8 tensors.
+"""The dataset: an index of labelled images (splits, labels) and their decoded-image cache.
 
-Trials ask for a split at a resolution; the resized uint8 tensor is made once per
-(split, resolution, interpolation) and reused by every epoch and every trial.
+Nothing in a process holds the decoded dataset: trials ask for batches of rows at their
+resolution, read from the on-disk cache (``_store``) and resized as a batch.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,28 +18,31 @@ from sklearn.model_selection import train_test_split
 from ..errors import DatasetError
 from . import _decode
 from ._sources import Sample, find_samples
+from ._store import ImageStore, open_store
+
+DEFAULT_IMAGE_SIZE = 224
 
 
 @dataclass
 class ImageDataset:
-    """Decoded images with integer labels, split into train / val / test.
+    """Labelled images split into train / val / test, their pixels in an on-disk cache.
 
-    ``pixels`` holds each image at its original size (HxWx3 uint8); ``labels`` index
-    into ``classes``; ``split_of`` says which split each image belongs to.
+    ``labels`` index into ``classes``; ``split_of`` says which split each image belongs
+    to; ``rows`` is each image's row in ``store`` (squares of ``store.size`` px).
     """
 
     spec: str
     classes: list[str]
-    pixels: list[np.ndarray]
     labels: np.ndarray
     split_of: np.ndarray
+    rows: np.ndarray
+    store: ImageStore
     val_fraction: float
     seed: int
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
     max_per_class: int | None = None
     allow_outside_paths: bool = False
     train_splits: tuple = ("train",)  # the splits trained on: ("train", "val") for a refit
-    _cache: dict = field(default_factory=dict, repr=False)
 
     def indices(self, split: str) -> np.ndarray:
         if split == "train":
@@ -49,48 +51,60 @@ class ImageDataset:
 
     def with_validation_in_train(self) -> "ImageDataset":
         """The same images, with the validation split also trained on (for a refit; val stays as it was)."""
-        return dataclasses.replace(self, train_splits=("train", "val"), _cache={})
+        return dataclasses.replace(self, train_splits=("train", "val"))
 
     def count(self, split: str) -> int:
         return len(self.indices(split))
 
-    def tensors(self, split: str, size: int, interpolation: str = "bicubic") -> tuple[torch.Tensor, torch.Tensor]:
-        """(images uint8 N x 3 x size x size, labels int64 N) for a split, made once and cached."""
-        key = (split, size, interpolation)
-        if key not in self._cache:
-            idx = self.indices(split)
-            images = np.empty((len(idx), size, size, 3), dtype=np.uint8)
-            for row, i in enumerate(idx):
-                images[row] = _decode.resize(self.pixels[i], size, interpolation)
-            self._cache[key] = (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                                torch.from_numpy(self.labels[idx].astype(np.int64)))
-        return self._cache[key]
+    def images(self, index, size: int, interpolation: str = "bicubic") -> torch.Tensor:
+        """uint8 N x 3 x size x size images (``index``: positions in this dataset), read and resized as one batch."""
+        pixels = torch.from_numpy(self.store.read(self.rows[np.asarray(index)])).permute(0, 3, 1, 2)
+        return _decode.resize_batch(pixels, size, interpolation)
+
+    def batches(self, index, size: int, interpolation: str = "bicubic", batch_size: int = 256):
+        """(images, labels) batches of ``index`` in order, at ``size`` px; the labels as int64."""
+        index = np.asarray(index)
+        for start in range(0, len(index), batch_size):
+            part = index[start:start + batch_size]
+            yield self.images(part, size, interpolation), torch.from_numpy(self.labels[part].astype(np.int64))
+
+    def pixels(self, i: int) -> np.ndarray:
+        """Image ``i`` as kept in the cache (HxWx3 uint8), for thumbnails."""
+        return self.store.read([self.rows[i]])[0]
 
     def describe(self) -> dict:
         """Plain facts about the dataset, as stored in the study and shown in the report."""
         return dict(path=self.spec, classes=list(self.classes), n_train=self.count("train"),
                     n_val=self.count("val"), n_test=self.count("test"),
                     val_fraction=self.val_fraction, seed=self.seed, skipped=len(self.skipped),
-                    max_per_class=self.max_per_class, allow_outside_paths=self.allow_outside_paths)
+                    max_per_class=self.max_per_class, allow_outside_paths=self.allow_outside_paths,
+                    image_size=self.store.size)
 
 
-def load_dataset(spec: str, *, val_fraction: float = 0.2, seed: int = 0,
-                 max_per_class: int | None = None, allow_outside_paths: bool = False) -> ImageDataset:
-    """Find, decode and split a dataset (a folder, a CSV file or ``builtin:digits``).
+def load_dataset(spec: str, *, val_fraction: float = 0.2, seed: int = 0, max_per_class: int | None = None,
+                 allow_outside_paths: bool = False, image_size: int = DEFAULT_IMAGE_SIZE, cache_dir=None,
+                 progress: bool = False) -> ImageDataset:
+    """Find, decode (once, into the cache) and split a dataset (a folder, a CSV file or ``builtin:NAME``).
 
     Images without a split go to train, and a stratified ``val_fraction`` of train
     becomes val when the dataset names no val split. ``max_per_class`` caps each
     class's images per split, for quick runs. A CSV's paths must stay inside its folder
-    unless ``allow_outside_paths``.
+    unless ``allow_outside_paths``. Images are cached as squares of ``image_size`` px
+    (the largest any trial asks for; smaller images keep their size) under ``cache_dir``
+    (default ``~/.cache/autotl/images``); ``progress`` shows a bar while decoding.
     """
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     samples = find_samples(spec, allow_outside_paths)
     if max_per_class is not None:
         samples = _cap(samples, max_per_class, seed)
-    pixels, kept, skipped = _decode_all(samples)
+    store = open_store(samples, image_size, cache_dir=cache_dir, progress=progress)
+    kept_rows = np.array([i for i in range(len(samples)) if i not in store.failed], dtype=np.int64)
+    kept = [samples[i] for i in kept_rows]
+    skipped = [samples[i].name for i in sorted(store.failed)]
     if skipped:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        named = [f"{samples[i].name} ({store.failed[i]})" for i in sorted(store.failed)[:5]]
+        shown = ", ".join(named) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         warnings.warn(f"skipped {len(skipped)} unreadable file(s): {shown}", stacklevel=2)
     if not kept:
         raise DatasetError(f"no readable images in {spec}: supported are JPEG, PNG, BMP, GIF, TIFF, WebP and the like")
@@ -105,7 +119,7 @@ def load_dataset(spec: str, *, val_fraction: float = 0.2, seed: int = 0,
     split_of = np.array([s.split or "train" for s in kept], dtype=object)
     if not (split_of == "val").any():
         split_of = _split_off_val(labels, split_of, val_fraction, seed, classes)
-    return ImageDataset(spec=spec, classes=classes, pixels=pixels, labels=labels, split_of=split_of,
+    return ImageDataset(spec=spec, classes=classes, labels=labels, split_of=split_of, rows=kept_rows, store=store,
                         val_fraction=val_fraction, seed=seed, skipped=skipped, max_per_class=max_per_class,
                         allow_outside_paths=allow_outside_paths)
 
@@ -120,23 +134,6 @@ def _cap(samples: list[Sample], max_per_class: int, seed: int) -> list[Sample]:
             seen[key] += 1
             kept.append(i)
     return [samples[i] for i in sorted(kept)]
-
-
-def _decode_one(sample: Sample):
-    if sample.pixels is not None:
-        return sample.pixels
-    try:
-        return _decode.decode(sample.path)
-    except (OSError, ValueError, SyntaxError):
-        return None
-
-
-def _decode_all(samples: list[Sample]):
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        decoded = list(pool.map(_decode_one, samples, chunksize=32))
-    kept = [s for s, p in zip(samples, decoded) if p is not None]
-    skipped = [s.name for s, p in zip(samples, decoded) if p is None]
-    return [p for p in decoded if p is not None], kept, skipped
 
 
 def _split_off_val(labels: np.ndarray, split_of: np.ndarray, val_fraction: float, seed: int,

@@ -1,12 +1,18 @@
 """Turn any image file into RGB uint8 pixels, and resize them the way the model expects.
 
 Decoding and resizing live here alone so that training, evaluation and an exported
-model's ``predict`` see exactly the same pixels.
+model's ``predict`` see the same pixels: an image is first made a square of at most the
+size it is needed at (its shorter side, if smaller), then batches are resized to each
+trial's resolution with ``resize_batch``.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 _INTERPOLATION = {
@@ -36,11 +42,27 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def decode(path) -> np.ndarray:
-    """Read one image file into RGB uint8; raises OSError/ValueError if it is not an image."""
+def decode(path, size: int | None = None) -> np.ndarray:
+    """Read one image file into RGB uint8; raises if it is not an image (or too large to decode safely).
+
+    With ``size``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose
+    shorter side still covers ``size``: several times faster than a full decode, and the
+    full-size pixels never exist.
+    """
     with Image.open(path) as image:
+        if size is not None:
+            width, height = image.size
+            scale = size / max(1, min(width, height))
+            if scale < 1:
+                image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
         image.load()
         return to_rgb(image)
+
+
+def side(path) -> int:
+    """An image file's shorter side in pixels, read from its header alone."""
+    with Image.open(path) as image:
+        return min(image.size)
 
 
 def resize(pixels: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:
@@ -53,3 +75,24 @@ def resize(pixels: np.ndarray, size: int, interpolation: str = "bicubic") -> np.
     image = Image.fromarray(pixels).resize((new_w, new_h), _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC))
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def resize_batch(images: torch.Tensor, size: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """uint8 N x 3 x S x S squares -> uint8 N x 3 x size x size, the whole batch at once (antialiased)."""
+    if images.shape[-1] == size:
+        return images
+    mode = interpolation if interpolation in ("bilinear", "bicubic") else "bicubic"
+    out = F.interpolate(images.float(), size=(size, size), mode=mode, align_corners=False,
+                        antialias=size < images.shape[-1])
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def square(pixels: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """The square an image is kept as: ``size`` px, or its shorter side when that is smaller (never upscaled)."""
+    return resize(pixels, min(size, min(pixels.shape[:2])), interpolation)
+
+
+def model_input(pixels: np.ndarray, size: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """One image (HxWx3 uint8) as a model sees it: uint8 3 x size x size, made the way training made it."""
+    kept = torch.from_numpy(np.array(square(pixels, size, interpolation))).permute(2, 0, 1)
+    return resize_batch(kept[None], size, interpolation)[0]

@@ -72,13 +72,14 @@ def _exported(model_dir: Path) -> dict:
 def analyse(result, data) -> dict:
     """Per-class metrics, confusion matrix and misclassified thumbnails on the validation split."""
     pre = result.preprocessing
-    images, labels = data.tensors("val", pre.size, pre.interpolation)
-    probabilities = []
+    val_index = data.indices("val")
+    probabilities, truth = [], []
     with torch.inference_mode():
-        for start in range(0, len(images), 256):
-            probabilities.append(result.model(pre.normalize(images[start:start + 256])).float().softmax(1))
+        for images, labels in data.batches(val_index, pre.size, pre.interpolation):
+            probabilities.append(result.model(pre.normalize(images)).float().softmax(1))
+            truth.append(labels)
     probabilities = torch.cat(probabilities).numpy()
-    predicted, truth = probabilities.argmax(1), labels.numpy()
+    predicted, truth = probabilities.argmax(1), torch.cat(truth).numpy()
     n = len(data.classes)
     confusion = np.zeros((n, n), dtype=int)
     np.add.at(confusion, (truth, predicted), 1)
@@ -88,10 +89,9 @@ def analyse(result, data) -> dict:
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=precision + recall > 0)
     wrong = np.flatnonzero(predicted != truth)
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:MAX_GALLERY]
-    val_index = data.indices("val")
     gallery = [dict(true=data.classes[truth[i]], predicted=data.classes[predicted[i]],
                     probability=round(float(probabilities[i, predicted[i]]), 4),
-                    thumbnail=_thumbnail(data.pixels[val_index[i]])) for i in wrong]
+                    thumbnail=_thumbnail(data.pixels(val_index[i]))) for i in wrong]
     return dict(classes=list(data.classes), confusion=confusion.tolist(),
                 per_class=[dict(cls=c, precision=round(float(p), 4), recall=round(float(r), 4), f1=round(float(f), 4),
                                 support=int(s)) for c, p, r, f, s in zip(data.classes, precision, recall, f1,

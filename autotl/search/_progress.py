@@ -21,7 +21,10 @@ class Progress:
                  + (f"  (warm start: {note})" if note else ""))
 
     def epoch(self, record: dict, best: dict, max_epochs: int) -> None:
-        self.say(f"    epoch {record['epoch']}/{max_epochs}  val acc {record['val_accuracy']:.3f}  "
+        done = record.get("epochs_done", record["epoch"])
+        where = (f"epoch {record['epoch']}/{max_epochs}" if done == record["epoch"]
+                 else f"report {record['epoch']} (epoch {done:.2f}/{max_epochs})")
+        self.say(f"    {where}  val acc {record['val_accuracy']:.3f}  "
                  f"f1 {record['val_macro_f1']:.3f}  loss {record['val_loss']:.3f}  ({record['seconds']:.1f} s)")
 
     def trial_ended(self, number: int, state: str, value, reason: str, best_value, best_number) -> None:

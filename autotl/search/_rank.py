@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from .. import backbones
-from ..data import resize
 from ._logme import logme
 
 MAX_IMAGES = 500  # features of this many training images per backbone: enough to rank, quick to embed
@@ -49,16 +48,14 @@ def embed(name: str, data, sample: np.ndarray, resolution_scale: float, weights_
           batch_size: int = 128) -> np.ndarray:
     """Pooled pretrained features (before any head) of the images ``sample`` (indices into ``data``).
 
-    Only the sampled images are resized: a large dataset is not resized whole just to be ranked.
+    Only the sampled images are read from the cache: a large dataset is not resized whole just to be ranked.
     """
     pre = backbones.preprocessing(name, resolution_scale)
-    images = torch.from_numpy(np.stack([resize(data.pixels[i], pre.size, pre.interpolation) for i in sample]))
-    images = images.permute(0, 3, 1, 2)
     model = backbones.create(name, 1, weights_dir=weights_dir).to(device, memory_format=torch.channels_last).eval()
     out = []
     with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            x = pre.normalize(images[start:start + batch_size].to(device))
+        for images, _ in data.batches(sample, pre.size, pre.interpolation, batch_size):
+            x = pre.normalize(images.to(device))
             x = x.contiguous(memory_format=torch.channels_last)
             out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
     return torch.cat(out).numpy()

@@ -89,7 +89,9 @@ def _dataset(study):
     try:
         data = load_dataset(info["path"], val_fraction=info.get("val_fraction", 0.2), seed=info.get("seed", 0),
                             max_per_class=info.get("max_per_class"),
-                            allow_outside_paths=info.get("allow_outside_paths", False))
+                            allow_outside_paths=info.get("allow_outside_paths", False),
+                            image_size=info.get("image_size", 224), cache_dir=study.user_attrs.get("cache_dir"),
+                            progress=True)
     except AutoTLError as error:
         raise AutoTLError(f"cannot load the study's dataset again ({error})") from error
     if list(data.classes) != list(info.get("classes", data.classes)):

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import inspect
 import logging
+import math
 import multiprocessing
 import os
 import re
@@ -107,7 +108,8 @@ class SearchContext:
         on_epoch = (lambda record, best: self.progress.epoch(record, best, config.max_epochs)) if self.progress else None
         run = lambda cfg: fit(cfg, self.dataset, trial, device=self.device, weights_dir=self.weights_dir,  # noqa: E731
                               deadline=self.deadline, seed=self.seed, on_epoch=on_epoch, interrupt=self.interrupt,
-                              soup=self.soup, compile=self.compile)
+                              soup=self.soup, compile=self.compile,
+                              progress=self.progress is not None and self.progress.enabled)
         try:
             result = run(config)
         except torch.cuda.OutOfMemoryError:
@@ -156,7 +158,7 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
            study_name: str = STUDY_NAME, workers: int = 1, weights_dir=None, val_fraction: float = 0.2,
            max_per_class: int | None = None, allow_outside_paths: bool = False, progress: bool = True,
            objectives="accuracy", rank: bool = True, warm_start: bool = True, drop_backbones: float | None = None,
-           refit: bool = False, soup: bool = False, compile: bool = False,
+           refit: bool = False, soup: bool = False, compile: bool = False, cache_dir=None,
            _worker: int | None = None) -> SearchResult:
     """Search fine-tuning recipes for ``dataset`` until the study holds ``n_trials`` finished trials.
 
@@ -174,7 +176,8 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
     retrains the best recipe on train + validation before the final export. ``soup``
     averages each trial's best epochs greedily (a model soup) when validation does not
     get worse. ``compile`` runs training steps through ``torch.compile`` (for a GPU).
-    Returns a SearchResult.
+    Images are decoded once into a cache under ``cache_dir`` (default
+    ``~/.cache/autotl/images``) that later runs and the workers share. Returns a SearchResult.
     """
     started = time.time()
     if n_trials < 1:
@@ -193,10 +196,14 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
     if drop_backbones is not None and drop_backbones < 0:
         raise AutoTLError(f"drop_backbones is a LogME margin and cannot be negative, got {drop_backbones}")
     study_sampler = make_sampler(sampler, seed if _worker is None else seed + 7919 * (_worker + 1))
-    study_pruner = make_pruner(pruner if len(goals) == 1 else "none", search_space.max_epochs)
+    make_pruner(pruner, 1)  # an unknown name is rejected before any work
     backbones.check_available(search_space.backbones(), weights_dir)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise AutoTLError(f"--out {out} is a file: pass a folder for the run (it is created if missing)")
     data = load_dataset(dataset, val_fraction=val_fraction, seed=seed, max_per_class=max_per_class,
-                        allow_outside_paths=allow_outside_paths)
+                        allow_outside_paths=allow_outside_paths, image_size=largest_input(search_space),
+                        cache_dir=cache_dir, progress=progress and _worker is None)
+    study_pruner = make_pruner(pruner if len(goals) == 1 else "none", reports_in_a_trial(search_space, data))
 
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = run_dir / "best_model"
@@ -210,7 +217,7 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
     show = Progress(n_trials, enabled=progress, prefix="" if _worker is None else f"[worker {_worker}] ")
     if _worker is None:
         _check_same_dataset(study, data, run_dir, same_path=storage is None)
-        _describe(study, data, search_space, torch_device, n_trials, timeout, model_dir, goals)
+        _describe(study, data, search_space, torch_device, n_trials, timeout, model_dir, goals, cache_dir)
         if not study.trials:
             _start(study, search_space, data, rank, warm_start, drop_backbones, weights_dir, torch_device, seed, show)
         finished = _count_finished(study)
@@ -231,7 +238,7 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
             objective=objective, device=device, sampler=sampler, pruner=pruner, storage=storage,
             study_name=study_name, weights_dir=weights_dir, val_fraction=val_fraction, max_per_class=max_per_class,
             allow_outside_paths=allow_outside_paths, progress=progress, objectives=objectives, soup=soup,
-            compile=compile))
+            compile=compile, cache_dir=cache_dir))
     else:
         ctx = SearchContext(search_space, data, torch_device, weights_dir, deadline, seed, show, objectives=goals,
                             soup=soup, compile=compile)
@@ -488,16 +495,33 @@ def _score(trial) -> float | None:
 
 
 def _room_for_a_trial(study) -> float:
-    """The longest first epoch so far: a new trial with less time left than this is not started.
+    """The longest wait so far from a trial's start to its first report: a new trial with less time left is not started.
 
-    A trial that cannot finish one epoch before the deadline only burns the budget; full
-    fine-tuning epochs can take twice a half-frozen one's, so a median would let one start.
-    Epochs on cached features take a fraction of a second and count only while no other
-    epoch has run.
+    A trial that cannot report before the deadline only burns the budget. The wait includes
+    building the model and any pass of the frozen prefix over the images; a trial that
+    found the prefix's outputs cached counts only while no other trial has reported.
     """
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("history")]
-    uncached = [t for t in trials if t.user_attrs.get("feature_cache", "off") == "off"]
-    return max((t.user_attrs["history"][0]["seconds"] for t in uncached or trials), default=0.0)
+    uncached = [t for t in trials if t.user_attrs.get("feature_cache", "off") != "hit"]
+    return max((_first_report(t) for t in uncached or trials), default=0.0)
+
+
+def _first_report(trial) -> float:
+    """Seconds from the trial's start to its first report (older studies: its first epoch)."""
+    seconds = trial.user_attrs.get("first_report_seconds")
+    return float(seconds) if seconds is not None else float(trial.user_attrs["history"][0]["seconds"])
+
+
+def largest_input(space: SearchSpace) -> int:
+    """The largest image side any trial of ``space`` can ask for: the size images are cached at."""
+    return max(backbones.preprocessing(name, scale).size
+               for name in space.backbones() for scale in space.values("resolution_scale"))
+
+
+def reports_in_a_trial(space: SearchSpace, data: ImageDataset) -> int:
+    """How many reports a trial that runs to the end makes: the pruner's largest resource."""
+    every = max(1, min(space.values("report_every_images")))
+    return space.max_epochs * max(1, math.ceil(data.count("train") / every))
 
 
 def _check_same_dataset(study, data, run_dir, same_path: bool = True) -> None:
@@ -508,9 +532,10 @@ def _check_same_dataset(study, data, run_dir, same_path: bool = True) -> None:
                           f"pass --out with a new run directory")
 
 
-def _describe(study, data, space, device, n_trials, timeout, model_dir, objectives) -> None:
+def _describe(study, data, space, device, n_trials, timeout, model_dir, objectives, cache_dir) -> None:
     facts = dict(dataset=data.describe(), space=space.name, max_epochs=space.max_epochs, device=str(device),
-                 n_trials=n_trials, timeout=timeout, model_dir=str(model_dir), objectives=list(objectives))
+                 n_trials=n_trials, timeout=timeout, model_dir=str(model_dir), objectives=list(objectives),
+                 cache_dir=str(cache_dir) if cache_dir is not None else None)
     if "started_at" not in study.user_attrs:
         facts["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     for key, value in facts.items():

@@ -26,6 +26,7 @@ class TrialConfig:
     batch_size: int = 32
     augment_strength: float = 0.3
     max_epochs: int = 8
+    report_every_images: int = 4096  # the pruner's unit: a report after this many training images, or each epoch
 
     def __post_init__(self):
         for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),

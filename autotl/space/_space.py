@@ -12,7 +12,7 @@ from ._config import FIELD_NAMES, OPTIMIZERS, LR_SCHEDULES, REGULARIZERS, TrialC
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 _VOCABULARY = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "regularizer": REGULARIZERS}
-_INTS = {"warmup_epochs", "batch_size", "max_epochs"}
+_INTS = {"warmup_epochs", "batch_size", "max_epochs", "report_every_images"}
 
 
 @dataclass

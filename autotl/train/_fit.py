@@ -1,36 +1,48 @@
 """The fine-tuning loop: one trial, read top to bottom.
 
-Data arrive as uint8 tensors already at the trial's resolution; each step slices a
-batch, augments it as a whole, and trains only what is not frozen. After every epoch
-the validation metrics are reported to the trial and the pruner is consulted.
+Each step reads a batch of images from the dataset's on-disk cache at the trial's
+resolution (or the frozen prefix's cached outputs), augments it as a whole, and trains
+only what is not frozen. After every ``report_every_images`` training images (or every
+epoch, on a smaller dataset) the model is scored on a fixed stratified part of the
+validation split, reported to the trial, and the pruner is consulted; the trial's final
+metrics are its best report's weights scored on the whole validation split.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import optuna
 import timm.optim
 import torch
 import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
 
 from .. import backbones
 from ..data import ImageDataset, augment, mixup
 from ..space import TrialConfig
 from ._cost import latency_ms, model_megabytes
 from ._memory import keep_freed_memory
-from ._prefix import FEATURES, split
+from ._prefix import FEATURES, Features, split
 from ._soup import SOUP_EPOCHS, greedy_soup
 from .regularizers import make_penalty
 from .schedules import lr_factor
 
+VAL_CHECK_IMAGES = 1000  # intermediate reports score this many validation images (stratified) when there are more
+EVAL_BATCH = 256
+BAR_DELAY_S = 10.0  # a progress bar appears only for work that lasts longer than this
+
 
 @dataclass
 class TrialResult:
-    """What one fine-tuning run produced. ``model`` carries the best epoch's weights."""
+    """What one fine-tuning run produced. ``model`` carries the best report's weights."""
 
     config: TrialConfig
     metrics: dict
@@ -47,15 +59,16 @@ class TrialResult:
     feature_cache: str = "off"  # 'hit' / 'miss': the frozen prefix's outputs came from / went to the cache
     latency_ms: float | None = None  # one image's prediction on the training device (completed runs only)
     model_mb: float = 0.0
-    feature_seconds: float = 0.0  # the frozen prefix's pass over the training images (0 on a cache hit)
-    soup_epochs: list[int] = field(default_factory=list)  # the epochs averaged into the model (a soup), if any
-    best_epoch_state: dict | None = field(default=None, repr=False)  # the best epoch's weights, when souped
+    feature_seconds: float = 0.0  # the frozen prefix's passes over the training images that this run computed
+    soup_epochs: list[int] = field(default_factory=list)  # the reports averaged into the model (a soup), if any
+    best_epoch_state: dict | None = field(default=None, repr=False)  # the best report's weights, when souped
+    first_report_seconds: float | None = None  # from the start of the run to its first report
 
     @property
     def train_seconds(self) -> float:
-        """Seconds spent training: the steps, and the frozen prefix's pass over the training images when
-        this run computed it for the cache; evaluation excluded."""
-        return round(self.feature_seconds + sum(r["train_seconds"] for r in self.history), 3)
+        """Seconds spent training: the steps, including the frozen prefix's passes over the training images
+        that this run computed for the cache; evaluation excluded."""
+        return round(sum(r["train_seconds"] for r in self.history), 3)
 
     def attrs(self) -> dict:
         """The plain facts stored on the trial (and read back by the report)."""
@@ -64,7 +77,8 @@ class TrialResult:
                     latency_ms=self.latency_ms, model_mb=self.model_mb, params_total=self.params_total,
                     params_trainable=self.params_trainable, end_reason=self.end_reason,
                     backbone=self.config.backbone, config=self.config.to_dict(), metrics=self.metrics,
-                    feature_cache=self.feature_cache, soup_epochs=self.soup_epochs)
+                    feature_cache=self.feature_cache, soup_epochs=self.soup_epochs,
+                    first_report_seconds=self.first_report_seconds)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -76,22 +90,23 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def evaluate(model, inputs, labels, prepare, device, num_classes, batch_size=256) -> dict:
-    """Accuracy, macro-F1 and mean cross-entropy of ``model`` on ``inputs``.
+def evaluate(model, batches, device, num_classes, progress_total: int | None = None) -> dict:
+    """Accuracy, macro-F1 and mean cross-entropy of ``model`` over ``batches`` of (inputs, labels).
 
-    ``prepare`` turns a slice of ``inputs`` (uint8 images, or cached prefix features)
-    into what ``model`` takes.
+    With ``progress_total`` (the number of images), a long evaluation shows a progress bar.
     """
     model.eval()
-    loss_sum, preds = 0.0, []
-    with torch.inference_mode(), _autocast(device):
-        for start in range(0, len(inputs), batch_size):
-            x = prepare(inputs[start:start + batch_size].to(device, non_blocking=True))
+    loss_sum, preds, truth = 0.0, [], []
+    bar = tqdm(total=progress_total, unit="img", desc="    validating", disable=not _bars(progress_total),
+               delay=BAR_DELAY_S, leave=False)
+    with bar, torch.inference_mode(), _autocast(device):
+        for x, y in batches:
+            bar.update(len(y))
             logits = model(x).float()
-            y = labels[start:start + batch_size].to(device)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            loss_sum += F.cross_entropy(logits, y.to(device), reduction="sum").item()
             preds.append(logits.argmax(1).cpu())
-    pred = torch.cat(preds)
+            truth.append(y.cpu())
+    pred, labels = torch.cat(preds), torch.cat(truth)
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
     tp = confusion.diag().float()
     precision = tp / confusion.sum(0).clamp(min=1)
@@ -102,19 +117,14 @@ def evaluate(model, inputs, labels, prepare, device, num_classes, batch_size=256
                 loss=loss_sum / len(labels))
 
 
+def _bars(wanted) -> bool:
+    """Progress bars go to a terminal only: in a log file the per-report lines say enough."""
+    return bool(wanted) and sys.stderr.isatty()
+
+
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Images as NHWC in memory: convolutions run about 1.6x faster so, on the CPU too (measured)."""
+    """Images as NHWC in memory: convolutions run faster so, on the CPU too (benchmarks/RESULTS.md)."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-
-
-def _run_prefix(prefix, images, prepare, device, batch_size=256) -> torch.Tensor:
-    """The frozen prefix's outputs for every image (no graph: nothing in it trains)."""
-    prefix.eval()
-    out = []
-    with torch.no_grad(), _autocast(device):
-        for start in range(0, len(images), batch_size):
-            out.append(prefix(prepare(images[start:start + batch_size].to(device, non_blocking=True))).float())
-    return torch.cat(out)
 
 
 def _autocast(device):
@@ -123,39 +133,127 @@ def _autocast(device):
     return contextlib.nullcontext()
 
 
+def validation_check(dataset: ImageDataset, size: int = VAL_CHECK_IMAGES) -> np.ndarray:
+    """The validation images scored at each report: all of them, or a fixed stratified ``size`` of them."""
+    val = dataset.indices("val")
+    if len(val) <= size:
+        return val
+    labels = dataset.labels[val]
+    try:
+        part, _ = train_test_split(val, train_size=size, stratify=labels, random_state=dataset.seed)
+    except ValueError:  # a class with a single validation image cannot be stratified
+        part = np.random.default_rng(dataset.seed).choice(val, size=size, replace=False)
+    return np.sort(part)
+
+
+class _Inputs:
+    """What the trainable part of the network takes, for any images of the dataset.
+
+    Raw images (read from the cache, resized, augmented) or, when the frozen prefix is a
+    fixed function of the image, the prefix's outputs, computed once per image and cached.
+    """
+
+    def __init__(self, dataset, pre, device, train_index, features=None):
+        self.dataset, self.pre, self.device, self.train_index = dataset, pre, device, train_index
+        self.features = features or {}  # split -> (Features, dataset positions of its rows)
+        self.prefix = None
+
+    def images(self, index) -> torch.Tensor:
+        """uint8 images of ``index`` (dataset positions) on the device."""
+        x = self.dataset.images(index, self.pre.size, self.pre.interpolation)
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=True)
+
+    def eval_input(self, index) -> torch.Tensor:
+        return _channels_last(self.pre.normalize(self.images(index)))
+
+    def cached(self, split: str, rows: torch.Tensor) -> torch.Tensor:
+        """Prefix outputs of ``rows`` (positions in ``split``'s index), computing those not yet cached."""
+        store, index = self.features[split]
+
+        def compute(missing):
+            with torch.no_grad(), _autocast(self.device):
+                return self.prefix(self.eval_input(index[missing.numpy()]))
+
+        return store.get(rows, compute)
+
+    def batches(self, split: str, index, positions=None):
+        """(inputs, labels) of ``index`` (dataset positions) in evaluation form; ``positions`` in the split's rows."""
+        for start in range(0, len(index), EVAL_BATCH):
+            part = index[start:start + EVAL_BATCH]
+            labels = torch.from_numpy(self.dataset.labels[part].astype(np.int64))
+            if split in self.features:
+                rows = torch.from_numpy(np.asarray(positions[start:start + EVAL_BATCH], dtype=np.int64))
+                yield _channels_last(self.cached(split, rows)), labels
+            else:
+                yield self.eval_input(part), labels
+
+
+def _split_prefix(model, dataset, pre, device, config, weights_dir, pretrained, cache_prefix, train_index,
+                  val_index):
+    """(network to train, _Inputs, 'hit'/'miss'/'off'): the frozen prefix cut off when its outputs can be cached."""
+    inputs = _Inputs(dataset, pre, device, train_index)
+    if not cache_prefix or config.augment_strength != 0 or config.regularizer == "mixup":
+        return model, inputs, "off"
+    example = inputs.eval_input(train_index[:2])
+    parts = split(model, example)
+    if parts is None:
+        return model, inputs, "off"
+    prefix, network = parts
+    with torch.no_grad():
+        shape = tuple(prefix.eval()(example).shape[1:])
+    per_image = 4 * math.prod(shape)
+    if not FEATURES.fits(per_image * (len(train_index) + len(val_index))):
+        return model, inputs, "off"  # too large to keep: the frozen prefix runs every step (without a graph)
+    key = (config.backbone, str(weights_dir), pretrained, len(prefix), pre.size, pre.interpolation, str(device),
+           dataset.spec, str(dataset.store.folder))
+    hits = FEATURES.hits
+    inputs.prefix = prefix.eval()
+    for name, index in (("train", train_index), ("val", val_index)):
+        images = hashlib.blake2b(np.asarray(index, dtype=np.int64).tobytes(), digest_size=16).hexdigest()
+        store = FEATURES.get(key + (name, images), lambda n=len(index): Features(n, shape, device))
+        inputs.features[name] = (store, index)
+    return network, inputs, ("hit" if FEATURES.hits > hits and inputs.features["train"][0].done.all() else "miss")
+
+
 def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None = None, *,
         device: str | torch.device = "auto", weights_dir=None, deadline: float | None = None,
         seed: int = 0, on_epoch=None, pretrained: bool = True, cache_prefix: bool = True,
         interrupt=None, epochs: int | None = None, keep_last: bool = False, soup: bool = False,
-        compile: bool = False) -> TrialResult:
+        compile: bool = False, number: int | None = None, progress: bool = False) -> TrialResult:
     """Fine-tune ``config.backbone`` on ``dataset`` for up to ``config.max_epochs`` epochs.
 
-    Reports validation accuracy to ``trial`` after each epoch and raises
-    ``optuna.TrialPruned`` when the pruner says so or the loss stops being finite (the
-    trial's user attrs then say why). Stops early, keeping its best epoch, once
-    ``deadline`` (a ``time.time()`` value) would be passed by another epoch. With no
-    augmentation and no mixup, the frozen prefix runs once and its outputs are cached
-    (``cache_prefix=False`` turns that off). ``interrupt`` (a threading.Event) set by a
-    Ctrl-C handler ends the run at the next step with KeyboardInterrupt. ``epochs`` stops
-    after that many epochs of the ``max_epochs`` schedule (to repeat a trial that ended
-    early); ``keep_last`` keeps the last epoch instead of the best (a refit, whose
-    validation images are in its training set). ``soup`` averages the best epochs greedily
-    (kept when validation does not get worse). ``compile`` runs the training steps through
-    ``torch.compile``: meant for a GPU and long trials; on a CPU the first epoch spends seconds
-    compiling and later ones measured 1 to 13% slower (benchmarks/RESULTS.md). A multi-objective trial is
-    not reported to (Optuna cannot prune those).
+    Reports the validation accuracy to ``trial`` after every ``config.report_every_images``
+    training images (at least once per epoch) and raises ``optuna.TrialPruned`` when the
+    pruner says so or the loss stops being finite (the trial's user attrs then say why).
+    Stops early, keeping its best report, once ``deadline`` (a ``time.time()`` value) would
+    be passed by another report's training. With no augmentation and no mixup, the frozen
+    prefix's outputs are cached (``cache_prefix=False`` turns that off). ``interrupt`` (a
+    threading.Event) set by a Ctrl-C handler ends the run at the next step with
+    KeyboardInterrupt. ``epochs`` stops after that many reports of the schedule (to repeat
+    a trial that ended early); ``keep_last`` keeps the last report instead of the best (a
+    refit, whose validation images are in its training set). ``soup`` averages the best
+    reports' weights greedily (kept when validation does not get worse). ``compile`` runs
+    the training steps through ``torch.compile`` (for a GPU; slower on a CPU, see
+    benchmarks/RESULTS.md). ``number`` seeds the run (default: the trial's number).
+    ``progress`` shows a bar (images/s, time left) for a report or an evaluation that takes
+    long. A multi-objective trial is not reported to (Optuna cannot prune those).
     """
     started = time.time()
     device = resolve_device(device) if isinstance(device, str) else device
     if device.type == "cpu":
         keep_freed_memory()  # activations are not paged in afresh each step (benchmarks/allocator.py)
-    number = trial.number if trial is not None and hasattr(trial, "number") else 0
+    if number is None:
+        number = getattr(trial, "number", 0) if trial is not None else 0
     generator = torch.Generator().manual_seed(seed * 1000 + number)
     torch.manual_seed(seed * 1000 + number)
     num_classes = len(dataset.classes)
     pre = backbones.preprocessing(config.backbone, config.resolution_scale)
-    x_train, y_train = dataset.tensors("train", pre.size, pre.interpolation)
-    x_val, y_val = dataset.tensors("val", pre.size, pre.interpolation)
+    train_index, val_index = dataset.indices("train"), dataset.indices("val")
+    check_index = validation_check(dataset)
+    check_positions = np.searchsorted(val_index, check_index)
+    y_train = torch.from_numpy(dataset.labels[train_index].astype(np.int64))
 
     model = backbones.create(config.backbone, num_classes, pretrained=pretrained, weights_dir=weights_dir,
                              drop_rate=config.regularizer_strength if config.regularizer == "dropout" else 0.0,
@@ -176,44 +274,40 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     penalty = make_penalty(model, config.regularizer, config.regularizer_strength, head_names)
     smoothing = config.regularizer_strength if config.regularizer == "label_smoothing" else 0.0
 
-    # Deterministic inputs: run the frozen prefix once (cached across trials), train the rest.
-    network, train_inputs, val_inputs, cache, feature_seconds = model, x_train, x_val, "off", 0.0
-    prepare_eval = lambda x: _channels_last(pre.normalize(x))  # noqa: E731
-    if cache_prefix and config.augment_strength == 0 and config.regularizer != "mixup":
-        parts = split(model, prepare_eval(x_train[:2].to(device)))
-        if parts is not None:
-            prefix, network = parts
-            key = (config.backbone, str(weights_dir), pretrained, len(prefix), pre.size, pre.interpolation,
-                   str(device), dataset.spec, id(dataset))
-            hits, feature_start = FEATURES.hits, time.time()
-            train_inputs = FEATURES.get(key + ("train",), lambda: _run_prefix(prefix, x_train, prepare_eval, device))
-            feature_seconds = time.time() - feature_start
-            val_inputs = FEATURES.get(key + ("val",), lambda: _run_prefix(prefix, x_val, prepare_eval, device))
-            prepare_eval, cache = (lambda x: x), ("hit" if FEATURES.hits > hits else "miss")
+    network, inputs, cache = _split_prefix(model, dataset, pre, device, config, weights_dir, pretrained,
+                                           cache_prefix, train_index, val_index)
+    cached = "train" in inputs.features
+    feature_seconds_before = inputs.features["train"][0].seconds if cached else 0.0
 
     # validation stays eager: compiling the eval-mode graph as well would cost a second compile
     train_network = torch.compile(network, dynamic=False) if compile else network
-    n_train = len(train_inputs)
+    n_train = len(train_index)
     batch_size = min(config.batch_size, n_train)
     steps_per_epoch = n_train // batch_size + (1 if n_train % batch_size > 1 else 0)  # never a batch of 1
+    reports_per_epoch = math.ceil(steps_per_epoch / max(1, config.report_every_images // batch_size))
+    steps_per_report = math.ceil(steps_per_epoch / reports_per_epoch)  # an epoch in equal parts
     total_steps = steps_per_epoch * config.max_epochs
     warmup_steps = min(config.warmup_epochs * steps_per_epoch, total_steps // 2)
-    pin = device.type == "cuda" and cache == "off"
 
     history, best, best_state, end_reason, step = [], None, None, "completed", 0
-    top = []  # (score, epoch, state) of the best epochs, for a soup
+    first_report = None
+    top = []  # (score, report, state) of the best reports, for a soup
     reporting = trial is not None and len(getattr(getattr(trial, "study", None), "directions", [None])) == 1
-    last_epoch = min(epochs or config.max_epochs, config.max_epochs)
+    last_report = config.max_epochs * reports_per_epoch
+    if epochs:
+        last_report = min(epochs, last_report)
     params_total = sum(p.numel() for p in model.parameters())
     params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    def result(reason):
-        return TrialResult(config=config, metrics=dict(best or {}), history=history,
+    def result(reason, metrics=None):
+        feature_seconds = (inputs.features["train"][0].seconds - feature_seconds_before) if cached else 0.0
+        return TrialResult(config=config, metrics=dict(metrics or best or {}), history=history,
                            best_epoch=(best or {}).get("epoch", 0), epochs_run=len(history),
                            wall_seconds=time.time() - started, params_total=params_total,
                            params_trainable=params_trainable, end_reason=reason,
                            classes=list(dataset.classes), preprocessing=pre, model=model, feature_cache=cache,
-                           model_mb=model_megabytes(model), feature_seconds=round(feature_seconds, 3))
+                           model_mb=model_megabytes(model), feature_seconds=round(feature_seconds, 3),
+                           first_report_seconds=first_report)
 
     def stop_pruned(reason):
         res = result(reason)
@@ -222,94 +316,115 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
                 trial.set_user_attr(key, value)
         raise optuna.TrialPruned(reason)
 
-    for epoch in range(1, last_epoch + 1):
-        epoch_start = time.time()
+    def train_batch(positions: torch.Tensor):
+        labels = y_train[positions].to(device, non_blocking=True)
+        targets = F.one_hot(labels, num_classes).float() * (1 - smoothing) + smoothing / num_classes
+        if cached:
+            return inputs.cached("train", positions), targets
+        x = augment(inputs.images(train_index[positions.numpy()]).float().div_(255.0), config.augment_strength,
+                    generator)
+        if config.regularizer == "mixup":
+            x, targets = mixup(x, targets, config.regularizer_strength, generator)
+        return pre.standardize(x), targets
+
+    order, report = None, 0
+    while report < last_report:
+        report += 1
+        report_start = time.time()
         backbones.train_mode(model, frozen)
-        order = torch.randperm(n_train, generator=generator)
-        loss_sum, seen = 0.0, 0
-        for b in range(steps_per_epoch):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            inputs, labels = train_inputs[idx.to(train_inputs.device)], y_train[idx]
-            labels = labels.to(device, non_blocking=True)
-            targets = F.one_hot(labels, num_classes).float() * (1 - smoothing) + smoothing / num_classes
-            if cache == "off":
-                if pin:
-                    inputs = inputs.pin_memory()
-                inputs = augment(inputs.to(device, non_blocking=True).float().div_(255.0), config.augment_strength,
-                                 generator)
-                if config.regularizer == "mixup":
-                    inputs, targets = mixup(inputs, targets, config.regularizer_strength, generator)
-                inputs = pre.standardize(inputs)
-            inputs = _channels_last(inputs)  # once, for raw images and cached features alike
+        loss_sum, seen, cut = 0.0, 0, False
+        bar = tqdm(total=min(steps_per_report * batch_size, n_train - (step % steps_per_epoch) * batch_size),
+                   unit="img", desc=f"    training report {report}", disable=not _bars(progress), delay=BAR_DELAY_S,
+                   leave=False)
+        for i in range(steps_per_report):
+            within = step % steps_per_epoch
+            if within == 0:
+                order = torch.randperm(n_train, generator=generator)
+            positions = order[within * batch_size:(within + 1) * batch_size]
+            x, targets = train_batch(positions)
+            x = _channels_last(x)  # once, for raw images and cached features alike
             factor = lr_factor(step, schedule=config.lr_schedule, total_steps=total_steps, warmup_steps=warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
             with _autocast(device):
-                loss = F.cross_entropy(train_network(inputs).float(), targets)
+                loss = F.cross_entropy(train_network(x).float(), targets)
             if penalty is not None:
                 loss = loss + penalty.penalty()
             if not torch.isfinite(loss):
-                stop_pruned(f"non-finite loss at epoch {epoch}, step {step + 1}")
+                stop_pruned(f"non-finite loss at report {report}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            seen += len(idx)
+            loss_sum += loss.item() * len(positions)
+            seen += len(positions)
             step += 1
+            bar.update(len(positions))
             if interrupt is not None and interrupt.is_set():
                 raise KeyboardInterrupt
-            if deadline is not None and time.time() > deadline and b + 1 < steps_per_epoch:
+            if (step % steps_per_epoch) == 0:
+                break  # an epoch ends a report
+            if deadline is not None and time.time() > deadline and i + 1 < steps_per_report:
+                cut = True
                 break
-        if deadline is not None and time.time() > deadline and seen < n_train - 1:
+        bar.close()
+        if cut:
             if best is None:
-                stop_pruned(f"time budget ran out during epoch {epoch}, before any epoch finished")
-            end_reason = f"time budget ran out during epoch {epoch}; kept epoch {best['epoch']}"
+                stop_pruned(f"time budget ran out during report {report}, before any report")
+            end_reason = f"time budget ran out before report {report}; kept report {best['epoch']}"
             break
 
-        train_seconds = time.time() - epoch_start
-        val = evaluate(network, val_inputs, y_val, prepare_eval, device, num_classes)
-        record = dict(epoch=epoch, train_loss=loss_sum / max(seen, 1), val_loss=val["loss"],
-                      val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"],
-                      seconds=round(time.time() - epoch_start, 3), train_seconds=round(train_seconds, 3))
+        train_seconds = time.time() - report_start
+        val = evaluate(network, inputs.batches("val", check_index, check_positions), device, num_classes,
+                       len(check_index) if progress else None)
+        if first_report is None:
+            first_report = round(time.time() - started, 3)
+        record = dict(epoch=report, epochs_done=round(step / steps_per_epoch, 4), images=step * batch_size,
+                      train_loss=loss_sum / max(seen, 1), val_loss=val["loss"], val_accuracy=val["accuracy"],
+                      val_macro_f1=val["macro_f1"], seconds=round(time.time() - report_start, 3),
+                      train_seconds=round(train_seconds, 3))
         history.append(record)
         if best is None or keep_last or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
-            best = dict(val, epoch=epoch)
+            best = dict(val, epoch=report)
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if soup:
-            state = best_state if best["epoch"] == epoch else {k: v.detach().to("cpu", copy=True)
-                                                               for k, v in model.state_dict().items()}
-            top = sorted(top + [((val["accuracy"], -val["loss"]), epoch, state)], key=lambda c: c[0],
+            state = best_state if best["epoch"] == report else {k: v.detach().to("cpu", copy=True)
+                                                                for k, v in model.state_dict().items()}
+            top = sorted(top + [((val["accuracy"], -val["loss"]), report, state)], key=lambda c: c[0],
                          reverse=True)[:SOUP_EPOCHS]
         if on_epoch is not None:
             on_epoch(record, best)
         if reporting:
-            trial.report(val["accuracy"], epoch)
+            trial.report(val["accuracy"], report)
             if trial.should_prune():
-                stop_pruned(f"pruned by the pruner after epoch {epoch}")
+                stop_pruned(f"pruned by the pruner after report {report}")
         if not math.isfinite(val["loss"]):
-            stop_pruned(f"non-finite validation loss at epoch {epoch}")
-        if deadline is not None and epoch < last_epoch and time.time() + record["seconds"] > deadline:
-            end_reason = f"time budget ran out after epoch {epoch}"
+            stop_pruned(f"non-finite validation loss at report {report}")
+        if deadline is not None and report < last_report and time.time() + record["seconds"] > deadline:
+            end_reason = f"time budget ran out after report {report}"
             break
 
+    val_positions = np.arange(len(val_index))
+    score = lambda: evaluate(network, inputs.batches("val", val_index, val_positions), device, num_classes,  # noqa: E731
+                             len(val_index) if progress else None)
     soup_epochs, unsouped = [], None
     if soup and len(top) > 1:
-        def score(state):
+        def soup_score(state):
             model.load_state_dict(state)
-            m = evaluate(network, val_inputs, y_val, prepare_eval, device, num_classes)
+            m = evaluate(network, inputs.batches("val", check_index, check_positions), device, num_classes)
             return (m["accuracy"], -m["loss"])
 
-        souped, soup_epochs, _ = greedy_soup(top, score)
+        souped, soup_epochs, _ = greedy_soup(top, soup_score)
         if len(soup_epochs) > 1:
             unsouped, best_state = best_state, souped
-            model.load_state_dict(best_state)
-            best = dict(evaluate(network, val_inputs, y_val, prepare_eval, device, num_classes), epoch=best["epoch"])
         else:
             soup_epochs = []
     model.load_state_dict(best_state)
+    metrics = dict(best)
+    if len(check_index) < len(val_index) or soup_epochs:
+        metrics = dict(score(), epoch=best["epoch"])  # the trial's score: its kept weights on all of val
     model.to(device, memory_format=torch.contiguous_format).eval()  # as load_model builds it: same numbers
     latency = latency_ms(model, pre.size, device)
     model.to("cpu")
-    done = result(end_reason)
+    done = result(end_reason, metrics)
     done.latency_ms, done.soup_epochs, done.best_epoch_state = latency, soup_epochs, unsouped
     return done

@@ -2,8 +2,9 @@
 
 A frozen prefix in eval mode is a fixed function of the image. When a trial's inputs are
 deterministic (no augmentation, no mixup), its outputs are the same every epoch and every
-trial with the same backbone, weights, frozen depth and resolution: compute them once,
-keep them (bounded in memory), and train only the rest of the network on them.
+trial with the same backbone, weights, frozen depth and resolution: compute each once,
+keep them (bounded in memory: 1 GB by default, $AUTOTL_FEATURE_CACHE_MB), and train only
+the rest of the network on them.
 
 Splitting relies on the model's ``forward_features`` being a plain chain of its children
 (true of EfficientNet, ResNet, ConvNeXt and many CNNs in timm). The split is checked
@@ -13,6 +14,8 @@ simply trains uncached.
 
 from __future__ import annotations
 
+import os
+import time
 from collections import OrderedDict
 
 import torch
@@ -94,30 +97,59 @@ def split(model: nn.Module, example: torch.Tensor):
     return prefix, rest
 
 
+class Features:
+    """The frozen prefix's outputs for ``count`` images, each computed the first time it is asked for.
+
+    A trial on a large dataset can then train and report before the prefix has seen every
+    image; after one epoch every row is here and later epochs (and trials) only read them.
+    """
+
+    def __init__(self, count: int, shape: tuple, device):
+        self.values = torch.empty((count, *shape), dtype=torch.float32, device=device)
+        self.done = torch.zeros(count, dtype=torch.bool)
+        self.seconds = 0.0  # spent running the prefix
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.numel() * self.values.element_size()
+
+    def get(self, positions: torch.Tensor, compute) -> torch.Tensor:
+        """Rows ``positions``; ``compute(missing_positions)`` gives the prefix's outputs of those not yet done."""
+        missing = positions[~self.done[positions]].unique()
+        if len(missing):
+            started = time.time()
+            self.values[missing.to(self.values.device)] = compute(missing).float()
+            self.done[missing] = True
+            self.seconds += time.time() - started
+        return self.values[positions.to(self.values.device)]
+
+
 class FeatureCache:
-    """Prefix outputs by key, least recently used dropped first past ``max_bytes``."""
+    """``Features`` by key, least recently used dropped first past ``max_bytes``."""
 
     def __init__(self, max_bytes: int = 2 * 1024 ** 3):
         self.max_bytes = max_bytes
         self.entries: OrderedDict = OrderedDict()
         self.hits = self.misses = 0
 
-    def get(self, key, compute):
+    def fits(self, nbytes: int) -> bool:
+        """Whether features of ``nbytes`` may be cached at all (larger ones train through the prefix instead)."""
+        return nbytes <= self.max_bytes
+
+    def get(self, key, make):
+        """The entry for ``key``, or ``make()``'s, kept and counted as a miss."""
         if key in self.entries:
             self.entries.move_to_end(key)
             self.hits += 1
             return self.entries[key]
         self.misses += 1
-        value = compute()
-        size = value.numel() * value.element_size()
-        if size <= self.max_bytes:
-            self.entries[key] = value
-            while sum(v.numel() * v.element_size() for v in self.entries.values()) > self.max_bytes:
-                self.entries.popitem(last=False)
+        value = self.entries[key] = make()
+        while sum(v.nbytes for v in self.entries.values()) > self.max_bytes and len(self.entries) > 1:
+            self.entries.popitem(last=False)
         return value
 
     def clear(self):
         self.entries.clear()
 
 
-FEATURES = FeatureCache()
+FEATURES = FeatureCache(int(os.environ.get("AUTOTL_FEATURE_CACHE_MB", 1024)) * 1024 ** 2)
