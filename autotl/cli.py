@@ -112,6 +112,8 @@ def _export(args) -> int:
     from .search import export_trial
 
     out = args.out or Path(args.run_dir) / f"trial_{args.trial}_model"
+    if Path(out).exists() and not Path(out).is_dir():
+        raise AutoTLError(f"--out {out} is a file: pass a folder for the model (it is created or replaced)")
     model_dir, stored, got = export_trial(_load_study(args), args.trial, out, device=args.device,
                                           weights_dir=args.weights_dir, say=lambda text: print(text, file=sys.stderr))
     print(f"trial {args.trial}: validation accuracy {got:.4f} (the search recorded {stored:.4f})")

@@ -188,3 +188,25 @@ def test_training_on_the_cpu_keeps_freed_memory_for_the_next_step(photo_folder, 
         assert after < before / 20, (before, after)
     else:
         assert after > before * 0.9, (before, after)
+
+
+def test_a_large_dataset_reports_every_n_images_on_a_validation_subset_and_scores_on_all_of_it(photos, monkeypatch):
+    from autotl.train import _fit
+
+    monkeypatch.setattr(_fit, "VAL_CHECK_IMAGES", 6)  # 12 val images: reports score 6 of them, 2 per class
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+    config = TrialConfig(**{**FAST, "batch_size": 8}, frozen_depth=0.75, max_epochs=2, lr=3e-3, report_every_images=16)
+    result = fit(config, photos, trial)
+    # 36 train images in batches of 8 make 5 steps an epoch, split into reports of at most 2 steps: 3 a report
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5, 6]
+    assert [r["epochs_done"] for r in result.history] == [0.4, 0.8, 1.0, 1.4, 1.8, 2.0]
+    assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [1, 2, 3, 4, 5, 6]
+    check = _fit.validation_check(photos)
+    assert len(check) == 6 and sorted(photos.labels[check].tolist()) == [0, 0, 1, 1, 2, 2]
+    pre = result.preprocessing
+    val = photos.indices("val")
+    with torch.inference_mode():
+        predicted = result.model(pre.normalize(photos.images(val, pre.size).contiguous())).argmax(1)
+    truth = torch.from_numpy(photos.labels[val])
+    assert result.metrics["accuracy"] == pytest.approx(float((predicted == truth).float().mean()))

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from ..errors import DatasetError
 from . import _decode
 from ._sources import Sample
 
@@ -101,12 +102,18 @@ def open_store(samples: list[Sample], size: int, *, cache_dir=None, progress: bo
 
     A valid cache of a larger size serves too (batches are resized down from it).
     """
-    root = cache_root(cache_dir) / fingerprint(samples)
+    folder = cache_root(cache_dir)
+    root = folder / fingerprint(samples)
     target = max(1, min(size, _largest_side(samples, size)))
     found = _find(root, target, len(samples))
     if found is not None:
         return found
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / ".lock").touch()
+    except OSError as error:
+        raise DatasetError(f"cannot write the image cache in {folder} ({error.strerror or error}): pass --cache-dir "
+                           f"with a writable folder") from error
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then finds what the first one built
         found = _find(root, target, len(samples))

@@ -42,6 +42,7 @@ from ._retrain import refit_best
 STUDY_NAME = "autotl"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REPORT_RESERVE_S = 10.0  # time kept back from --timeout to write the report and the model
+TRIAL_SHARE = 0.25  # with --timeout, no trial may use more than this share of it (its schedule is fit to that)
 # A running trial beats every HEARTBEAT_S seconds; after GRACE_S seconds of silence it is stale.
 HEARTBEAT_S = int(os.environ.get("AUTOTL_HEARTBEAT_S", 10))
 GRACE_S = int(os.environ.get("AUTOTL_GRACE_S", 40))
@@ -95,6 +96,7 @@ class SearchContext:
     objectives: tuple = ("accuracy",)
     soup: bool = False
     compile: bool = False
+    trial_budget: float | None = None  # seconds one trial may take, at most
 
     def suggest(self, trial) -> TrialConfig:
         """Sample the search space into a TrialConfig the caller may change before fitting."""
@@ -108,7 +110,7 @@ class SearchContext:
         on_epoch = (lambda record, best: self.progress.epoch(record, best, config.max_epochs)) if self.progress else None
         run = lambda cfg: fit(cfg, self.dataset, trial, device=self.device, weights_dir=self.weights_dir,  # noqa: E731
                               deadline=self.deadline, seed=self.seed, on_epoch=on_epoch, interrupt=self.interrupt,
-                              soup=self.soup, compile=self.compile,
+                              soup=self.soup, compile=self.compile, time_budget=self.trial_budget,
                               progress=self.progress is not None and self.progress.enabled)
         try:
             result = run(config)
@@ -241,7 +243,7 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
             compile=compile, cache_dir=cache_dir))
     else:
         ctx = SearchContext(search_space, data, torch_device, weights_dir, deadline, seed, show, objectives=goals,
-                            soup=soup, compile=compile)
+                            soup=soup, compile=compile, trial_budget=timeout * TRIAL_SHARE if timeout else None)
         try:
             with _first_ctrl_c_sets(ctx.interrupt):
                 _optimize(study, ctx, objective or default_objective, n_trials, deadline, run_dir, model_dir, show)
@@ -382,8 +384,9 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir
         if result is not None and value is not None:
             pair = isinstance(value, (tuple, list))
             try:
-                keep_best(study, result, ctx.dataset, model_dir, trial.number, value[0] if pair else value,
-                          latency=value[1] if pair and len(value) > 1 else None)
+                with _first_ctrl_c_sets(ctx.interrupt, second_interrupts=False):  # never a half-replaced model
+                    keep_best(study, result, ctx.dataset, model_dir, trial.number, value[0] if pair else value,
+                              latency=value[1] if pair and len(value) > 1 else None)
             except Exception as error:
                 trial.set_user_attr("error", f"exporting the model failed: {error.__class__.__name__}: {error}")
                 raise
@@ -440,14 +443,18 @@ def _run_workers(workers: int, device, kwargs: dict) -> None:
 
 
 @contextlib.contextmanager
-def _first_ctrl_c_sets(event: threading.Event):
-    """Turn the first Ctrl-C into ``event`` (the trial stops at its next step); a second one interrupts at once."""
+def _first_ctrl_c_sets(event: threading.Event, second_interrupts: bool = True):
+    """Turn the first Ctrl-C into ``event`` (the trial stops at its next step); a second one interrupts at once.
+
+    With ``second_interrupts=False`` every Ctrl-C only sets ``event``: a finished trial's model is exported
+    whole (a KeyboardInterrupt between moving the old model aside and the new one in would leave none).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        if event.is_set():
+        if event.is_set() and second_interrupts:
             raise KeyboardInterrupt
         event.set()
 

@@ -133,8 +133,9 @@ def _autocast(device):
     return contextlib.nullcontext()
 
 
-def validation_check(dataset: ImageDataset, size: int = VAL_CHECK_IMAGES) -> np.ndarray:
+def validation_check(dataset: ImageDataset, size: int | None = None) -> np.ndarray:
     """The validation images scored at each report: all of them, or a fixed stratified ``size`` of them."""
+    size = size or VAL_CHECK_IMAGES
     val = dataset.indices("val")
     if len(val) <= size:
         return val
@@ -221,7 +222,8 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
         device: str | torch.device = "auto", weights_dir=None, deadline: float | None = None,
         seed: int = 0, on_epoch=None, pretrained: bool = True, cache_prefix: bool = True,
         interrupt=None, epochs: int | None = None, keep_last: bool = False, soup: bool = False,
-        compile: bool = False, number: int | None = None, progress: bool = False) -> TrialResult:
+        compile: bool = False, number: int | None = None, progress: bool = False,
+        time_budget: float | None = None) -> TrialResult:
     """Fine-tune ``config.backbone`` on ``dataset`` for up to ``config.max_epochs`` epochs.
 
     Reports the validation accuracy to ``trial`` after every ``config.report_every_images``
@@ -238,9 +240,16 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     the training steps through ``torch.compile`` (for a GPU; slower on a CPU, see
     benchmarks/RESULTS.md). ``number`` seeds the run (default: the trial's number).
     ``progress`` shows a bar (images/s, time left) for a report or an evaluation that takes
-    long. A multi-objective trial is not reported to (Optuna cannot prune those).
+    long. ``time_budget`` (seconds) caps this run: once the first report shows how long a
+    report takes, the schedule is shortened to end within it (its learning rate still
+    anneals, as in budgeted training), and the deadline moves to it. A multi-objective
+    trial is not reported to (Optuna cannot prune those).
     """
     started = time.time()
+    # the search's deadline cuts a report short; the trial's own budget only shortens its schedule
+    soft_deadline = min(d for d in (deadline, started + time_budget if time_budget else None, math.inf)
+                        if d is not None)
+    soft_deadline = None if soft_deadline == math.inf else soft_deadline
     device = resolve_device(device) if isinstance(device, str) else device
     if device.type == "cpu":
         keep_freed_memory()  # activations are not paged in afresh each step (benchmarks/allocator.py)
@@ -296,6 +305,7 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     last_report = config.max_epochs * reports_per_epoch
     if epochs:
         last_report = min(epochs, last_report)
+    planned_reports, planned_steps, planned_warmup = last_report, total_steps, warmup_steps
     params_total = sum(p.numel() for p in model.parameters())
     params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -399,10 +409,17 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
                 stop_pruned(f"pruned by the pruner after report {report}")
         if not math.isfinite(val["loss"]):
             stop_pruned(f"non-finite validation loss at report {report}")
-        if deadline is not None and report < last_report and time.time() + record["seconds"] > deadline:
+        if soft_deadline is not None:  # the schedule ends where the time does (never later than planned)
+            fits = report + max(1, int((soft_deadline - time.time()) / max(record["seconds"], 1e-3)))
+            last_report = min(planned_reports, fits)
+            total_steps = min(planned_steps, last_report * steps_per_report)
+            warmup_steps = min(planned_warmup, total_steps // 2)
+        if soft_deadline is not None and report < last_report and time.time() + record["seconds"] > soft_deadline:
             end_reason = f"time budget ran out after report {report}"
             break
 
+    if end_reason == "completed" and last_report < planned_reports:
+        end_reason = f"completed a schedule shortened to {last_report} reports to end within the time budget"
     val_positions = np.arange(len(val_index))
     score = lambda: evaluate(network, inputs.batches("val", val_index, val_positions), device, num_classes,  # noqa: E731
                              len(val_index) if progress else None)
