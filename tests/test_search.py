@@ -167,3 +167,16 @@ def test_a_new_trial_needs_room_for_its_first_epoch_before_the_deadline():
     only_probes = optuna.create_study(direction="maximize")
     only_probes.add_trials([t for t in study.trials if t.user_attrs["feature_cache"] != "off"])
     assert _room_for_a_trial(only_probes) == 0.03
+
+
+def test_the_warm_start_trains_small_images_at_a_small_resolution(photo_folder):
+    from autotl.search._run import resolution_for_small_images
+    from autotl.space import load_space
+
+    space = load_space("default")
+    digits = load_dataset("builtin:digits", max_per_class=5)  # 8-px images: 64 px is already 8 times larger
+    assert digits.store.size == 8 and resolution_for_small_images(space, digits) == 0.25
+    photos = load_dataset(str(photo_folder))  # 48 px: the smallest input of at least 96 px
+    assert resolution_for_small_images(space, photos) == 0.5
+    params = space.warm_start_params(["tf_efficientnet_lite0"], resolution_scale=0.25)
+    assert {p["resolution_scale"] for _, p in params} == {0.25}

@@ -282,7 +282,11 @@ def _start(study, space, data, rank, warm_start, drop_margin, weights_dir, devic
         ranked = kept(ranking)  # search() narrows the space to these from the stored ranking
     if not warm_start:
         return
-    for label, params in space.warm_start_params(ranked):
+    small = resolution_for_small_images(space, data)
+    if small is not None:
+        show.say(f"the images are {data.store.size} px: the warm start trains at x{small:g} resolution, not larger")
+    overrides = {} if small is None else {"resolution_scale": small}
+    for label, params in space.warm_start_params(ranked, **overrides):
         study.enqueue_trial(params, user_attrs={"warm_start": label}, skip_if_exists=True)
 
 
@@ -523,6 +527,15 @@ def largest_input(space: SearchSpace) -> int:
     """The largest image side any trial of ``space`` can ask for: the size images are cached at."""
     return max(backbones.preprocessing(name, scale).size
                for name in space.backbones() for scale in space.values("resolution_scale"))
+
+
+def resolution_for_small_images(space: SearchSpace, data: ImageDataset) -> float | None:
+    """For images far smaller than the backbones' inputs (28-px scans), the smallest resolution scale that still
+    doubles their side, when it is below the warm start's: its recipes then do not spend minutes on upscaled pixels."""
+    start = space.start_from.get("resolution_scale", TrialConfig.resolution_scale)
+    fits = [s for s in sorted(space.values("resolution_scale"))
+            if all(backbones.preprocessing(b, s).size >= 2 * data.store.size for b in space.backbones())]
+    return fits[0] if fits and fits[0] < start else None
 
 
 def reports_in_a_trial(space: SearchSpace, data: ImageDataset) -> int:

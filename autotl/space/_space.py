@@ -67,21 +67,21 @@ class SearchSpace:
         _start_into(self.params, None, {**self.start_from, **changes}, found)
         return found
 
-    def warm_start_params(self, ranked_backbones: list[str]) -> list[tuple[str, dict]]:
+    def warm_start_params(self, ranked_backbones: list[str], **overrides) -> list[tuple[str, dict]]:
         """The first trials: (label, params) for each warm-start recipe on each of the best-ranked backbones.
 
         Recipe by recipe in the order written (the cheapest, a linear probe, first), each on
         the best-ranked backbones, best first. Without a ``warm_start`` section, the one
-        ``start_from`` recipe. A recipe
+        ``start_from`` recipe. ``overrides`` apply to every recipe. A recipe
         the space cannot express (a value outside its choices) keeps what it can; exact
         repeats are left out.
         """
         if not self.warm_start:
-            return [("start_from", self.start_params())]
+            return [("start_from", self.start_params(**overrides))]
         chosen, seen = [], []
         for recipe, changes in self.warm_start.items():
             for backbone in ranked_backbones[:self.warm_start_backbones]:
-                params = self.start_params(**changes, backbone=backbone)
+                params = self.start_params(**{**changes, **overrides}, backbone=backbone)
                 if params not in seen:
                     seen.append(params)
                     chosen.append((f"{recipe} on {backbone}", params))
