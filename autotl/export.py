@@ -59,11 +59,16 @@ def save(result, model_dir: str | Path, *, extra: dict | None = None, torchscrip
 
 
 def _replace_dir(new: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old.{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
+    """Move ``new`` into ``target``'s place; if anything (a Ctrl-C) stops it halfway, the old folder is put back."""
+    old = target.with_name(f".{target.name}.old.{os.getpid()}") if target.exists() else None
+    try:
+        if old is not None:
+            os.replace(target, old)
+        os.replace(new, target)
+    except BaseException:
+        if old is not None and old.exists() and not target.exists():
+            os.replace(old, target)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

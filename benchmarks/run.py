@@ -56,7 +56,7 @@ def fashion_folders(target: Path, per_class: int) -> Path:
             continue
         folder = target / split / data.classes[data.labels[i]].replace("/", "-")
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(data.pixels[i]).save(folder / f"{i:06d}.png")
+        Image.fromarray(data.pixels(i)).save(folder / f"{i:06d}.png")
     return target
 
 
@@ -70,9 +70,11 @@ def plain_epochs(root: Path, *, scale, frozen_depth, augment, batch_size, epochs
 
 
 def plain_tensor_epochs(data, *, scale, batch_size, epochs, lr=1e-3):
-    """The plain loop over autotl's own in-memory tensors, NHWC like autotl: exactly autotl's work, minus autotl."""
+    """The plain loop over all training images held in memory, NHWC like autotl: autotl's work, minus autotl
+    (which reads each batch from its on-disk cache and resizes it)."""
     pre = backbones.preprocessing(BACKBONE, scale)
-    images, labels = data.tensors("train", pre.size, pre.interpolation)
+    index = data.indices("train")
+    images, labels = data.images(index, pre.size, pre.interpolation), torch.from_numpy(data.labels[index]).long()
     model = backbones.create(BACKBONE, len(data.classes)).to(memory_format=torch.channels_last)  # as autotl does
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(0)

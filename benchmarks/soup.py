@@ -37,8 +37,8 @@ RECIPES = {
 
 
 def test_accuracy(model, data, pre) -> float:
-    x, y = data.tensors("test", pre.size, pre.interpolation)
-    return evaluate(model.eval(), x, y, pre.normalize, torch.device("cpu"), len(data.classes))["accuracy"]
+    batches = ((pre.normalize(x), y) for x, y in data.batches(data.indices("test"), pre.size, pre.interpolation))
+    return evaluate(model.eval(), batches, torch.device("cpu"), len(data.classes))["accuracy"]
 
 
 def main() -> None:

@@ -87,27 +87,223 @@ def test_a_killed_worker_is_detected_and_rerun_ends_with_exactly_n_trials(tmp_pa
     assert (out / "best_model" / "model.safetensors").is_file()
 
 
-def test_ctrl_c_writes_report_and_model_exits_130_and_resumes(tmp_path, photo_folder):
-    out = tmp_path / "run"
-    storage = f"sqlite:///{out / 'study.db'}"
-    args = _search_args(photo_folder, out, 3)
-    run = subprocess.Popen(args, env=FAST_ENV, stderr=subprocess.PIPE, text=True)
-    _wait_for_running_epoch(storage)
-    while not (out / "best_model").exists() and run.poll() is None:  # let one trial finish first
-        time.sleep(0.5)
-    _wait_for_running_epoch(storage)
-    run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=120)
-    assert run.returncode == 130, err
-    assert "rerun the same command to resume" in err and "Traceback" not in err
-    assert (out / "report.html").is_file() and (out / "best_model" / "config.json").is_file()
-    states, study = _states(storage)
+# Ctrl-C at a chosen moment, without guessing how fast a trial is: this driver runs the CLI in-process and
+# holds the search still at one hook (writing the marker file "blocked") until the test's SIGINTs have reached
+# Python's handler, then lets it go on. Each SIGINT that reaches a handler writes the marker "got<count>".
+CTRL_C_DRIVER = """
+import os, signal, sys, time
+from pathlib import Path
+
+import autotl.cli, autotl.export, autotl.report
+import autotl.train._fit as _fit
+from autotl.search import _run
+
+WHERE, PRESSES, MARKS, ARGS = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
+seen, trial, done = [], [None], set()
+
+real_signal = signal.signal
+
+def counting_signal(signum, handler):  # every SIGINT handler the search installs counts the presses it gets
+    if signum == signal.SIGINT and callable(handler):
+        inner = getattr(handler, "inner", handler)
+        def counted(num, frame):
+            seen.append(num)
+            (MARKS / f"got{len(seen)}").write_text("")
+            return inner(num, frame)
+        counted.inner, handler = inner, counted
+    previous = real_signal(signum, handler)
+    return getattr(previous, "inner", previous)
+
+signal.signal = counting_signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def block(name):
+    if name != WHERE or name in done:
+        return
+    done.add(name)
+    (MARKS / "blocking").write_text(name)
+    (MARKS / "blocking").rename(MARKS / "blocked")  # whole when the test sees it
+    end = time.time() + 120  # a safety net only: the test presses Ctrl-C as soon as it sees the marker
+    while len(seen) < PRESSES and time.time() < end:
+        time.sleep(0.01)
+
+def wrap(owner, name, wrapper):
+    real = getattr(owner, name)
+    setattr(owner, name, lambda *a, **k: wrapper(real, *a, **k))
+
+def fit(real, config, dataset, trial_, *a, **k):
+    trial[0] = trial_.number
+    if trial_.number == 1:
+        block("next_trial")  # trial #1 has started, its recipe sampled, nothing trained yet
+    return real(config, dataset, trial_, *a, **k)
+
+def augment(real, *a, **k):
+    if trial[0] == 1:
+        block("training")  # trial #1's first training step
+    return real(*a, **k)
+
+def report_write(real, *a, **k):
+    block("report")  # the report refresh after trial #0 ended
+    return real(*a, **k)
+
+def keep_best(real, study, result, data, model_dir, number, value, **k):
+    if WHERE.startswith("export") and number == 1:
+        value += 1.0  # so that trial #1's model always replaces trial #0's
+    return real(study, result, data, model_dir, number, value, **k)
+
+def save_file(real, *a, **k):
+    out = real(*a, **k)
+    if trial[0] == 1:
+        block("export")  # the new model's weights are written, its config not yet
+    return out
+
+def replace(real, src, dst, *a, **k):
+    out = real(src, dst, *a, **k)
+    if trial[0] == 1 and Path(src).name == "best_model":
+        block("export_replace")  # the old model moved aside, the new one not yet in place
+    return out
+
+wrap(_run, "fit", fit)
+wrap(_fit, "augment", augment)
+wrap(autotl.report, "write", report_write)
+wrap(_run, "keep_best", keep_best)
+wrap(autotl.export, "save_file", save_file)
+wrap(os, "replace", replace)
+sys.exit(autotl.cli.main(ARGS))
+"""
+
+
+def _wait_for_file(path, run, timeout=300):
+    end = time.time() + timeout
+    while not path.exists():
+        if run.poll() is not None:
+            raise AssertionError(f"the search ended ({run.returncode}) before {path.name}: {run.communicate()[1]}")
+        if time.time() > end:
+            raise AssertionError(f"no {path.name} after {timeout} s")
+        time.sleep(0.05)
+
+
+def _ctrl_c_at(tmp_path, photo_folder, where, presses=1, n_trials=3):
+    """Run the search until ``where`` and press Ctrl-C ``presses`` times there.
+
+    Returns the search's command line, its exit code and stderr, and when the first press arrived.
+    """
+    out, marks = tmp_path / "run", tmp_path / "marks"
+    marks.mkdir()
+    args = _search_args(photo_folder, out, n_trials, "--max-epochs", "1",
+                        "--pruner", "none")  # every trial completes: no luck involved
+    driver = tmp_path / "driver.py"
+    driver.write_text(CTRL_C_DRIVER)
+    run = subprocess.Popen([sys.executable, str(driver), where, str(presses), str(marks), *args[3:]],
+                           env=FAST_ENV, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_file(marks / "blocked", run)
+        assert (marks / "blocked").read_text() == where
+        for press in range(1, presses + 1):
+            run.send_signal(signal.SIGINT)
+            if press < presses:
+                _wait_for_file(marks / f"got{press}", run)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    return args, run.returncode, err, (marks / "got1").stat().st_mtime_ns
+
+
+def _assert_clean_exit_130(out, code, err, pressed_ns):
+    """Exit 130, one line saying so on stderr (after the progress lines), no traceback, the report written after
+    the Ctrl-C, and nothing left of a model being written (a staging folder, or an old model moved aside)."""
+    assert code == 130, err
+    assert "Traceback" not in err, err
+    said = [line for line in err.splitlines() if line.startswith("autotl:")]
+    assert said == ["autotl: interrupted; finished trials are kept in the study, rerun the same command to resume"], err
+    assert (out / "report.html").stat().st_mtime_ns >= pressed_ns
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".best_model.") and p.name != ".best_model.lock"]
+
+
+def _assert_whole_model(out, study, trials):
+    """best_model/ is one whole model (config and weights load) of a complete trial among ``trials``, the one the
+    study (and so the report) names as exported."""
+    model = autotl.load_model(out / "best_model")
+    assert model.config["trial"] in trials, model.config
+    assert study.trials[model.config["trial"]].state == TrialState.COMPLETE
+    assert study.user_attrs["best_model_trial"] == model.config["trial"]
+
+
+def _interrupted(study):
+    """The numbers of the trials marked interrupted, each checked to have its recipe queued to run again."""
     interrupted = [t for t in study.trials if "interrupted" in t.user_attrs.get("error", "")]
-    assert interrupted and TrialState.WAITING in states  # its configuration is queued to run again
+    queued = [t.system_attrs.get("fixed_params") for t in study.trials if t.state == TrialState.WAITING]
+    for trial in interrupted:
+        assert trial.state == TrialState.FAIL and trial.params in queued, (trial, queued)
+    return [t.number for t in interrupted]
+
+
+def _rerun_ends_with_exactly(args, storage, n):
+    """Rerunning the plain command resumes: exactly ``n`` finished trials, none left running or queued."""
     subprocess.run(args, env=FAST_ENV, check=True, stderr=subprocess.DEVNULL, timeout=600)
     states, study = _states(storage)
-    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 3
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == n
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    return study
+
+
+def test_ctrl_c_writes_report_and_model_exits_130_and_resumes(tmp_path, photo_folder):
+    """Ctrl-C during the second trial's training: that trial ends, is marked interrupted and its recipe queued."""
+    out, storage = tmp_path / "run", f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    args, code, err, pressed = _ctrl_c_at(tmp_path, photo_folder, "training")
+    _assert_clean_exit_130(out, code, err, pressed)
+    assert (out / "best_model" / "config.json").is_file()
+    states, study = _states(storage)
+    assert _interrupted(study) == [1] and TrialState.WAITING in states  # its configuration is queued to run again
+    assert "interrupted (Ctrl-C)" in (out / "report.html").read_text()
+    _assert_whole_model(out, study, {0})
+    _rerun_ends_with_exactly(args, storage, 3)
+
+
+def test_a_second_ctrl_c_during_training_interrupts_at_once_and_loses_nothing(tmp_path, photo_folder):
+    """Ctrl-C twice during the second trial's training: the second press stops it at once, with the same result."""
+    out, storage = tmp_path / "run", f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    args, code, err, pressed = _ctrl_c_at(tmp_path, photo_folder, "training", presses=2, n_trials=2)
+    _assert_clean_exit_130(out, code, err, pressed)
+    states, study = _states(storage)
+    assert _interrupted(study) == [1] and TrialState.WAITING in states
+    _assert_whole_model(out, study, {0})
+    _rerun_ends_with_exactly(args, storage, 2)
+
+
+@pytest.mark.parametrize("where,presses", [("report", 1), ("report", 2), ("next_trial", 1)])
+def test_ctrl_c_between_trials_exits_130_keeps_the_model_and_resumes(tmp_path, photo_folder, where, presses):
+    """Ctrl-C (once, or twice) in the report refresh after the first trial ended, or as the second one starts
+    (its recipe sampled, nothing trained): exit 130, the finished trial and its model kept, the rerun resumes."""
+    out, storage = tmp_path / "run", f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    args, code, err, pressed = _ctrl_c_at(tmp_path, photo_folder, where, presses, n_trials=2)
+    _assert_clean_exit_130(out, code, err, pressed)
+    states, study = _states(storage)
+    assert states.count(TrialState.COMPLETE) == 1 and TrialState.RUNNING not in states
+    if where == "report":  # no trial was running: none is started, none is marked interrupted
+        assert len(states) == 1
+    else:  # the trial that had just started ends, and its recipe is queued to run again
+        assert _interrupted(study) == [1] and TrialState.WAITING in states
+    _assert_whole_model(out, study, {0})
+    _rerun_ends_with_exactly(args, storage, 2)
+
+
+@pytest.mark.parametrize("where,presses", [("export", 1), ("export_replace", 2)])
+def test_ctrl_c_while_the_best_model_is_written_leaves_a_whole_model(tmp_path, photo_folder, where, presses):
+    """Ctrl-C while the second trial's model replaces the first's: once, after its weights are written; or
+    twice (a second Ctrl-C "interrupts at once"), after the old model is moved aside and before the new one is
+    in. best_model/ is then one whole model of a complete trial, that trial is kept (or, had it been cut
+    short, queued again), exit 130, and the rerun ends with exactly n trials."""
+    out, storage = tmp_path / "run", f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    args, code, err, pressed = _ctrl_c_at(tmp_path, photo_folder, where, presses)
+    _assert_clean_exit_130(out, code, err, pressed)
+    states, study = _states(storage)
+    assert TrialState.RUNNING not in states
+    assert study.trials[1].state == TrialState.COMPLETE or _interrupted(study) == [1]
+    _assert_whole_model(out, study, {0, 1})
+    study = _rerun_ends_with_exactly(args, storage, 3)
+    _assert_whole_model(out, study, {0, 1, 2})
 
 
 def test_an_exception_in_one_trial_fails_it_alone(tmp_path, photo_folder):
