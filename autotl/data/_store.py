@@ -104,7 +104,13 @@ def open_store(samples: list[Sample], size: int, *, cache_dir=None, progress: bo
     """
     folder = cache_root(cache_dir)
     root = folder / fingerprint(samples)
-    target = max(1, min(size, _largest_side(samples, size)))
+    found = _find(root, size, len(samples))
+    if found is not None:
+        return found
+    largest = _recorded_side(root)  # a cache of smaller images says how small they are: no header to read
+    if largest is None:
+        largest = _largest_side(samples, size)
+    target = max(1, min(size, largest))
     found = _find(root, target, len(samples))
     if found is not None:
         return found
@@ -117,7 +123,9 @@ def open_store(samples: list[Sample], size: int, *, cache_dir=None, progress: bo
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then finds what the first one built
         found = _find(root, target, len(samples))
-        return found if found is not None else _build(samples, root, target, progress, interpolation)
+        if found is not None:
+            return found
+        return _build(samples, root, target, largest, progress, interpolation)
 
 
 def _largest_side(samples: list[Sample], size: int) -> int:
@@ -135,6 +143,16 @@ def _largest_side(samples: list[Sample], size: int) -> int:
         if first >= size or len(samples) <= HEADER_SAMPLE:
             return first
         return max(first, max(pool.map(one, samples[HEADER_SAMPLE:], chunksize=64), default=0))
+
+
+def _recorded_side(root: Path) -> int | None:
+    """The images' largest shorter side, as a cache at that size recorded it (None when none did)."""
+    for meta in sorted(root.glob("*/" + META)) if root.is_dir() else []:
+        try:
+            return int(json.loads(meta.read_text())["largest_side"])
+        except (OSError, ValueError, KeyError, TypeError):  # not recorded (images larger than the cache), or damaged
+            continue
+    return None
 
 
 def _find(root: Path, target: int, count: int) -> ImageStore | None:
@@ -170,7 +188,8 @@ def _check(folder: Path, size: int, count: int) -> ImageStore | None:
         return None
 
 
-def _build(samples: list[Sample], root: Path, size: int, progress: bool, interpolation: str) -> ImageStore:
+def _build(samples: list[Sample], root: Path, size: int, largest_side: int, progress: bool,
+           interpolation: str) -> ImageStore:
     """Decode every image once (JPEGs at a reduced DCT scale), square it at ``size`` and write its row."""
     staging = root / f".building-{size}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
@@ -205,7 +224,7 @@ def _build(samples: list[Sample], root: Path, size: int, progress: bool, interpo
             seconds = time.time() - started
             say(f"decoded {len(samples)} images in {seconds:.1f} s ({len(samples) / max(seconds, 1e-9):.0f} img/s)")
         meta = dict(version=VERSION, size=size, count=len(samples), failed={str(k): v for k, v in failed.items()},
-                    crc32=crcs)
+                    largest_side=largest_side if largest_side <= size else None, crc32=crcs)
         (staging / META).write_text(json.dumps(meta))
         final = root / str(size)
         with contextlib.suppress(OSError):  # another machine sharing the folder may have renamed its copy first
