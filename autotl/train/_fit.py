@@ -410,8 +410,8 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
         if not math.isfinite(val["loss"]):
             stop_pruned(f"non-finite validation loss at report {report}")
         if soft_deadline is not None:  # the schedule ends where the time does (never later than planned)
-            fits = report + max(1, int((soft_deadline - time.time()) / max(record["seconds"], 1e-3)))
-            last_report = min(planned_reports, fits)
+            fits = report + int((soft_deadline - time.time()) / max(record["seconds"], 1e-3))
+            last_report = max(report, min(planned_reports, fits))
             total_steps = min(planned_steps, last_report * steps_per_report)
             warmup_steps = min(planned_warmup, total_steps // 2)
         if soft_deadline is not None and report < last_report and time.time() + record["seconds"] > soft_deadline:
