@@ -169,14 +169,18 @@ def test_a_new_trial_needs_room_for_its_first_epoch_before_the_deadline():
     assert _room_for_a_trial(only_probes) == 0.03
 
 
-def test_the_warm_start_trains_small_images_at_a_small_resolution(photo_folder):
+def test_the_warm_start_trains_a_large_dataset_of_small_images_at_a_small_resolution(photo_folder, tmp_path):
     from autotl.search._run import resolution_for_small_images
     from autotl.space import load_space
 
-    space = load_space("default")
+    default = load_space("default")
+    text = (Path(autotl.__file__).parent / "search_spaces" / "default.yaml").read_text()
+    (tmp_path / "large.yaml").write_text(text.replace("report_every_images: 4096", "report_every_images: 4"))
+    large = load_space(tmp_path / "large.yaml")  # 36 training images are then 9 reports' worth: a large dataset
     digits = load_dataset("builtin:digits", max_per_class=5)  # 8-px images: 64 px is already 8 times larger
-    assert digits.store.size == 8 and resolution_for_small_images(space, digits) == 0.25
+    assert digits.store.size == 8 and resolution_for_small_images(large, digits) == 0.25
+    assert resolution_for_small_images(default, digits) is None  # few images: the warm start's 168 px is cheap
     photos = load_dataset(str(photo_folder))  # 48 px: the smallest input of at least 96 px
-    assert resolution_for_small_images(space, photos) == 0.5
-    params = space.warm_start_params(["tf_efficientnet_lite0"], resolution_scale=0.25)
+    assert resolution_for_small_images(large, photos) == 0.5
+    params = default.warm_start_params(["tf_efficientnet_lite0"], resolution_scale=0.25)
     assert {p["resolution_scale"] for _, p in params} == {0.25}

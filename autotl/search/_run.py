@@ -42,6 +42,7 @@ from ._retrain import refit_best
 STUDY_NAME = "autotl"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REPORT_RESERVE_S = 10.0  # time kept back from --timeout to write the report and the model
+LARGE_DATASET_REPORTS = 4  # a dataset of more training images than this many reports' worth is large
 TRIAL_SHARE = 0.25  # with --timeout, no trial may use more than this share of it (its schedule is fit to that)
 # A running trial beats every HEARTBEAT_S seconds; after GRACE_S seconds of silence it is stale.
 HEARTBEAT_S = int(os.environ.get("AUTOTL_HEARTBEAT_S", 10))
@@ -530,8 +531,11 @@ def largest_input(space: SearchSpace) -> int:
 
 
 def resolution_for_small_images(space: SearchSpace, data: ImageDataset) -> float | None:
-    """For images far smaller than the backbones' inputs (28-px scans), the smallest resolution scale that still
-    doubles their side, when it is below the warm start's: its recipes then do not spend minutes on upscaled pixels."""
+    """On a large dataset of small images (all of Fashion-MNIST's 28-px scans), the smallest resolution scale that
+    still doubles their side, when it is below the warm start's: its recipes then do not spend the budget on
+    upscaled pixels. A small dataset (digits) keeps the warm start's resolution: it is cheap there, and better."""
+    if data.count("train") < LARGE_DATASET_REPORTS * min(space.values("report_every_images")):
+        return None
     start = space.start_from.get("resolution_scale", TrialConfig.resolution_scale)
     fits = [s for s in sorted(space.values("resolution_scale"))
             if all(backbones.preprocessing(b, s).size >= 2 * data.store.size for b in space.backbones())]
