@@ -43,7 +43,8 @@ STUDY_NAME = "autotl"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REPORT_RESERVE_S = 10.0  # time kept back from --timeout to write the report and the model
 LARGE_DATASET_REPORTS = 4  # a dataset of more training images than this many reports' worth is large
-TRIAL_SHARE = 0.25  # with --timeout, no trial may use more than this share of it (its schedule is fit to that)
+RANK_SCALE = 0.5  # backbones are ranked at this resolution scale at least, except on large datasets of small images
+TRIAL_SHARE = 0.25  # on a large dataset, no trial may use more than this share of --timeout (its schedule fits it)
 # A running trial beats every HEARTBEAT_S seconds; after GRACE_S seconds of silence it is stale.
 HEARTBEAT_S = int(os.environ.get("AUTOTL_HEARTBEAT_S", 10))
 GRACE_S = int(os.environ.get("AUTOTL_GRACE_S", 40))
@@ -244,7 +245,7 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
             compile=compile, cache_dir=cache_dir))
     else:
         ctx = SearchContext(search_space, data, torch_device, weights_dir, deadline, seed, show, objectives=goals,
-                            soup=soup, compile=compile, trial_budget=timeout * TRIAL_SHARE if timeout else None)
+                            soup=soup, compile=compile, trial_budget=_trial_budget(timeout, search_space, data))
         try:
             with _first_ctrl_c_sets(ctx.interrupt):
                 _optimize(study, ctx, objective or default_objective, n_trials, deadline, run_dir, model_dir, show)
@@ -271,7 +272,9 @@ def _start(study, space, data, rank, warm_start, drop_margin, weights_dir, devic
     """Before the first trial: rank the backbones (LogME), then enqueue the warm-start recipes."""
     ranked = space.backbones()
     if rank and len(ranked) > 1:
-        scale = min(space.values("resolution_scale"))
+        small = resolution_for_small_images(space, data)
+        scales = space.values("resolution_scale")
+        scale = small if small is not None else min([s for s in scales if s >= RANK_SCALE] or scales)
         show.say(f"ranking {len(ranked)} backbones by LogME on their frozen features "
                  f"(up to {MAX_IMAGES} training images at x{scale:g} resolution)")
         ranking = rank_backbones(ranked, data, resolution_scale=scale, weights_dir=weights_dir, device=device,
@@ -530,11 +533,20 @@ def largest_input(space: SearchSpace) -> int:
                for name in space.backbones() for scale in space.values("resolution_scale"))
 
 
+def _trial_budget(timeout, space: SearchSpace, data: ImageDataset) -> float | None:
+    """On a large dataset, no trial may take more than TRIAL_SHARE of the --timeout (small ones run to their end)."""
+    return timeout * TRIAL_SHARE if timeout and _large(space, data) else None
+
+
+def _large(space: SearchSpace, data: ImageDataset) -> bool:
+    return data.count("train") >= LARGE_DATASET_REPORTS * min(space.values("report_every_images"))
+
+
 def resolution_for_small_images(space: SearchSpace, data: ImageDataset) -> float | None:
     """On a large dataset of small images (all of Fashion-MNIST's 28-px scans), the smallest resolution scale that
     still doubles their side, when it is below the warm start's: its recipes then do not spend the budget on
     upscaled pixels. A small dataset (digits) keeps the warm start's resolution: it is cheap there, and better."""
-    if data.count("train") < LARGE_DATASET_REPORTS * min(space.values("report_every_images")):
+    if not _large(space, data):
         return None
     start = space.start_from.get("resolution_scale", TrialConfig.resolution_scale)
     fits = [s for s in sorted(space.values("resolution_scale"))
