@@ -74,13 +74,12 @@ def _evaluate(args) -> int:
     unknown = sorted(set(data.classes) - set(model.classes))
     if unknown:
         raise AutoTLError(f"class {unknown[0]!r} of {args.dataset} is unknown to the model: evaluate on the same classes")
-    position = {name: i for i, name in enumerate(model.classes)}
+    column = np.array([model.classes.index(name) for name in data.classes])  # dataset label -> model output
     correct = 0
     with torch.inference_mode():
         for images, labels in data.batches(idx, pre.size, pre.interpolation, batch_size=128):
             predicted = model.model(pre.normalize(images)).argmax(1).numpy()
-            truth = np.array([position[data.classes[y]] for y in labels.numpy()])
-            correct += int((predicted == truth).sum())
+            correct += int((predicted == column[labels.numpy()]).sum())
     print(f"{split} accuracy: {correct / len(idx):.4f} ({correct}/{len(idx)} images)")
     return 0
 

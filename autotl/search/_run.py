@@ -271,8 +271,8 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
 def _start(study, space, data, rank, warm_start, drop_margin, weights_dir, device, seed, show) -> None:
     """Before the first trial: rank the backbones (LogME), then enqueue the warm-start recipes."""
     ranked = space.backbones()
+    small = resolution_for_small_images(space, data)
     if rank and len(ranked) > 1:
-        small = resolution_for_small_images(space, data)
         scales = space.values("resolution_scale")
         scale = small if small is not None else min([s for s in scales if s >= RANK_SCALE] or scales)
         show.say(f"ranking {len(ranked)} backbones by LogME on their frozen features "
@@ -286,7 +286,6 @@ def _start(study, space, data, rank, warm_start, drop_margin, weights_dir, devic
         ranked = kept(ranking)  # search() narrows the space to these from the stored ranking
     if not warm_start:
         return
-    small = resolution_for_small_images(space, data)
     if small is not None:
         show.say(f"the images are {data.store.size} px: the warm start trains at x{small:g} resolution, not larger")
     overrides = {} if small is None else {"resolution_scale": small}

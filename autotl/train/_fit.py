@@ -154,9 +154,9 @@ class _Inputs:
     fixed function of the image, the prefix's outputs, computed once per image and cached.
     """
 
-    def __init__(self, dataset, pre, device, train_index, features=None):
-        self.dataset, self.pre, self.device, self.train_index = dataset, pre, device, train_index
-        self.features = features or {}  # split -> (Features, dataset positions of its rows)
+    def __init__(self, dataset, pre, device):
+        self.dataset, self.pre, self.device = dataset, pre, device
+        self.features = {}  # split -> (Features, dataset positions of its rows), when the prefix is cached
         self.prefix = None
 
     def images(self, index) -> torch.Tensor:
@@ -194,7 +194,7 @@ class _Inputs:
 def _split_prefix(model, dataset, pre, device, config, weights_dir, pretrained, cache_prefix, train_index,
                   val_index):
     """(network to train, _Inputs, 'hit'/'miss'/'off'): the frozen prefix cut off when its outputs can be cached."""
-    inputs = _Inputs(dataset, pre, device, train_index)
+    inputs = _Inputs(dataset, pre, device)
     if not cache_prefix or config.augment_strength != 0 or config.regularizer == "mixup":
         return model, inputs, "off"
     example = inputs.eval_input(train_index[:2])
@@ -240,16 +240,16 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     the training steps through ``torch.compile`` (for a GPU; slower on a CPU, see
     benchmarks/RESULTS.md). ``number`` seeds the run (default: the trial's number).
     ``progress`` shows a bar (images/s, time left) for a report or an evaluation that takes
-    long. ``time_budget`` (seconds) caps this run: once the first report shows how long a
-    report takes, the schedule is shortened to end within it (its learning rate still
-    anneals, as in budgeted training), and the deadline moves to it. A multi-objective
+    long. ``time_budget`` (seconds) caps this run: after each report the schedule is
+    shortened, from how long that report took, to end within the budget and the deadline
+    (its learning rate still anneals, as in budgeted training). A multi-objective
     trial is not reported to (Optuna cannot prune those).
     """
     started = time.time()
     # the search's deadline cuts a report short; the trial's own budget only shortens its schedule
-    soft_deadline = min(d for d in (deadline, started + time_budget if time_budget else None, math.inf)
-                        if d is not None)
-    soft_deadline = None if soft_deadline == math.inf else soft_deadline
+    soft_deadline = deadline
+    if time_budget:
+        soft_deadline = started + time_budget if deadline is None else min(deadline, started + time_budget)
     device = resolve_device(device) if isinstance(device, str) else device
     if device.type == "cpu":
         keep_freed_memory()  # activations are not paged in afresh each step (benchmarks/allocator.py)
@@ -414,9 +414,6 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
             last_report = max(report, min(planned_reports, fits))
             total_steps = min(planned_steps, last_report * steps_per_report)
             warmup_steps = min(planned_warmup, total_steps // 2)
-        if soft_deadline is not None and report < last_report and time.time() + record["seconds"] > soft_deadline:
-            end_reason = f"time budget ran out after report {report}"
-            break
 
     if end_reason == "completed" and last_report < planned_reports:
         end_reason = f"completed a schedule shortened to {last_report} reports to end within the time budget"
