@@ -42,21 +42,28 @@ def _backbones(args) -> int:
 
 
 def _predict(args) -> int:
-    from .export import load_model
+    from .export import image_paths, load_model, predict_files
 
-    model = load_model(args.model)
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise AutoTLError(f"image {missing[0]} does not exist: pass paths of image files")
-    probabilities = model.predict_proba(args.images)
-    for path, row in zip(args.images, probabilities):
-        print(f"{path},{model.classes[row.argmax()]},{row.max():.4f}")
+    model = load_model(args.model, runtime=args.runtime)
+    if args.top_k < 1:
+        raise AutoTLError(f"--top-k must be at least 1, got {args.top_k}")
+    paths = image_paths(args.paths)
+    if args.out is None:
+        predict_files(model, paths, sys.stdout, top_k=args.top_k, batch_size=args.batch_size, progress=True)
+        return 0
+    out = Path(args.out)
+    if out.is_dir():
+        raise AutoTLError(f"--out {out} is a folder: pass a file name for the CSV, e.g. predictions.csv")
+    partial = out.with_name(out.name + ".partial")  # a stopped job leaves no file that looks finished
+    with open(partial, "w", newline="") as handle:
+        count = predict_files(model, paths, handle, top_k=args.top_k, batch_size=args.batch_size, progress=True)
+    partial.replace(out)
+    print(f"{count} predictions in {out}", file=sys.stderr)
     return 0
 
 
 def _evaluate(args) -> int:
     import numpy as np
-    import torch
 
     from .data import load_dataset
     from .export import load_model
@@ -76,10 +83,8 @@ def _evaluate(args) -> int:
         raise AutoTLError(f"class {unknown[0]!r} of {args.dataset} is unknown to the model: evaluate on the same classes")
     column = np.array([model.classes.index(name) for name in data.classes])  # dataset label -> model output
     correct = 0
-    with torch.inference_mode():
-        for images, labels in data.batches(idx, pre.size, pre.interpolation, batch_size=128):
-            predicted = model.model(pre.normalize(images)).argmax(1).numpy()
-            correct += int((predicted == column[labels.numpy()]).sum())
+    for images, labels in data.batches(idx, pre.size, pre.interpolation, batch_size=128):
+        correct += int((model.logits(images).argmax(1) == column[labels.numpy()]).sum())
     print(f"{split} accuracy: {correct / len(idx):.4f} ({correct}/{len(idx)} images)")
     return 0
 
@@ -168,9 +173,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--weights-dir", default=None)
     b.set_defaults(run=_backbones)
 
-    p = commands.add_parser("predict", help="predict the class of images with an exported model")
+    p = commands.add_parser("predict", help="predict the class of images with an exported model, as CSV rows")
     p.add_argument("--model", required=True, help="an exported model folder (RUN_DIR/best_model)")
-    p.add_argument("images", nargs="+")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files, folders (every file below them) or .csv lists with a path column")
+    p.add_argument("--out", default=None, help="write the CSV here (default: standard output)")
+    p.add_argument("--top-k", type=int, default=1, help="also write the next most likely classes, up to K (default: 1)")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="torch (default) or onnx: predict through ONNX Runtime with the folder's model.onnx")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.set_defaults(run=_predict)
 
     e = commands.add_parser("evaluate", help="accuracy of an exported model on a dataset's test (or other) split")

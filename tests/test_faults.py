@@ -95,6 +95,7 @@ import os, signal, sys, time
 from pathlib import Path
 
 import autotl.cli, autotl.export, autotl.report
+import safetensors.torch
 import autotl.train._fit as _fit
 from autotl.search import _run
 
@@ -167,7 +168,7 @@ wrap(_run, "fit", fit)
 wrap(_fit, "augment", augment)
 wrap(autotl.report, "write", report_write)
 wrap(_run, "keep_best", keep_best)
-wrap(autotl.export, "save_file", save_file)
+wrap(safetensors.torch, "save_file", save_file)
 wrap(os, "replace", replace)
 sys.exit(autotl.cli.main(ARGS))
 """

@@ -491,7 +491,7 @@ def test_cost_and_warm_start_become_columns_of_the_trials_table():
     assert trials["warm_start"].iloc[0] == f"linear_probe on {EVIL}" and pd.isna(trials["warm_start"].iloc[1])
     page = _html.render(study)
     table = page[page.index('<section id="trials">'):]
-    for header in ("train time (s)", "latency (ms)", "size (MB)", "warm start"):
+    for header in ("train time (s)", "PyTorch latency (ms, batch 1)", "size (MB)", "warm start"):
         assert f"<th>{header}</th>" in table
     assert ">12.5<" in table and ">3.25<" in table and ">9.5<" in table
     assert f"linear_probe on {EVIL_TEXT}" in table and EVIL not in page
@@ -567,7 +567,7 @@ def test_a_two_objective_study_renders_with_its_pareto_front(tmp_path):
     assert [row.split("</td>")[0].rsplit(">", 1)[1] for row in rows] == ["0", "1", "6"]  # fastest first
     trials = page[page.index('<section id="trials">'):]
     assert "<th>Pareto front</th>" in trials and trials.count(">yes<") == 3
-    assert "<th>latency (ms)</th>" in trials
+    assert "<th>PyTorch latency (ms, batch 1)</th>" in trials
 
 
 def test_the_pareto_figure_joins_the_front_in_order_of_latency():
@@ -597,7 +597,7 @@ def test_an_old_study_shows_none_of_the_new_parts():
     study.add_trial(_trial(0.6))
     page = _html.render(make_study()) + _html.render(study)
     for absent in ('<section id="pareto">', "figure-pareto", "figure-ranking", "Backbone ranking",
-                   "<th>train time (s)</th>", "<th>latency (ms)</th>", "<th>warm start</th>", "Pareto front",
+                   "<th>train time (s)</th>", "<th>PyTorch latency (ms, batch 1)</th>", "<th>warm start</th>", "Pareto front",
                    "Objectives"):
         assert absent not in page
     assert "<h2>6. All trials</h2>" in page

@@ -111,7 +111,7 @@ def test_accuracy_and_latency_search_stores_cost_and_exports_the_most_accurate(t
         assert t.values[1] == t.user_attrs["latency_ms"] > 0
         assert t.user_attrs["model_mb"] > 1 and 0 < t.user_attrs["train_seconds"] <= t.user_attrs["wall_seconds"]
     best = max(complete, key=lambda t: (t.values[0], -t.values[1], -t.number))  # as accurate and faster wins
-    exported = json.loads((out / "best_model" / "config.json").read_text())
+    exported = json.loads((out / "best_model" / "config.json").read_text())["autotl"]
     assert (exported["trial"], exported["value"], exported["latency_ms"]) == (best.number, *best.values)
     assert "Pareto front" in (out / "report.html").read_text()
     # the same run directory with the other objective is refused in one line
@@ -124,7 +124,8 @@ def test_export_any_trial_trains_it_again_to_the_same_score(finished_run, tmp_pa
     trial = finished_run.study.trials[1]
     out = tmp_path / "trial1"
     assert main(["export", str(finished_run.run_dir), "--trial", "1", "--out", str(out)]) == 0
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "config.json").read_text())["autotl"]
+    assert (out / "model.onnx").is_file()
     assert config["trial"] == 1 and config["hyperparameters"] == trial.user_attrs["config"]
     assert config["metrics"]["accuracy"] == trial.user_attrs["metrics"]["accuracy"]
     assert config["metrics"]["loss"] == pytest.approx(trial.user_attrs["metrics"]["loss"], rel=1e-3)
@@ -136,7 +137,7 @@ def test_export_any_trial_trains_it_again_to_the_same_score(finished_run, tmp_pa
 def test_refit_trains_the_best_recipe_on_train_and_validation(tmp_path, photo_folder):
     result = autotl.search(str(photo_folder), space="quick", n_trials=1, max_epochs=2, out=tmp_path / "run",
                            progress=False, refit=True)
-    config = json.loads((result.model_dir / "config.json").read_text())
+    config = json.loads((result.model_dir / "config.json").read_text())["autotl"]
     data = autotl.load_dataset(str(photo_folder))
     best = result.best_trial
     assert config["refit"]["train_images"] == data.count("train") + data.count("val")

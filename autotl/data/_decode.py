@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 _INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,
@@ -66,14 +66,21 @@ def side(path) -> int:
 
 
 def resize(pixels: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:
-    """Resize the shorter side to ``size`` and centre-crop to a ``size`` x ``size`` square."""
+    """Resize the shorter side to ``size`` and centre-crop a ``size`` x ``size`` square.
+
+    The arithmetic is torchvision's ``Resize(size)`` + ``CenterCrop(size)``, the eval
+    transform timm builds from an exported model's config, so the two give the same pixels.
+    """
     height, width = pixels.shape[:2]
-    if (height, width) == (size, size):
+    if height == width == size:
         return pixels
-    scale = size / min(height, width)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = Image.fromarray(pixels).resize((new_w, new_h), _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC))
-    left, top = (new_w - size) // 2, (new_h - size) // 2
+    short, long = min(height, width), max(height, width)
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
+    image = Image.fromarray(pixels)
+    if (new_h, new_w) != (height, width):
+        image = image.resize((new_w, new_h), _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC))
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
@@ -96,3 +103,13 @@ def model_input(pixels: np.ndarray, size: int, interpolation: str = "bicubic") -
     """One image (HxWx3 uint8) as a model sees it: uint8 3 x size x size, made the way training made it."""
     kept = torch.from_numpy(np.array(square(pixels, size, interpolation))).permute(2, 0, 1)
     return resize_batch(kept[None], size, interpolation)[0]
+
+
+def unreadable_because(error: Exception) -> str:
+    """Why a file could not be used, in a few words."""
+    if isinstance(error, Image.DecompressionBombError):
+        return "too large to decode safely (a decompression bomb?)"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image format PIL can read"
+    text = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+    return text[:80]

@@ -26,14 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..errors import DatasetError
 from . import _decode
 from ._sources import Sample
 
-VERSION = 1
+VERSION = 2  # 2: resize rounds as torchvision does (caches of 1 are rebuilt)
 META, ROWS = "meta.json", "images.u8"
 LOUD_BUILD = 1000  # a build of this many images or more says so on stderr (a bar shows on a terminal)
 HEADER_SAMPLE = 200  # files whose header is read first: if one reaches the size asked for, the rest need not be
@@ -204,7 +203,7 @@ def _build(samples: list[Sample], root: Path, size: int, largest_side: int, prog
                 try:
                     row = _decode.resize(_pixels(samples[i], size), size, interpolation)
                 except Exception as error:  # noqa: BLE001 - any failure on one file skips that file alone
-                    failed[i] = _reason(error)
+                    failed[i] = _decode.unreadable_because(error)
                     row = np.zeros((size, size, 3), np.uint8)
                 data = np.ascontiguousarray(row).tobytes()
                 os.pwrite(fd, data, i * row_bytes)
@@ -236,13 +235,3 @@ def _build(samples: list[Sample], root: Path, size: int, largest_side: int, prog
 
 def _pixels(sample: Sample, size: int) -> np.ndarray:
     return sample.pixels if sample.pixels is not None else _decode.decode(sample.path, size)
-
-
-def _reason(error: Exception) -> str:
-    """Why a file could not be used, in a few words."""
-    if isinstance(error, Image.DecompressionBombError):
-        return "too large to decode safely (a decompression bomb?)"
-    if isinstance(error, UnidentifiedImageError):
-        return "not an image format PIL can read"
-    text = str(error).splitlines()[0] if str(error) else error.__class__.__name__
-    return text[:80]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import fcntl
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from ..data import resize
 
 MAX_GALLERY = 24
 THUMBNAIL_PX = 64
+ONNX_CHECK_IMAGES = 8
 
 
 def keep_best(study, result, data, model_dir, trial_number: int, value: float, latency: float | None = None) -> bool:
@@ -35,7 +35,7 @@ def keep_best(study, result, data, model_dir, trial_number: int, value: float, l
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(model_dir.parent / ".best_model.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        info = _exported(model_dir)
+        info = export.record(model_dir)
         exported, exported_latency = _value(info), info.get("latency_ms")
         faster = latency is not None and exported_latency is not None and latency < exported_latency
         if value < exported or (value == exported and not faster):
@@ -49,9 +49,17 @@ def keep_best(study, result, data, model_dir, trial_number: int, value: float, l
     return True
 
 
-def exported_value(model_dir: Path) -> float:
-    """The score of the model exported in ``model_dir``; -inf when there is none (or it is unreadable)."""
-    return _value(_exported(model_dir))
+def add_onnx(model_dir, data, say=lambda text: None) -> None:
+    """Write ``model_dir/model.onnx`` and check it against PyTorch on the first few validation images."""
+    if not (Path(model_dir) / export.CONFIG).is_file():
+        return
+    pre = export.read_config(model_dir).preprocessing
+    index = (data.indices("val") if data.count("val") else data.indices("train"))[:ONNX_CHECK_IMAGES]
+    images, _ = next(data.batches(index, pre.size, pre.interpolation, batch_size=len(index)))
+    check = export.add_onnx(model_dir, images)
+    if check:
+        say(f"model.onnx checked in ONNX Runtime on {check['checked_images']} validation images: probabilities "
+            f"within {check['max_probability_difference']:.2g} of PyTorch's")
 
 
 def _value(info: dict) -> float:
@@ -59,14 +67,6 @@ def _value(info: dict) -> float:
         return float(info["value"])
     except (KeyError, TypeError, ValueError):
         return float("-inf")
-
-
-def _exported(model_dir: Path) -> dict:
-    try:
-        config = json.loads((Path(model_dir) / export.CONFIG).read_text())
-        return config if isinstance(config, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def analyse(result, data) -> dict:

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import export
+from ._best import add_onnx
 from ..data import load_dataset
 from ..errors import AutoTLError
 from ..space import TrialConfig
@@ -56,6 +57,7 @@ def export_trial(study: optuna.Study, number: int, out: str | Path, *, device: s
                  seed=data.seed, epochs=len(trial.user_attrs["history"]), soup=bool(trial.user_attrs.get("soup_epochs")))
     stored = float((trial.user_attrs.get("metrics") or {}).get("accuracy", float("nan")))
     model_dir = export.save(result, out, extra=dict(trial=number, value=result.metrics["accuracy"], dataset=data.spec))
+    add_onnx(model_dir, data, say)
     return model_dir, stored, result.metrics["accuracy"]
 
 

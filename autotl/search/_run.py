@@ -33,7 +33,7 @@ from ..data import ImageDataset, load_dataset
 from ..errors import AutoTLError
 from ..space import SearchSpace, TrialConfig, load_space
 from ..train import TrialResult, fit, resolve_device
-from ._best import keep_best
+from ._best import add_onnx, keep_best
 from ._plugins import make_pruner, make_sampler
 from ._progress import Progress
 from ._rank import MAX_IMAGES, kept, rank_backbones
@@ -262,6 +262,7 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
                                                   ": give a larger --timeout or --n-trials"))
     if refit:
         refit_best(study, best, data, model_dir, torch_device, weights_dir, seed, show.say)
+    add_onnx(model_dir, data, show.say)
     report.write(study, run_dir / "report.html")
     show.say(f"best validation accuracy {_score(best):.4f} (trial #{best.number}); "
              f"model in {model_dir}; report in {run_dir / 'report.html'}")
