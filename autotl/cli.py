@@ -13,14 +13,33 @@ from .errors import AutoTLError
 def _search(args) -> int:
     from .search import search
 
-    result = search(args.dataset, space=args.space, n_trials=args.n_trials, timeout=args.timeout,
-                    max_epochs=args.max_epochs, out=args.out, seed=args.seed, device=args.device,
-                    sampler=args.sampler, pruner=args.pruner, weights_dir=args.weights_dir,
-                    storage=args.storage, study_name=args.study_name, workers=args.workers,
-                    val_fraction=args.val_fraction, max_per_class=args.max_per_class,
-                    allow_outside_paths=args.allow_outside_paths, objectives=args.objective,
-                    rank=not args.no_rank, warm_start=not args.no_warm_start, drop_backbones=args.drop_backbones,
-                    refit=args.refit, soup=args.soup, compile=args.compile, cache_dir=args.cache_dir)
+    result = search(
+        args.dataset,
+        space=args.space,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        max_epochs=args.max_epochs,
+        out=args.out,
+        seed=args.seed,
+        device=args.device,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        weights_dir=args.weights_dir,
+        storage=args.storage,
+        study_name=args.study_name,
+        workers=args.workers,
+        val_fraction=args.val_fraction,
+        max_per_class=args.max_per_class,
+        allow_outside_paths=args.allow_outside_paths,
+        objectives=args.objective,
+        rank=not args.no_rank,
+        warm_start=not args.no_warm_start,
+        drop_backbones=args.drop_backbones,
+        refit=args.refit,
+        soup=args.soup,
+        compile=args.compile,
+        cache_dir=args.cache_dir,
+    )
     print(f"best validation accuracy: {result.best_value:.4f}")
     print(f"best recipe: {result.best_config.describe()}")
     print(f"model: {result.model_dir}")
@@ -34,6 +53,7 @@ def _backbones(args) -> int:
     names = args.names or None
     if args.space:
         from .space import load_space
+
         names = load_space(args.space).backbones()
     print("backbone,weights_from,available,detail")
     for name, source in catalog(names, args.weights_dir):
@@ -70,8 +90,14 @@ def _evaluate(args) -> int:
 
     model = load_model(args.model)
     pre = model.preprocessing
-    data = load_dataset(args.dataset, max_per_class=args.max_per_class, allow_outside_paths=args.allow_outside_paths,
-                        image_size=pre.size, cache_dir=args.cache_dir, progress=True)
+    data = load_dataset(
+        args.dataset,
+        max_per_class=args.max_per_class,
+        allow_outside_paths=args.allow_outside_paths,
+        image_size=pre.size,
+        cache_dir=args.cache_dir,
+        progress=True,
+    )
     split = args.split
     if split == "auto":
         split = "test" if data.count("test") else "all"
@@ -80,7 +106,9 @@ def _evaluate(args) -> int:
         raise AutoTLError(f"{args.dataset} has no {split} images: use --split all|train|val|test")
     unknown = sorted(set(data.classes) - set(model.classes))
     if unknown:
-        raise AutoTLError(f"class {unknown[0]!r} of {args.dataset} is unknown to the model: evaluate on the same classes")
+        raise AutoTLError(
+            f"class {unknown[0]!r} of {args.dataset} is unknown to the model: evaluate on the same classes"
+        )
     column = np.array([model.classes.index(name) for name in data.classes])  # dataset label -> model output
     correct = 0
     for images, labels in data.batches(idx, pre.size, pre.interpolation, batch_size=128):
@@ -101,7 +129,9 @@ def _load_study(args):
     try:
         return optuna.load_study(study_name=args.study_name, storage=open_storage(storage))
     except KeyError as error:
-        raise AutoTLError(f"no study named {args.study_name!r} in {storage.split('@')[-1]}: pass --study-name") from error
+        raise AutoTLError(
+            f"no study named {args.study_name!r} in {storage.split('@')[-1]}: pass --study-name"
+        ) from error
 
 
 def _report(args) -> int:
@@ -118,53 +148,103 @@ def _export(args) -> int:
     out = args.out or Path(args.run_dir) / f"trial_{args.trial}_model"
     if Path(out).exists() and not Path(out).is_dir():
         raise AutoTLError(f"--out {out} is a file: pass a folder for the model (it is created or replaced)")
-    model_dir, stored, got = export_trial(_load_study(args), args.trial, out, device=args.device,
-                                          weights_dir=args.weights_dir, say=lambda text: print(text, file=sys.stderr))
+    model_dir, stored, got = export_trial(
+        _load_study(args),
+        args.trial,
+        out,
+        device=args.device,
+        weights_dir=args.weights_dir,
+        say=lambda text: print(text, file=sys.stderr),
+    )
     print(f"trial {args.trial}: validation accuracy {got:.4f} (the search recorded {stored:.4f})")
     print(f"model: {model_dir}")
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="autotl", description="Search fine-tuning strategies for pretrained image models.")
+    main = argparse.ArgumentParser(
+        prog="autotl", description="Search fine-tuning strategies for pretrained image models."
+    )
     commands = main.add_subparsers(dest="command", required=True)
 
     s = commands.add_parser("search", help="search fine-tuning recipes for a dataset and export the best model")
-    s.add_argument("--dataset", required=True, help="image folder, CSV file (path,label[,split]) or builtin:digits | builtin:fashion-mnist")
+    s.add_argument(
+        "--dataset",
+        required=True,
+        help="image folder, CSV file (path,label[,split]) or builtin:digits | builtin:fashion-mnist",
+    )
     s.add_argument("--space", default="default", help="search space: default, quick, or a YAML file (default: default)")
     s.add_argument("--n-trials", type=int, default=20, help="total finished trials the study should have (default: 20)")
     s.add_argument("--timeout", type=float, default=None, help="wall-clock budget in seconds for this run")
-    s.add_argument("--max-epochs", type=int, default=None, help="most epochs per trial (default: the space's max_epochs)")
+    s.add_argument(
+        "--max-epochs", type=int, default=None, help="most epochs per trial (default: the space's max_epochs)"
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--out", default=None, help="run directory (default: reports/<dataset name>/); rerun to resume")
     s.add_argument("--sampler", default="tpe", help="tpe (default) or random")
     s.add_argument("--pruner", default="hyperband", help="hyperband (default), median or none")
-    s.add_argument("--weights-dir", default=None, help="folder of <timm name>.safetensors|.pth weight files, tried first")
+    s.add_argument(
+        "--weights-dir", default=None, help="folder of <timm name>.safetensors|.pth weight files, tried first"
+    )
     s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (one per GPU; default: 1)")
-    s.add_argument("--storage", default=None,
-                   help="study storage URL, e.g. postgresql://user:pass@host/db (default: sqlite:///RUN_DIR/study.db)")
+    s.add_argument(
+        "--storage",
+        default=None,
+        help="study storage URL, e.g. postgresql://user:pass@host/db (default: sqlite:///RUN_DIR/study.db)",
+    )
     s.add_argument("--study-name", default="autotl", help="study name inside the storage (default: autotl)")
-    s.add_argument("--val-fraction", type=float, default=0.2, help="share of train held out for validation when there is no val split")
+    s.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of train held out for validation when there is no val split",
+    )
     s.add_argument("--max-per-class", type=int, default=None, help="cap images per class and split, for quick runs")
-    s.add_argument("--allow-outside-paths", action="store_true",
-                   help="let a CSV name images outside its own folder (off by default: only for CSVs you trust)")
-    s.add_argument("--objective", default="accuracy",
-                   help="accuracy (default), or accuracy,latency for a multi-objective search (Pareto front in the report)")
-    s.add_argument("--drop-backbones", type=float, nargs="?", const=0.1, default=None, metavar="MARGIN",
-                   help="leave out backbones whose LogME score is more than MARGIN below the best (default margin 0.1)")
+    s.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let a CSV name images outside its own folder (off by default: only for CSVs you trust)",
+    )
+    s.add_argument(
+        "--objective",
+        default="accuracy",
+        help="accuracy (default), or accuracy,latency for a multi-objective search (Pareto front in the report)",
+    )
+    s.add_argument(
+        "--drop-backbones",
+        type=float,
+        nargs="?",
+        const=0.1,
+        default=None,
+        metavar="MARGIN",
+        help="leave out backbones whose LogME score is more than MARGIN below the best (default margin 0.1)",
+    )
     s.add_argument("--no-rank", action="store_true", help="do not rank the backbones by LogME before training")
-    s.add_argument("--no-warm-start", action="store_true",
-                   help="let the sampler pick every trial (no warm-start recipes first)")
-    s.add_argument("--refit", action="store_true",
-                   help="retrain the best recipe on train + validation for its best epoch count before exporting")
-    s.add_argument("--soup", action="store_true",
-                   help="average each trial's best epochs greedily (a model soup), kept when validation does not drop")
-    s.add_argument("--compile", action="store_true",
-                   help="run training steps through torch.compile: for a GPU and long trials (on a CPU it costs "
-                        "a slow first epoch and gains nothing, see benchmarks/RESULTS.md)")
-    s.add_argument("--cache-dir", default=None,
-                   help="where decoded images are cached, shared by later runs (default: ~/.cache/autotl/images)")
+    s.add_argument(
+        "--no-warm-start", action="store_true", help="let the sampler pick every trial (no warm-start recipes first)"
+    )
+    s.add_argument(
+        "--refit",
+        action="store_true",
+        help="retrain the best recipe on train + validation for its best epoch count before exporting",
+    )
+    s.add_argument(
+        "--soup",
+        action="store_true",
+        help="average each trial's best epochs greedily (a model soup), kept when validation does not drop",
+    )
+    s.add_argument(
+        "--compile",
+        action="store_true",
+        help="run training steps through torch.compile: for a GPU and long trials (on a CPU it costs "
+        "a slow first epoch and gains nothing, see benchmarks/RESULTS.md)",
+    )
+    s.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where decoded images are cached, shared by later runs (default: ~/.cache/autotl/images)",
+    )
     s.set_defaults(run=_search)
 
     b = commands.add_parser("backbones", help="list candidate backbones and whether their weights are here")
@@ -175,23 +255,37 @@ def parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("predict", help="predict the class of images with an exported model, as CSV rows")
     p.add_argument("--model", required=True, help="an exported model folder (RUN_DIR/best_model)")
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="image files, folders (every file below them) or .csv lists with a path column")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="image files, folders (every file below them) or .csv lists with a path column",
+    )
     p.add_argument("--out", default=None, help="write the CSV here (default: standard output)")
     p.add_argument("--top-k", type=int, default=1, help="also write the next most likely classes, up to K (default: 1)")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
-                   help="torch (default) or onnx: predict through ONNX Runtime with the folder's model.onnx")
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="torch (default) or onnx: predict through ONNX Runtime with the folder's model.onnx",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.set_defaults(run=_predict)
 
     e = commands.add_parser("evaluate", help="accuracy of an exported model on a dataset's test (or other) split")
     e.add_argument("--model", required=True)
     e.add_argument("--dataset", required=True)
-    e.add_argument("--split", default="auto", choices=["auto", "all", "train", "val", "test"],
-                   help="auto (default): the test split when the dataset has one, else every image")
+    e.add_argument(
+        "--split",
+        default="auto",
+        choices=["auto", "all", "train", "val", "test"],
+        help="auto (default): the test split when the dataset has one, else every image",
+    )
     e.add_argument("--max-per-class", type=int, default=None)
     e.add_argument("--allow-outside-paths", action="store_true", help="let a CSV name images outside its folder")
-    e.add_argument("--cache-dir", default=None, help="where decoded images are cached (default: ~/.cache/autotl/images)")
+    e.add_argument(
+        "--cache-dir", default=None, help="where decoded images are cached (default: ~/.cache/autotl/images)"
+    )
     e.set_defaults(run=_evaluate)
 
     r = commands.add_parser("report", help="rebuild RUN_DIR/report.html from the study's storage")
@@ -222,8 +316,10 @@ def main(argv=None) -> int:
         print(f"autotl: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("autotl: interrupted; finished trials are kept in the study, rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            "autotl: interrupted; finished trials are kept in the study, rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -40,6 +40,7 @@ SIZE, BATCH, ROUNDS, STEPS, WARM = 112, 32, 3, 15, 3
 
 def step_rounds(model, optimizer, x, y) -> tuple[list[float], int]:
     """Median ms per step of each round, and the page faults per step over all rounds."""
+
     def step():
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
@@ -62,8 +63,15 @@ def step_rounds(model, optimizer, x, y) -> tuple[list[float], int]:
 
 
 def trial_images_per_s(data) -> float:
-    result = autotl_run(data, torch.device("cpu"), resolution_scale=0.5, frozen_depth=0.0, augment_strength=0.3,
-                        batch_size=BATCH, max_epochs=2)
+    result = autotl_run(
+        data,
+        torch.device("cpu"),
+        resolution_scale=0.5,
+        frozen_depth=0.0,
+        augment_strength=0.3,
+        batch_size=BATCH,
+        max_epochs=2,
+    )
     return data.count("train") / result.history[-1]["train_seconds"]
 
 
@@ -71,8 +79,9 @@ def main() -> dict:
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="autotl-allocator-"))
     try:
-        photos = split_folders(natural_photos(work / "photos", train_per_class=40, test_per_class=1)[0],
-                               work / "photos-split")
+        photos = split_folders(
+            natural_photos(work / "photos", train_per_class=40, test_per_class=1)[0], work / "photos-split"
+        )
         data = load_dataset(str(photos))
         model = backbones.create(BACKBONE, 10).to(memory_format=torch.channels_last).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -91,21 +100,36 @@ def main() -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     default, kept = "glibc defaults", "freed memory kept"
-    results = dict(step_speedup=round(statistics.median(ms[default]) / statistics.median(ms[kept]), 3),
-                   trial_speedup=round(ips[kept] / ips[default], 3),
-                   page_faults_per_step={k: v for k, v in faults.items()})
-    machine = dict(cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
-                   torch=torch.__version__, libc=" ".join(platform.libc_ver()))
-    lines = [f"Machine: {json.dumps(machine)}", "",
-             f"{BACKBONE}, {SIZE} px, batch {BATCH}, channels_last, CPU; first with the C library's defaults, then "
-             "with freed memory kept (the setting cannot be undone in a process).", "",
-             "| | step ms per round | page faults per step | trial images/s (2nd epoch) | peak RSS so far, MB |",
-             "| --- | --- | --- | --- | --- |"]
+    results = dict(
+        step_speedup=round(statistics.median(ms[default]) / statistics.median(ms[kept]), 3),
+        trial_speedup=round(ips[kept] / ips[default], 3),
+        page_faults_per_step={k: v for k, v in faults.items()},
+    )
+    machine = dict(
+        cpu=platform.processor() or platform.machine(),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        libc=" ".join(platform.libc_ver()),
+    )
+    lines = [
+        f"Machine: {json.dumps(machine)}",
+        "",
+        f"{BACKBONE}, {SIZE} px, batch {BATCH}, channels_last, CPU; first with the C library's defaults, then "
+        "with freed memory kept (the setting cannot be undone in a process).",
+        "",
+        "| | step ms per round | page faults per step | trial images/s (2nd epoch) | peak RSS so far, MB |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for setting in (default, kept):
-        lines.append(f"| {setting} | {', '.join(f'{t:.1f}' for t in ms[setting])} | {faults[setting]} | "
-                     f"{ips[setting]:.2f} | {peak[setting]:.0f} |")
-    lines += ["", f"Training step {results['step_speedup']:.3f}x, whole trial epoch {results['trial_speedup']:.3f}x "
-              "as fast with freed memory kept."]
+        lines.append(
+            f"| {setting} | {', '.join(f'{t:.1f}' for t in ms[setting])} | {faults[setting]} | "
+            f"{ips[setting]:.2f} | {peak[setting]:.0f} |"
+        )
+    lines += [
+        "",
+        f"Training step {results['step_speedup']:.3f}x, whole trial epoch {results['trial_speedup']:.3f}x "
+        "as fast with freed memory kept.",
+    ]
     write_section("python benchmarks/allocator.py", lines)
     print(json.dumps(results))
     return results

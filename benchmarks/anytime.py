@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -50,9 +51,17 @@ def run_one(task: dict) -> dict:
     import autotl
 
     started = time.time()
-    result = autotl.search(task["spec"], space="default", n_trials=1000, timeout=task["budget"], seed=task["seed"],
-                           out=task["out"], max_per_class=task.get("max_per_class"), progress=False,
-                           **METHODS[task["method"]])
+    result = autotl.search(
+        task["spec"],
+        space="default",
+        n_trials=1000,
+        timeout=task["budget"],
+        seed=task["seed"],
+        out=task["out"],
+        max_per_class=task.get("max_per_class"),
+        progress=False,
+        **METHODS[task["method"]],
+    )
     points = []
     for t in result.study.trials:
         if t.state.name == "COMPLETE" and t.datetime_complete is not None:
@@ -63,8 +72,14 @@ def run_one(task: dict) -> dict:
         if value > best:
             best = value
             curve.append([round(seconds, 2), value])
-    return dict(task, curve=curve, final=best if curve else None, trials=len(result.study.trials),
-                complete=len(points), wall=round(time.time() - started, 1))
+    return dict(
+        task,
+        curve=curve,
+        final=best if curve else None,
+        trials=len(result.study.trials),
+        complete=len(points),
+        wall=round(time.time() - started, 1),
+    )
 
 
 def time_to_reach(curve: list, target: float) -> float | None:
@@ -92,9 +107,11 @@ def summarise(runs: list[dict], budget: float) -> dict:
         out[dataset] = dict(
             autotl_time_to_random_final_fraction=[round(r, 3) for r in reach],
             median_time_fraction=round(statistics.median(reach), 3),
-            finals={m: v for m, v in finals.items()}, median_final=median,
+            finals={m: v for m, v in finals.items()},
+            median_final=median,
             reaches_random_in_a_fifth=statistics.median(reach) <= 0.2,
-            beats_tpe_median=median["autotl"] >= median["tpe_median"])
+            beats_tpe_median=median["autotl"] >= median["tpe_median"],
+        )
     return out
 
 
@@ -110,13 +127,28 @@ def figure(runs: list[dict], budget: float, path: Path) -> None:
         for r in sorted((r for r in runs if r["dataset"] == dataset), key=lambda r: (r["method"], r["seed"])):
             xs = [p[0] for p in r["curve"]] + [budget]
             ys = [p[1] for p in r["curve"]] + ([r["curve"][-1][1]] if r["curve"] else [])
-            fig.add_trace(go.Scatter(x=xs[:len(ys)], y=ys, mode="lines+markers", line_shape="hv",
-                                     line=dict(color=colours[r["method"]]), name=f"{r['method']} seed {r['seed']}",
-                                     legendgroup=r["method"], showlegend=col == 1), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=xs[: len(ys)],
+                    y=ys,
+                    mode="lines+markers",
+                    line_shape="hv",
+                    line=dict(color=colours[r["method"]]),
+                    name=f"{r['method']} seed {r['seed']}",
+                    legendgroup=r["method"],
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
         fig.update_xaxes(title_text="wall time (s)", range=[0, budget], row=1, col=col)
         fig.update_yaxes(title_text="best validation accuracy", row=1, col=col)
-    fig.update_layout(template="plotly_white", height=460, width=560 * len(datasets),
-                      title="Best validation accuracy against wall time (one CPU thread per run)")
+    fig.update_layout(
+        template="plotly_white",
+        height=460,
+        width=560 * len(datasets),
+        title="Best validation accuracy against wall time (one CPU thread per run)",
+    )
     fig.write_html(path, include_plotlyjs="cdn", full_html=True)  # small in git; RESULTS.md shows a PNG of it
     screenshot(fig, path.with_suffix(".png"))
 
@@ -133,29 +165,49 @@ def screenshot(fig, png: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "figure.html"
         fig.write_html(page, include_plotlyjs=True, full_html=True, config={"staticPlot": True})
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--window-size={int(fig.layout.width) + 20},{int(fig.layout.height) + 20}",
-                        "--virtual-time-budget=10000", f"--screenshot={png}", page.as_uri()],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--window-size={int(fig.layout.width) + 20},{int(fig.layout.height) + 20}",
+                "--virtual-time-budget=10000",
+                f"--screenshot={png}",
+                page.as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 def write_results(summary: dict, budget: float, seeds: int, command: str) -> None:
-    lines = [f"Command: `{command}`. Machine: {platform.processor() or platform.machine()}, "
-             f"{multiprocessing.cpu_count()} CPU cores, no GPU; each run one thread, two runs at a time; "
-             f"budget {budget:g} s per run (data loading and LogME ranking included), {seeds} seed(s).",
-             "", "![best validation accuracy against wall time](anytime.png)", "",
-             "Interactive: [anytime.html](anytime.html); raw numbers: anytime.json. Each seed also draws its "
-             "own data subset and validation split. random and tpe_median coincide while a run has at most 10 "
-             "trials: Optuna's TPE samples its first 10 (n_startup_trials) at random, with the same seed.", "",
-             "| dataset | autotl's time to random's final best / budget, per seed | median | "
-             "final best per seed (autotl; random; tpe_median) | median final best, autotl / random / tpe_median |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"Command: `{command}`. Machine: {platform.processor() or platform.machine()}, "
+        f"{multiprocessing.cpu_count()} CPU cores, no GPU; each run one thread, two runs at a time; "
+        f"budget {budget:g} s per run (data loading and LogME ranking included), {seeds} seed(s).",
+        "",
+        "![best validation accuracy against wall time](anytime.png)",
+        "",
+        "Interactive: [anytime.html](anytime.html); raw numbers: anytime.json. Each seed also draws its "
+        "own data subset and validation split. random and tpe_median coincide while a run has at most 10 "
+        "trials: Optuna's TPE samples its first 10 (n_startup_trials) at random, with the same seed.",
+        "",
+        "| dataset | autotl's time to random's final best / budget, per seed | median | "
+        "final best per seed (autotl; random; tpe_median) | median final best, autotl / random / tpe_median |",
+        "|---|---|---|---|---|",
+    ]
     for dataset, s in summary.items():
-        finals = "; ".join(f"{m} {', '.join('-' if v is None else f'{v:.3f}' for v in s['finals'][m])}"
-                           for m in METHODS)
+        finals = "; ".join(
+            f"{m} {', '.join('-' if v is None else f'{v:.3f}' for v in s['finals'][m])}" for m in METHODS
+        )
         medians = " / ".join(f"{s['median_final'][m]:.3f}" for m in METHODS)
-        lines.append(f"| {dataset} | {', '.join(str(v) for v in s['autotl_time_to_random_final_fraction'])} | "
-                     f"{s['median_time_fraction']} | {finals} | {medians} |")
+        lines.append(
+            f"| {dataset} | {', '.join(str(v) for v in s['autotl_time_to_random_final_fraction'])} | "
+            f"{s['median_time_fraction']} | {finals} | {medians} |"
+        )
     write_section("Anytime search (issue 6)", lines)
 
 
@@ -165,8 +217,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", default="fashion,photos")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each (default 2)")
-    parser.add_argument("--from-json", action="store_true",
-                        help="run nothing: redraw the figure and the RESULTS.md section from anytime.json")
+    parser.add_argument(
+        "--from-json",
+        action="store_true",
+        help="run nothing: redraw the figure and the RESULTS.md section from anytime.json",
+    )
     args = parser.parse_args()
     if args.from_json:
         saved = json.loads((HERE / "anytime.json").read_text())
@@ -179,26 +234,42 @@ def main() -> None:
     if "fashion" in args.datasets:
         sets["fashion"] = FASHION
     if "photos" in args.datasets:
-        train, _ = natural_photos(work / "photos", train_per_class=PHOTO_PER_CLASS, test_per_class=1,
-                                  size=PHOTO_SIZE, crop=PHOTO_CROP)
+        train, _ = natural_photos(
+            work / "photos", train_per_class=PHOTO_PER_CLASS, test_per_class=1, size=PHOTO_SIZE, crop=PHOTO_CROP
+        )
         sets["photos"] = dict(spec=str(train))
-    tasks = [dict(dataset=d, method=m, seed=s, budget=args.budget, out=str(work / f"{d}-{m}-{s}"),
-                  spec=cfg["spec"], max_per_class=cfg.get("max_per_class"))
-             for d, cfg in sets.items() for s in range(args.seeds) for m in METHODS]
+    tasks = [
+        dict(
+            dataset=d,
+            method=m,
+            seed=s,
+            budget=args.budget,
+            out=str(work / f"{d}-{m}-{s}"),
+            spec=cfg["spec"],
+            max_per_class=cfg.get("max_per_class"),
+        )
+        for d, cfg in sets.items()
+        for s in range(args.seeds)
+        for m in METHODS
+    ]
     random.Random(0).shuffle(tasks)  # interleave methods, so contention on the machine falls on all alike
     try:
         with multiprocessing.get_context("spawn").Pool(args.parallel, maxtasksperchild=1) as pool:
             runs = []
             for run in pool.imap_unordered(run_one, tasks):
                 runs.append(run)
-                print(f"{run['dataset']} {run['method']} seed {run['seed']}: final {run['final']} "
-                      f"({run['complete']} complete of {run['trials']} trials, {run['wall']} s)", flush=True)
+                print(
+                    f"{run['dataset']} {run['method']} seed {run['seed']}: final {run['final']} "
+                    f"({run['complete']} complete of {run['trials']} trials, {run['wall']} s)",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)  # the runs' folders hold an exported model each
     summary = summarise(runs, args.budget)
     command = " ".join(["python benchmarks/anytime.py", *sys.argv[1:]])
-    (HERE / "anytime.json").write_text(json.dumps(dict(budget=args.budget, runs=runs, summary=summary,
-                                                       command=command), indent=1))
+    (HERE / "anytime.json").write_text(
+        json.dumps(dict(budget=args.budget, runs=runs, summary=summary, command=command), indent=1)
+    )
     figure(runs, args.budget, HERE / "anytime.html")
     write_results(summary, args.budget, args.seeds, command)
     print(json.dumps(summary))

@@ -22,8 +22,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PHOTOS = ["astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel",
-          "hubble_deep_field", "moon", "retina", "rocket"]
+PHOTOS = [
+    "astronaut",
+    "brick",
+    "camera",
+    "chelsea",
+    "coffee",
+    "coins",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "moon",
+    "retina",
+    "rocket",
+]
 
 
 def _photo(name: str) -> np.ndarray:
@@ -45,13 +57,19 @@ def _crops(pixels: np.ndarray, count: int, cells: set, rng, size: int, crop: tup
             continue
         top = int(np.clip(cy - side / 2, 0, height - side))
         left = int(np.clip(cx - side / 2, 0, width - side))
-        piece = Image.fromarray(pixels[top:top + side, left:left + side])
+        piece = Image.fromarray(pixels[top : top + side, left : left + side])
         out.append(piece.resize((size, size), Image.Resampling.BICUBIC))
     return out
 
 
-def natural_photos(root: str | Path, train_per_class: int = 50, test_per_class: int = 30, size: int = 64,
-                   seed: int = 0, crop: tuple = (0.2, 0.45)) -> tuple[Path, Path]:
+def natural_photos(
+    root: str | Path,
+    train_per_class: int = 50,
+    test_per_class: int = 30,
+    size: int = 64,
+    seed: int = 0,
+    crop: tuple = (0.2, 0.45),
+) -> tuple[Path, Path]:
     """Write ``root/photos-train/<class>/*.png`` and ``root/photos-test/<class>/*.png``.
 
     ``crop``: the range of a crop's side as a fraction of the photo's shorter side; small
@@ -63,8 +81,10 @@ def natural_photos(root: str | Path, train_per_class: int = 50, test_per_class: 
     test_cells = {(r, c) for r in range(4) for c in range(4)} - train_cells
     for name in PHOTOS:
         pixels = _photo(name)
-        for folder, count, cells in (("photos-train", train_per_class, train_cells),
-                                     ("photos-test", test_per_class, test_cells)):
+        for folder, count, cells in (
+            ("photos-train", train_per_class, train_cells),
+            ("photos-test", test_per_class, test_cells),
+        ):
             target = root / folder / name
             target.mkdir(parents=True, exist_ok=True)
             for i, image in enumerate(_crops(pixels, count, cells, rng, size, crop)):
@@ -91,7 +111,7 @@ def _phone_photo(job: tuple) -> None:
     crop_height = max(6, int(crop_width * height / width))
     top = int(rng.integers(0, photo_height - crop_height + 1))
     left = int(rng.integers(0, photo_width - crop_width + 1))
-    crop = pixels[top:top + crop_height, left:left + crop_width].astype(np.float32)
+    crop = pixels[top : top + crop_height, left : left + crop_width].astype(np.float32)
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     crop *= rng.uniform(0.85, 1.15) * rng.uniform(0.93, 1.07, size=3)  # brightness, then a slight colour cast
@@ -107,8 +127,14 @@ def _phone_photo(job: tuple) -> None:
     os.replace(partial, path)
 
 
-def phone_photos(root: str | Path, n_images: int = 1000, n_classes: int = 10, size: tuple = (4000, 3000),
-                 seed: int = 0, workers: int = 2) -> Path:
+def phone_photos(
+    root: str | Path,
+    n_images: int = 1000,
+    n_classes: int = 10,
+    size: tuple = (4000, 3000),
+    seed: int = 0,
+    workers: int = 2,
+) -> Path:
     """Write ``root/<class>/<class>_0001.jpg ...``: ``n_images`` camera-sized JPEGs (``size`` is width, height).
 
     Each class is one photograph of ``PHOTOS``; each image a random crop of it (position,
@@ -135,7 +161,7 @@ def phone_photos(root: str | Path, n_images: int = 1000, n_classes: int = 10, si
                 jobs.append((path, name, seed, class_index, number, tuple(size)))
     for name in PHOTOS:
         for stale in (root / name).glob(f"{name}_*.jpg"):
-            if stale not in expected and stale.stem[len(name) + 1:].isdigit():
+            if stale not in expected and stale.stem[len(name) + 1 :].isdigit():
                 stale.unlink()
         if name not in classes and (root / name).is_dir() and not any((root / name).iterdir()):
             (root / name).rmdir()

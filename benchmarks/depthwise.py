@@ -30,7 +30,7 @@ from autotl.backbones import _depthwise  # noqa: E402
 from autotl.train._memory import keep_freed_memory  # noqa: E402
 
 BACKBONE, BATCH, ROUNDS, SIZES = "tf_efficientnet_lite0", 32, 5, (112, 160)
-SETTINGS = {"oneDNN": 10 ** 6, "grouped": _depthwise.MIN_KERNEL}  # the smallest kernel given to the grouped way
+SETTINGS = {"oneDNN": 10**6, "grouped": _depthwise.MIN_KERNEL}  # the smallest kernel given to the grouped way
 
 
 def layer_rows(size: int) -> list[str]:
@@ -52,12 +52,20 @@ def layer_rows(size: int) -> list[str]:
         x = torch.randn(x_shape).contiguous(memory_format=torch.channels_last)
         w = torch.randn(w_shape).contiguous(memory_format=torch.channels_last)
         grad = torch.randn_like(F.conv2d(x, w, None, stride, padding, 1, x_shape[1]))
-        onednn = median_ms(n=10, call=lambda: torch.ops.aten.convolution_backward(
-            grad, x, w, None, stride, padding, (1, 1), False, (0, 0), x_shape[1], (False, True, False)))
-        ctx = type("Ctx", (), dict(saved_tensors=(x, w), stride=stride, padding=padding, needs_input_grad=(False, True)))
+        onednn = median_ms(
+            n=10,
+            call=lambda: torch.ops.aten.convolution_backward(
+                grad, x, w, None, stride, padding, (1, 1), False, (0, 0), x_shape[1], (False, True, False)
+            ),
+        )
+        ctx = type(
+            "Ctx", (), dict(saved_tensors=(x, w), stride=stride, padding=padding, needs_input_grad=(False, True))
+        )
         grouped = median_ms(lambda: _depthwise._DepthwiseConv.backward(ctx(), grad), n=10)
-        rows.append(f"| {size} | {tuple(x_shape)} | {w_shape[-2]}x{w_shape[-1]}, stride {stride[0]}, pad {padding[0]} | "
-                    f"{onednn:.2f} | {grouped:.2f} | {onednn / grouped:.2f} |")
+        rows.append(
+            f"| {size} | {tuple(x_shape)} | {w_shape[-2]}x{w_shape[-1]}, stride {stride[0]}, pad {padding[0]} | "
+            f"{onednn:.2f} | {grouped:.2f} | {onednn / grouped:.2f} |"
+        )
     return rows
 
 
@@ -82,20 +90,31 @@ def main() -> dict:
                 _depthwise.MIN_KERNEL = min_kernel
                 ms[size, name].append(median_ms(step, n=10))
     _depthwise.MIN_KERNEL = SETTINGS["grouped"]
-    ratios = {size: statistics.median(o / g for o, g in zip(ms[size, "oneDNN"], ms[size, "grouped"]))
-              for size in SIZES}
+    ratios = {size: statistics.median(o / g for o, g in zip(ms[size, "oneDNN"], ms[size, "grouped"])) for size in SIZES}
     results = {f"step_speedup_{size}px": round(ratios[size], 3) for size in SIZES}
-    machine = dict(cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
-                   torch=torch.__version__)
-    lines = [f"Machine: {json.dumps(machine)}", "",
-             f"{BACKBONE}, batch {BATCH}, channels_last, AdamW, CPU; {ROUNDS} alternating rounds of a training step.",
-             "", "| input px | oneDNN ms per round | grouped ms per round | median ratio (oneDNN / grouped) |",
-             "| --- | --- | --- | --- |"]
+    machine = dict(
+        cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(), torch=torch.__version__
+    )
+    lines = [
+        f"Machine: {json.dumps(machine)}",
+        "",
+        f"{BACKBONE}, batch {BATCH}, channels_last, AdamW, CPU; {ROUNDS} alternating rounds of a training step.",
+        "",
+        "| input px | oneDNN ms per round | grouped ms per round | median ratio (oneDNN / grouped) |",
+        "| --- | --- | --- | --- |",
+    ]
     for size in SIZES:
-        lines.append(f"| {size} | {', '.join(f'{t:.1f}' for t in ms[size, 'oneDNN'])} | "
-                     f"{', '.join(f'{t:.1f}' for t in ms[size, 'grouped'])} | {ratios[size]:.3f} |")
-    lines += ["", "Each layer's weight gradient alone (median ms of 10):", "",
-              "| input px | layer input | kernel | oneDNN ms | grouped ms | ratio |", "| --- | --- | --- | --- | --- | --- |"]
+        lines.append(
+            f"| {size} | {', '.join(f'{t:.1f}' for t in ms[size, 'oneDNN'])} | "
+            f"{', '.join(f'{t:.1f}' for t in ms[size, 'grouped'])} | {ratios[size]:.3f} |"
+        )
+    lines += [
+        "",
+        "Each layer's weight gradient alone (median ms of 10):",
+        "",
+        "| input px | layer input | kernel | oneDNN ms | grouped ms | ratio |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for size in SIZES:
         lines += layer_rows(size)
     write_section("python benchmarks/depthwise.py", lines)

@@ -34,35 +34,53 @@ def _idx(prefix: str, kind: str) -> np.ndarray:
         path = FASHION_MNIST_DIR / f"{prefix}-{kind}{ext}"
         if path.is_file():
             return _read_idx(path)
-    raise FileNotFoundError(f"Fashion-MNIST {prefix}-{kind} is not in {FASHION_MNIST_DIR}: "
-                            f"install dataset-fashion-mnist or set AUTOTL_FASHION_MNIST_DIR")
+    raise FileNotFoundError(
+        f"Fashion-MNIST {prefix}-{kind} is not in {FASHION_MNIST_DIR}: "
+        f"install dataset-fashion-mnist or set AUTOTL_FASHION_MNIST_DIR"
+    )
 
 
 def load_fashion_mnist() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``{"train", "val", "test"}`` -> (images N x 1 x 28 x 28 float in [0, 1], labels int64)."""
+
     def tensors(images, labels):
-        return (torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1),
-                torch.from_numpy(labels.astype(np.int64)))
+        return (
+            torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1),
+            torch.from_numpy(labels.astype(np.int64)),
+        )
 
     images, labels = _idx("train", "images-idx3-ubyte"), _idx("train", "labels-idx1-ubyte")
     train, val = train_test_split(np.arange(len(labels)), test_size=12_000, stratify=labels, random_state=0)
-    return {"train": tensors(images[train], labels[train]),
-            "val": tensors(images[val], labels[val]),
-            "test": tensors(_idx("t10k", "images-idx3-ubyte"), _idx("t10k", "labels-idx1-ubyte"))}
+    return {
+        "train": tensors(images[train], labels[train]),
+        "val": tensors(images[val], labels[val]),
+        "test": tensors(_idx("t10k", "images-idx3-ubyte"), _idx("t10k", "labels-idx1-ubyte")),
+    }
 
 
 def small_cnn(n_classes: int = 10) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 28 -> 14
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14 -> 7
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, n_classes))
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 28 -> 14
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 14 -> 7
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Dropout(0.25),
+        nn.Linear(128, n_classes),
+    )
 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     model.eval()
-    correct = sum((model(images[i:i + EVAL_BATCH_SIZE]).argmax(1) == labels[i:i + EVAL_BATCH_SIZE]).sum().item()
-                  for i in range(0, len(labels), EVAL_BATCH_SIZE))
+    correct = sum(
+        (model(images[i : i + EVAL_BATCH_SIZE]).argmax(1) == labels[i : i + EVAL_BATCH_SIZE]).sum().item()
+        for i in range(0, len(labels), EVAL_BATCH_SIZE)
+    )
     return correct / len(labels)
 
 
@@ -70,7 +88,8 @@ def run_cnn(budget_s: float, seed: int = 0, threads: int | None = None) -> dict:
     """Train the small CNN for ``budget_s`` seconds of wall clock; score the best-val epoch on the test set.
 
     The clock starts after the data are loaded; an epoch cut short by the budget is still
-    evaluated on val, so ``seconds`` can pass the budget by one val pass. ``threads``: torch's intra-op threads (None leaves torch's default).
+    evaluated on val, so ``seconds`` can pass the budget by one val pass. ``threads``: torch's intra-op
+    threads (None leaves torch's default).
     """
     if threads is not None:
         torch.set_num_threads(threads)
@@ -88,7 +107,7 @@ def run_cnn(budget_s: float, seed: int = 0, threads: int | None = None) -> dict:
         model.train()
         order = torch.randperm(len(train_y), generator=generator)
         for i in range(0, len(order), BATCH_SIZE):
-            batch = order[i:i + BATCH_SIZE]
+            batch = order[i : i + BATCH_SIZE]
             loss = F.cross_entropy(model(train_x[batch]), train_y[batch])
             optimizer.zero_grad()
             loss.backward()
@@ -107,8 +126,14 @@ def run_cnn(budget_s: float, seed: int = 0, threads: int | None = None) -> dict:
 
     if best_state is not None:  # else no epoch fitted in the budget: the untrained model is scored
         model.load_state_dict(best_state)
-    return {"test_accuracy": accuracy(model, *data["test"]), "best_val_accuracy": max(best_val, 0.0), "epochs": epochs,
-            "seconds": round(seconds, 2), "seconds_to_val_0_90": seconds_to_090, "curve": curve}
+    return {
+        "test_accuracy": accuracy(model, *data["test"]),
+        "best_val_accuracy": max(best_val, 0.0),
+        "epochs": epochs,
+        "seconds": round(seconds, 2),
+        "seconds_to_val_0_90": seconds_to_090,
+        "curve": curve,
+    }
 
 
 if __name__ == "__main__":

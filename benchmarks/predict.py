@@ -38,8 +38,9 @@ import sys, autotl
 from pathlib import Path
 model = autotl.load_model(sys.argv[1])
 paths = sorted(p for p in Path(sys.argv[2]).rglob("*") if p.is_file())
-for path in paths:
-    print(f"{path},{model.predict([path])[0]}")
+with open(sys.argv[3], "w") as out:
+    for path in paths:
+        out.write(f"{path},{model.predict([path])[0]}\\n")
 """
 
 
@@ -65,9 +66,14 @@ def in_process(model_dir: Path, folder: Path, rounds: int) -> dict:
         plain.append(time.perf_counter() - started)
         labels = dict(batched=_labels(out.getvalue()), plain=one_by_one)
     agree = sum(labels["batched"][p] == label for p, label in labels["plain"].items()) / len(paths)
-    return dict(images=len(paths), rounds=rounds, batched_images_per_s=round(len(paths) / min(batched), 1),
-                plain_images_per_s=round(len(paths) / min(plain), 1), speedup=round(min(plain) / min(batched), 2),
-                labels_agree=agree)
+    return dict(
+        images=len(paths),
+        rounds=rounds,
+        batched_images_per_s=round(len(paths) / min(batched), 1),
+        plain_images_per_s=round(len(paths) / min(plain), 1),
+        speedup=round(min(plain) / min(batched), 2),
+        labels_agree=agree,
+    )
 
 
 def cli(model_dir: Path, folder: Path, work: Path) -> dict:
@@ -76,19 +82,23 @@ def cli(model_dir: Path, folder: Path, work: Path) -> dict:
     result, labels = {}, {}
     for runtime in ("torch", "onnx"):
         out = work / f"p_{runtime}.csv"
-        run = timed([*AUTOTL, "predict", "--model", str(model_dir), str(folder), "--out", str(out),
-                     "--runtime", runtime])
+        run = timed(
+            [*AUTOTL, "predict", "--model", str(model_dir), str(folder), "--out", str(out), "--runtime", runtime]
+        )
         assert run["code"] == 0, run["stderr"][-2000:]
         labels[runtime] = _labels(out.read_text())
-        result[runtime] = dict(seconds=run["seconds"], images_per_s=round(count / run["seconds"], 1),
-                               rss_gb=run["rss_gb"])
+        result[runtime] = dict(
+            seconds=run["seconds"], images_per_s=round(count / run["seconds"], 1), rss_gb=run["rss_gb"]
+        )
     script = work / "plain_loop.py"
     script.write_text(PLAIN_LOOP)
-    run = timed([sys.executable, str(script), str(model_dir), str(folder)])
+    labels_file = work / "plain_loop.txt"  # not stdout: timed() reads stdout only at the end
+    run = timed([sys.executable, str(script), str(model_dir), str(folder), str(labels_file)])
     assert run["code"] == 0, run["stderr"][-2000:]
-    plain = dict(line.rsplit(",", 1) for line in run["stdout"].splitlines())
-    result["plain_loop"] = dict(seconds=run["seconds"], images_per_s=round(count / run["seconds"], 1),
-                                rss_gb=run["rss_gb"])
+    plain = dict(line.rsplit(",", 1) for line in labels_file.read_text().splitlines())
+    result["plain_loop"] = dict(
+        seconds=run["seconds"], images_per_s=round(count / run["seconds"], 1), rss_gb=run["rss_gb"]
+    )
     result["speedup_torch"] = round(run["seconds"] / result["torch"]["seconds"], 2)
     result["speedup_onnx"] = round(run["seconds"] / result["onnx"]["seconds"], 2)
     result["labels_agree_torch"] = sum(labels["torch"][p] == v for p, v in plain.items()) / len(plain)
@@ -98,20 +108,26 @@ def cli(model_dir: Path, folder: Path, work: Path) -> dict:
 
 def write_results(r: dict) -> None:
     c, p = r["cli"], r["in_process"]
-    lines = [f"Run on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}, `python benchmarks/predict.py "
-             f"--images {r['images']} --size {r['size']}`: {r['images']} generated phone-camera JPEGs "
-             f"({r['size']}), a model searched on 10 of them per class ({r['model']}).", "",
-             "| way | images/s | wall (s) | peak RSS (GB) | vs the plain loop |", "|---|---|---|---|---|",
-             f"| `autotl predict --model DIR FOLDER --out p.csv` | {c['torch']['images_per_s']} | "
-             f"{c['torch']['seconds']} | {c['torch']['rss_gb']} | **{c['speedup_torch']}x** |",
-             f"| same, `--runtime onnx` | {c['onnx']['images_per_s']} | {c['onnx']['seconds']} | "
-             f"{c['onnx']['rss_gb']} | **{c['speedup_onnx']}x** |",
-             f"| plain loop, `load_model(DIR).predict([path])` per file (a script) | "
-             f"{c['plain_loop']['images_per_s']} | {c['plain_loop']['seconds']} | {c['plain_loop']['rss_gb']} | 1x |",
-             "", f"In one process, same model object, best of {p['rounds']} alternating rounds: batched "
-             f"`predict_files` {p['batched_images_per_s']} images/s, one image at a time {p['plain_images_per_s']} "
-             f"images/s: **{p['speedup']}x**. Labels agree with the plain loop on "
-             f"{c['labels_agree_torch']:.1%} (torch) and {c['labels_agree_onnx']:.1%} (ONNX) of the files.", ""]
+    lines = [
+        f"Run on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}, `python benchmarks/predict.py "
+        f"--images {r['images']} --size {r['size']}`: {r['images']} generated phone-camera JPEGs "
+        f"({r['size']}), a model searched on 10 of them per class ({r['model']}).",
+        "",
+        "| way | images/s | wall (s) | peak RSS (GB) | vs the plain loop |",
+        "|---|---|---|---|---|",
+        f"| `autotl predict --model DIR FOLDER --out p.csv` | {c['torch']['images_per_s']} | "
+        f"{c['torch']['seconds']} | {c['torch']['rss_gb']} | **{c['speedup_torch']}x** |",
+        f"| same, `--runtime onnx` | {c['onnx']['images_per_s']} | {c['onnx']['seconds']} | "
+        f"{c['onnx']['rss_gb']} | **{c['speedup_onnx']}x** |",
+        f"| plain loop, `load_model(DIR).predict([path])` per file (a script) | "
+        f"{c['plain_loop']['images_per_s']} | {c['plain_loop']['seconds']} | {c['plain_loop']['rss_gb']} | 1x |",
+        "",
+        f"In one process, same model object, best of {p['rounds']} alternating rounds: batched "
+        f"`predict_files` {p['batched_images_per_s']} images/s, one image at a time {p['plain_images_per_s']} "
+        f"images/s: **{p['speedup']}x**. Labels agree with the plain loop on "
+        f"{c['labels_agree_torch']:.1%} (torch) and {c['labels_agree_onnx']:.1%} (ONNX) of the files.",
+        "",
+    ]
     write_section("Prediction at scale (predict.py)", lines)
 
 
@@ -128,14 +144,35 @@ def main() -> None:
     os.environ.update(env)
     try:
         folder = phone_photos(work / "photos", n_images=args.images, size=(width, height))
-        search = timed([*AUTOTL, "search", "--dataset", str(folder), "--space", "quick", "--n-trials", "1",
-                        "--max-epochs", "1", "--max-per-class", "10", "--out", str(work / "run")], env=env)
+        search = timed(
+            [
+                *AUTOTL,
+                "search",
+                "--dataset",
+                str(folder),
+                "--space",
+                "quick",
+                "--n-trials",
+                "1",
+                "--max-epochs",
+                "1",
+                "--max-per-class",
+                "10",
+                "--out",
+                str(work / "run"),
+            ],
+            env=env,
+        )
         assert search["code"] == 0, search["stderr"][-2000:]
         model_dir = work / "run" / "best_model"
         config = json.loads((model_dir / "config.json").read_text())
-        result = dict(images=args.images, size=args.size,
-                      model=f"{config['architecture']} at {config['pretrained_cfg']['input_size'][-1]} px",
-                      in_process=in_process(model_dir, folder, args.rounds), cli=cli(model_dir, folder, work))
+        result = dict(
+            images=args.images,
+            size=args.size,
+            model=f"{config['architecture']} at {config['pretrained_cfg']['input_size'][-1]} px",
+            in_process=in_process(model_dir, folder, args.rounds),
+            cli=cli(model_dir, folder, work),
+        )
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

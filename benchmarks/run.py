@@ -63,7 +63,9 @@ def fashion_folders(target: Path, per_class: int) -> Path:
 def plain_epochs(root: Path, *, scale, frozen_depth, augment, batch_size, epochs, lr=1e-3):
     """Seconds and images of each training epoch of the plain loop."""
     pre = backbones.preprocessing(BACKBONE, scale)
-    train, _, n_classes = plain_loop.loaders(root / "train", root / "val", pre.size, batch_size, augment, pre.mean, pre.std)
+    train, _, n_classes = plain_loop.loaders(
+        root / "train", root / "val", pre.size, batch_size, augment, pre.mean, pre.std
+    )
     model = plain_loop.make_model(BACKBONE, n_classes, frozen_depth)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     return [plain_loop.train_epoch(model, train, optimizer) for _ in range(epochs)]
@@ -84,7 +86,7 @@ def plain_tensor_epochs(data, *, scale, batch_size, epochs, lr=1e-3):
         start = time.perf_counter()
         order = torch.randperm(len(images), generator=generator)
         for b in range(0, len(images) - 1, batch_size):
-            idx = order[b:b + batch_size]
+            idx = order[b : b + batch_size]
             x = pre.normalize(images[idx]).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(model(x), labels[idx])
             optimizer.zero_grad()
@@ -134,8 +136,9 @@ def search_comparison(root: Path, budget: float, max_epochs: int, device, seed: 
     space.max_epochs = max_epochs
     started = time.time()
     points = []
-    objective = plain_loop.plain_objective(space, root / "train", root / "val", started + budget,
-                                           lambda best: points.append((time.time() - started, best)))
+    objective = plain_loop.plain_objective(
+        space, root / "train", root / "val", started + budget, lambda best: points.append((time.time() - started, best))
+    )
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     study.optimize(objective, timeout=budget)
     baseline = _best_so_far(points)
@@ -144,13 +147,27 @@ def search_comparison(root: Path, budget: float, max_epochs: int, device, seed: 
     FEATURES.clear()
     out = root.parent / "autotl-search"  # inside the benchmark's work folder, removed at the end
     started = time.time()
-    result = autotl.search(str(root), n_trials=1000, timeout=budget, max_epochs=max_epochs, out=out, seed=seed,
-                           device=str(device), progress=False)
+    result = autotl.search(
+        str(root),
+        n_trials=1000,
+        timeout=budget,
+        max_epochs=max_epochs,
+        out=out,
+        seed=seed,
+        device=str(device),
+        progress=False,
+    )
     curve = best_curve_autotl(result.study, started)
     reached = time_to(curve, target)
-    return dict(budget_s=budget, random_plain_best=target, random_plain_trials=len(study.trials),
-                autotl_best=curve[-1][1] if curve else 0.0, autotl_trials=len(result.study.trials),
-                autotl_seconds_to_target=reached, ratio=reached / budget)
+    return dict(
+        budget_s=budget,
+        random_plain_best=target,
+        random_plain_trials=len(study.trials),
+        autotl_best=curve[-1][1] if curve else 0.0,
+        autotl_trials=len(result.study.trials),
+        autotl_seconds_to_target=reached,
+        ratio=reached / budget,
+    )
 
 
 def main(argv=None):
@@ -175,34 +192,66 @@ def main(argv=None):
 
     # 1. a full fine-tuning epoch with augmentation: images per second
     plain = plain_epochs(photos, scale=scale, frozen_depth=0.0, augment=True, batch_size=batch, epochs=2)
-    ours = autotl_run(data, device, resolution_scale=scale, frozen_depth=0.0, augment_strength=0.3,
-                      batch_size=batch, max_epochs=2)
+    ours = autotl_run(
+        data, device, resolution_scale=scale, frozen_depth=0.0, augment_strength=0.3, batch_size=batch, max_epochs=2
+    )
     plain_ips = plain[-1][1] / plain[-1][0]
     ours_ips = n_train / ours.history[-1]["train_seconds"]
     note("plain_images_per_s", round(plain_ips, 2))
     note("autotl_images_per_s", round(ours_ips, 2))
 
     # 1b. the same trial through torch.compile (--compile): its second epoch; the first pays for compiling
-    compiled = autotl_run(data, device, compile=True, resolution_scale=scale, frozen_depth=0.0,
-                          augment_strength=0.3, batch_size=batch, max_epochs=2)
+    compiled = autotl_run(
+        data,
+        device,
+        compile=True,
+        resolution_scale=scale,
+        frozen_depth=0.0,
+        augment_strength=0.3,
+        batch_size=batch,
+        max_epochs=2,
+    )
     compiled_s = [h["train_seconds"] for h in compiled.history]
-    note("compile_epoch_seconds", dict(eager=ours.history[-1]["train_seconds"], compiled=compiled_s[-1],
-                                       compiled_first_epoch=compiled_s[0]))
+    note(
+        "compile_epoch_seconds",
+        dict(eager=ours.history[-1]["train_seconds"], compiled=compiled_s[-1], compiled_first_epoch=compiled_s[0]),
+    )
 
     # 2. the same work: no augmentation, no cache, fp32, same tensors
     # (the fastest of epochs 2 and 3 for each: the first epoch warms up, and one epoch alone is noisy)
     same_plain = min(plain_tensor_epochs(data, scale=scale, batch_size=batch, epochs=3)[1:])
-    same_ours = fit(TrialConfig(backbone=BACKBONE, resolution_scale=scale, frozen_depth=0.0, augment_strength=0.0,
-                                batch_size=batch, max_epochs=3, lr=1e-3, warmup_epochs=0, regularizer="none",
-                                lr_schedule="constant"), data, device=device, cache_prefix=False)
+    same_ours = fit(
+        TrialConfig(
+            backbone=BACKBONE,
+            resolution_scale=scale,
+            frozen_depth=0.0,
+            augment_strength=0.0,
+            batch_size=batch,
+            max_epochs=3,
+            lr=1e-3,
+            warmup_epochs=0,
+            regularizer="none",
+            lr_schedule="constant",
+        ),
+        data,
+        device=device,
+        cache_prefix=False,
+    )
     same_ours = min(h["train_seconds"] for h in same_ours.history[1:])
     note("equal_settings_seconds", dict(plain=round(same_plain, 3), autotl=same_ours))
 
     # 3. half the blocks frozen, deterministic inputs: mean epoch time over the whole run
     FEATURES.clear()
     half_plain = plain_epochs(photos, scale=scale, frozen_depth=0.5, augment=False, batch_size=batch, epochs=epochs)
-    half_ours = autotl_run(data, device, resolution_scale=scale, frozen_depth=0.5, augment_strength=0.0,
-                           batch_size=batch, max_epochs=epochs)
+    half_ours = autotl_run(
+        data,
+        device,
+        resolution_scale=scale,
+        frozen_depth=0.5,
+        augment_strength=0.0,
+        batch_size=batch,
+        max_epochs=epochs,
+    )
     half_plain_s = sum(s for s, _ in half_plain) / len(half_plain)
     half_ours_s = sum(h["train_seconds"] for h in half_ours.history) / len(half_ours.history)
     note("frozen_half_epoch_seconds", dict(plain=round(half_plain_s, 2), autotl=round(half_ours_s, 2)))
@@ -212,8 +261,10 @@ def main(argv=None):
     probe = dict(resolution_scale=1.0, frozen_depth=1.0, augment_strength=0.0, batch_size=batch, max_epochs=2)
     uncached = fit(TrialConfig(backbone=BACKBONE, **probe), data, device=device, cache_prefix=False)
     cached = fit(TrialConfig(backbone=BACKBONE, **probe), data, device=device)
-    note("linear_probe_second_epoch_seconds", dict(uncached=uncached.history[1]["train_seconds"],
-                                                   cached=cached.history[1]["train_seconds"]))
+    note(
+        "linear_probe_second_epoch_seconds",
+        dict(uncached=uncached.history[1]["train_seconds"], cached=cached.history[1]["train_seconds"]),
+    )
 
     # 5. search: time for autotl to reach what random search + plain loop reach in the whole budget
     fashion = fashion_folders(work / "fashion", per_class=60 if quick else 120)
@@ -225,13 +276,22 @@ def main(argv=None):
         compile_step_speedup=round(ours.history[-1]["train_seconds"] / compiled_s[-1], 3),
         equal_settings_time_ratio=round(same_ours / same_plain, 3),
         frozen_half_epoch_speedup=round(half_plain_s / half_ours_s, 3),
-        linear_probe_epoch_speedup=round(uncached.history[1]["train_seconds"] / max(cached.history[1]["train_seconds"], 1e-6), 1),
+        linear_probe_epoch_speedup=round(
+            uncached.history[1]["train_seconds"] / max(cached.history[1]["train_seconds"], 1e-6), 1
+        ),
         search_time_to_target_ratio=round(search["ratio"], 3),
     )
-    machine = dict(device=str(device), cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
-                   gpu=torch.cuda.get_device_name() if device.type == "cuda" else None, torch=torch.__version__,
-                   quick=quick)
-    write_results(Path(args.results), results, log, machine, " ".join(["python benchmarks/run.py", *(argv or sys.argv[1:])]))
+    machine = dict(
+        device=str(device),
+        cpu=platform.processor() or platform.machine(),
+        threads=torch.get_num_threads(),
+        gpu=torch.cuda.get_device_name() if device.type == "cuda" else None,
+        torch=torch.__version__,
+        quick=quick,
+    )
+    write_results(
+        Path(args.results), results, log, machine, " ".join(["python benchmarks/run.py", *(argv or sys.argv[1:])])
+    )
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results))
     return results

@@ -43,7 +43,7 @@ def median_ms(call, n: int = 15, warm: int = 3) -> float:
 
 def main() -> dict:
     torch.manual_seed(0)
-    _depthwise.MIN_KERNEL = 10 ** 6  # the padding alone: benchmarks/depthwise.py measures the depthwise gradient
+    _depthwise.MIN_KERNEL = 10**6  # the padding alone: benchmarks/depthwise.py measures the depthwise gradient
     x = torch.rand(BATCH, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (BATCH,))
     ours = backbones.create(BACKBONE, 1000).to(memory_format=torch.channels_last)  # the pretrained head
@@ -71,17 +71,31 @@ def main() -> dict:
             model.eval()
             ms["infer", name].append(median_ms(lambda: infer(model)))
     ratios = {kind: [t / a for t, a in zip(ms[kind, "timm"], ms[kind, "autotl"])] for kind in ("train", "infer")}
-    results = dict(train_step_speedup=round(statistics.median(ratios["train"]), 3),
-                   inference_speedup=round(statistics.median(ratios["infer"]), 3), identical_outputs=identical)
-    machine = dict(cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
-                   torch=torch.__version__, timm=timm.__version__)
-    lines = [f"Machine: {json.dumps(machine)}", "",
-             f"{BACKBONE}, {SIZE} px, batch {BATCH}, channels_last, CPU; {ROUNDS} alternating rounds.", "",
-             "| | timm ms per round | autotl ms per round | median ratio (timm / autotl) |", "| --- | --- | --- | --- |"]
+    results = dict(
+        train_step_speedup=round(statistics.median(ratios["train"]), 3),
+        inference_speedup=round(statistics.median(ratios["infer"]), 3),
+        identical_outputs=identical,
+    )
+    machine = dict(
+        cpu=platform.processor() or platform.machine(),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        timm=timm.__version__,
+    )
+    lines = [
+        f"Machine: {json.dumps(machine)}",
+        "",
+        f"{BACKBONE}, {SIZE} px, batch {BATCH}, channels_last, CPU; {ROUNDS} alternating rounds.",
+        "",
+        "| | timm ms per round | autotl ms per round | median ratio (timm / autotl) |",
+        "| --- | --- | --- | --- |",
+    ]
     for kind, label in (("train", "training step"), ("infer", "inference")):
-        lines.append(f"| {label} | {', '.join(f'{t:.1f}' for t in ms[kind, 'timm'])} | "
-                     f"{', '.join(f'{t:.1f}' for t in ms[kind, 'autotl'])} | "
-                     f"{statistics.median(ratios[kind]):.3f} |")
+        lines.append(
+            f"| {label} | {', '.join(f'{t:.1f}' for t in ms[kind, 'timm'])} | "
+            f"{', '.join(f'{t:.1f}' for t in ms[kind, 'autotl'])} | "
+            f"{statistics.median(ratios[kind]):.3f} |"
+        )
     lines += ["", f"Outputs identical (torch.equal): {identical}"]
     write_section("python benchmarks/same_padding.py", lines)
     print(json.dumps(results))

@@ -51,8 +51,9 @@ def timed(command: list[str], env: dict | None = None, watch: str | None = None,
     appeared on stderr (seconds from the start)."""
     started = time.time()
     seen = None
-    process = subprocess.Popen(["/usr/bin/time", "-v", *command], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True, env=env, cwd=cwd)
+    process = subprocess.Popen(
+        ["/usr/bin/time", "-v", *command], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=cwd
+    )
     lines = []
     for line in process.stderr:
         lines.append(line)
@@ -62,9 +63,14 @@ def timed(command: list[str], env: dict | None = None, watch: str | None = None,
     process.wait()
     text = "".join(lines)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    return dict(seconds=round(time.time() - started, 1), rss_gb=round(int(rss.group(1)) / 1024 ** 2, 3) if rss else None,
-                code=process.returncode, first_seen_s=round(seen, 1) if seen is not None else None,
-                stderr=text, stdout=stdout)
+    return dict(
+        seconds=round(time.time() - started, 1),
+        rss_gb=round(int(rss.group(1)) / 1024**2, 3) if rss else None,
+        code=process.returncode,
+        first_seen_s=round(seen, 1) if seen is not None else None,
+        stderr=text,
+        stdout=stdout,
+    )
 
 
 def cache_speed(folder: Path, cache: Path, size: int) -> dict:
@@ -80,8 +86,13 @@ def cache_speed(folder: Path, cache: Path, size: int) -> dict:
     for sample in samples[:PLAIN_SAMPLE]:  # what a hand-written loader does: a full decode, then resize
         resize(decode(sample.path), size)
     plain_rate = PLAIN_SAMPLE / (time.time() - started)
-    return dict(cache_images_per_s=round(cache_rate, 2), plain_images_per_s=round(plain_rate, 2),
-                cache_build_speedup=round(cache_rate / plain_rate, 2), images=len(samples), size=size)
+    return dict(
+        cache_images_per_s=round(cache_rate, 2),
+        plain_images_per_s=round(plain_rate, 2),
+        cache_build_speedup=round(cache_rate / plain_rate, 2),
+        images=len(samples),
+        size=size,
+    )
 
 
 def _pids_of(parent: int) -> list[int]:
@@ -95,13 +106,14 @@ def _peak(pid: int) -> tuple[float, float]:
         status = Path(f"/proc/{pid}/status").read_text()
         hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
         pss = int(re.search(r"Pss:\s+(\d+)", Path(f"/proc/{pid}/smaps_rollup").read_text()).group(1))
-        return hwm / 1024 ** 2, pss / 1024 ** 2
+        return hwm / 1024**2, pss / 1024**2
     except (OSError, AttributeError):
         return 0.0, 0.0
 
 
 def workers_memory(folder: Path, work: Path, env: dict) -> dict:
     """Peak RSS (and largest PSS seen) of each worker of --workers 2, against one worker's run."""
+
     def watch(args):
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         peaks: dict[int, list] = {}
@@ -116,24 +128,39 @@ def workers_memory(folder: Path, work: Path, env: dict) -> dict:
             raise RuntimeError(f"{args} failed: {err[-2000:]}")
         return process.pid, peaks
 
-    base = [*AUTOTL, "search", "--dataset", str(folder), "--space", "quick", "--n-trials", "4", "--no-rank",
-            "--cache-dir", str(work / "cache")]
+    base = [
+        *AUTOTL,
+        "search",
+        "--dataset",
+        str(folder),
+        "--space",
+        "quick",
+        "--n-trials",
+        "4",
+        "--no-rank",
+        "--cache-dir",
+        str(work / "cache"),
+    ]
     one_pid, one = watch([*base, "--out", str(work / "one_worker")])
     two_pid, two = watch([*base, "--out", str(work / "two_workers"), "--workers", "2"])
     workers = {pid: v for pid, v in two.items() if pid != two_pid and v[0] > 0.2}  # the spawned workers, not helpers
     single = one[one_pid]
-    return dict(one_worker_rss_gb=round(single[0], 3), one_worker_pss_gb=round(single[1], 3),
-                worker_rss_gb=[round(v[0], 3) for v in workers.values()],
-                worker_pss_gb=[round(v[1], 3) for v in workers.values()],
-                summed_rss_ratio=round(sum(v[0] for v in workers.values()) / single[0], 3),
-                summed_pss_ratio=round(sum(v[1] for v in workers.values()) / single[1], 3))
+    return dict(
+        one_worker_rss_gb=round(single[0], 3),
+        one_worker_pss_gb=round(single[1], 3),
+        worker_rss_gb=[round(v[0], 3) for v in workers.values()],
+        worker_pss_gb=[round(v[1], 3) for v in workers.values()],
+        summed_rss_ratio=round(sum(v[0] for v in workers.values()) / single[0], 3),
+        summed_pss_ratio=round(sum(v[1] for v in workers.values()) / single[1], 3),
+    )
 
 
 def _old_checkout(work: Path) -> Path | None:
     """The code before the cache, as a git worktree (None when git or the commit is not there)."""
     target = work / "old"
-    done = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(target), OLD_COMMIT],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(target), OLD_COMMIT], capture_output=True, text=True
+    )
     return target if done.returncode == 0 else None
 
 
@@ -149,8 +176,13 @@ def photos(work: Path, n_images: int, old_path: bool = True, workers: bool = Tru
     for run in (first, second):
         if run["code"] != 0:
             raise RuntimeError(f"autotl search failed: {run['stderr'][-3000:]}")
-    result = dict(speed, n_images=n_images, first_run=_brief(first), second_run=_brief(second),
-                  second_to_first_trial_ratio=round(second["first_seen_s"] / first["first_seen_s"], 3))
+    result = dict(
+        speed,
+        n_images=n_images,
+        first_run=_brief(first),
+        second_run=_brief(second),
+        second_to_first_trial_ratio=round(second["first_seen_s"] / first["first_seen_s"], 3),
+    )
     old = _old_checkout(work) if old_path else None
     if old is not None:
         subset = work / "photos-120"
@@ -160,10 +192,17 @@ def photos(work: Path, n_images: int, old_path: bool = True, workers: bool = Tru
                 os.link(image, subset / folder_class.name / image.name)
         old_env = dict(env, PYTHONPATH=str(old))
         args = ["search", "--dataset", str(subset), "--space", "quick", "--n-trials", "2"]
-        before = timed([sys.executable, "-m", "autotl.cli", *args, "--out", str(work / "old-run")], old_env,
-                       watch="[trial 1/", cwd=old)
-        now = timed([*AUTOTL, *args, "--out", str(work / "new-run-120")], dict(env, AUTOTL_CACHE=str(work / "c120")),
-                    watch="[trial 1/")
+        before = timed(
+            [sys.executable, "-m", "autotl.cli", *args, "--out", str(work / "old-run")],
+            old_env,
+            watch="[trial 1/",
+            cwd=old,
+        )
+        now = timed(
+            [*AUTOTL, *args, "--out", str(work / "new-run-120")],
+            dict(env, AUTOTL_CACHE=str(work / "c120")),
+            watch="[trial 1/",
+        )
         result["before_cache_120_photos"] = _brief(before)
         result["with_cache_120_photos"] = _brief(now)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
@@ -178,80 +217,136 @@ def _brief(run: dict) -> dict:
 
 def fashion(work: Path, budget: float) -> dict:
     import optuna
-
     from fashion_cnn import run_cnn
 
     env = dict(os.environ, AUTOTL_CACHE=str(work / "cache"), PYTHONUNBUFFERED="1")
     out = work / "fashion"
     started = time.time()
-    search = timed([*AUTOTL, "search", "--dataset", "builtin:fashion-mnist", "--timeout", str(budget),
-                    "--n-trials", "1000", "--out", str(out)], env, watch="[trial 1/")
+    search = timed(
+        [
+            *AUTOTL,
+            "search",
+            "--dataset",
+            "builtin:fashion-mnist",
+            "--timeout",
+            str(budget),
+            "--n-trials",
+            "1000",
+            "--out",
+            str(out),
+        ],
+        env,
+        watch="[trial 1/",
+    )
     if search["code"] != 0:
         raise RuntimeError(f"autotl search failed: {search['stderr'][-3000:]}")
     study = optuna.load_study(study_name="autotl", storage=f"sqlite:///{out / 'study.db'}")
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-    first_reports = [t.datetime_start.timestamp() + t.user_attrs["first_report_seconds"] - started
-                     for t in study.trials if t.user_attrs.get("first_report_seconds") is not None]
-    evaluate = timed([*AUTOTL, "evaluate", "--model", str(out / "best_model"), "--dataset", "builtin:fashion-mnist"],
-                     env)
+    first_reports = [
+        t.datetime_start.timestamp() + t.user_attrs["first_report_seconds"] - started
+        for t in study.trials
+        if t.user_attrs.get("first_report_seconds") is not None
+    ]
+    evaluate = timed(
+        [*AUTOTL, "evaluate", "--model", str(out / "best_model"), "--dataset", "builtin:fashion-mnist"], env
+    )
     accuracy = float(re.search(r"test accuracy: ([0-9.]+)", evaluate["stdout"]).group(1))
     best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.values[0])
-    trials = [dict(number=t.number, state=t.state.name.lower(), value=t.values[0] if t.values else None,
-                   recipe=t.user_attrs.get("config"), reports=len(t.user_attrs.get("history", [])),
-                   seconds=t.user_attrs.get("wall_seconds"), end=t.user_attrs.get("end_reason")) for t in study.trials]
+    trials = [
+        dict(
+            number=t.number,
+            state=t.state.name.lower(),
+            value=t.values[0] if t.values else None,
+            recipe=t.user_attrs.get("config"),
+            reports=len(t.user_attrs.get("history", [])),
+            seconds=t.user_attrs.get("wall_seconds"),
+            end=t.user_attrs.get("end_reason"),
+        )
+        for t in study.trials
+    ]
     cnn_started = time.time()
     peer = run_cnn(budget)
     peer["wall_seconds"] = round(time.time() - cnn_started, 1)
-    return dict(budget_s=budget, rss_gb=search["rss_gb"], wall_s=search["seconds"],
-                first_report_s=round(min(first_reports), 1) if first_reports else None,
-                trials_finished=len(finished), trials_complete=sum(t.state.name == "COMPLETE" for t in finished),
-                best_val_accuracy=round(best.values[0], 4), best_recipe=best.user_attrs.get("config"),
-                test_accuracy=accuracy, evaluate_rss_gb=evaluate["rss_gb"], trials=trials,
-                cnn={k: v for k, v in peer.items() if k != "curve"})
+    return dict(
+        budget_s=budget,
+        rss_gb=search["rss_gb"],
+        wall_s=search["seconds"],
+        first_report_s=round(min(first_reports), 1) if first_reports else None,
+        trials_finished=len(finished),
+        trials_complete=sum(t.state.name == "COMPLETE" for t in finished),
+        best_val_accuracy=round(best.values[0], 4),
+        best_recipe=best.user_attrs.get("config"),
+        test_accuracy=accuracy,
+        evaluate_rss_gb=evaluate["rss_gb"],
+        trials=trials,
+        cnn={k: v for k, v in peer.items() if k != "curve"},
+    )
 
 
 def write_results(result: dict) -> None:
-    lines = [f"Run on {platform.node()} ({os.cpu_count()} CPU cores), {time.strftime('%Y-%m-%d')}, "
-             f"`python benchmarks/scale.py`. Peak RSS from `/usr/bin/time -v`.", ""]
+    lines = [
+        f"Run on {platform.node()} ({os.cpu_count()} CPU cores), {time.strftime('%Y-%m-%d')}, "
+        f"`python benchmarks/scale.py`. Peak RSS from `/usr/bin/time -v`.",
+        "",
+    ]
     p = result.get("photos_12mp")
     if p:
-        lines += [f"**photos_12mp** ({p['n_images']} generated 4000x3000 JPEGs, 10 classes):", "",
-                  "| measure | value | target |", "|---|---|---|",
-                  f"| peak RSS, `autotl search --space quick --n-trials 2` (cold cache) | {p['first_run']['rss_gb']} GB "
-                  f"| <= 2.5 GB |",
-                  f"| peak RSS, same search, cache warm | {p['second_run']['rss_gb']} GB | |",
-                  f"| cache build, images/s | {p['cache_images_per_s']} | |",
-                  f"| plain full PIL decode + resize, images/s ({PLAIN_SAMPLE} photos) | {p['plain_images_per_s']} | |",
-                  f"| cache build speedup (the cache decodes in threads, one per core; the plain loop one image "
-                  f"at a time, as a hand-written loop does) | **{p['cache_build_speedup']}x** | >= 3 |",
-                  f"| time to the first trial: first run / second run | {p['first_run']['first_trial_s']} s / "
-                  f"{p['second_run']['first_trial_s']} s | |",
-                  f"| second run's time to first trial / first's | **{p['second_to_first_trial_ratio']}** | <= 0.2 |"]
+        lines += [
+            f"**photos_12mp** ({p['n_images']} generated 4000x3000 JPEGs, 10 classes):",
+            "",
+            "| measure | value | target |",
+            "|---|---|---|",
+            f"| peak RSS, `autotl search --space quick --n-trials 2` (cold cache) | {p['first_run']['rss_gb']} GB "
+            f"| <= 2.5 GB |",
+            f"| peak RSS, same search, cache warm | {p['second_run']['rss_gb']} GB | |",
+            f"| cache build, images/s | {p['cache_images_per_s']} | |",
+            f"| plain full PIL decode + resize, images/s ({PLAIN_SAMPLE} photos) | {p['plain_images_per_s']} | |",
+            f"| cache build speedup (the cache decodes in threads, one per core; the plain loop one image "
+            f"at a time, as a hand-written loop does) | **{p['cache_build_speedup']}x** | >= 3 |",
+            f"| time to the first trial: first run / second run | {p['first_run']['first_trial_s']} s / "
+            f"{p['second_run']['first_trial_s']} s | |",
+            f"| second run's time to first trial / first's | **{p['second_to_first_trial_ratio']}** | <= 0.2 |",
+        ]
         if "before_cache_120_photos" in p:
             b, n = p["before_cache_120_photos"], p["with_cache_120_photos"]
-            lines += [f"| 120 of the photos, before the cache ({OLD_COMMIT}): peak RSS, wall | {b['rss_gb']} GB, "
-                      f"{b['seconds']} s | |",
-                      f"| 120 of the photos, with the cache (cold): peak RSS, wall | {n['rss_gb']} GB, {n['seconds']} s "
-                      f"| |"]
+            lines += [
+                f"| 120 of the photos, before the cache ({OLD_COMMIT}): peak RSS, wall | {b['rss_gb']} GB, "
+                f"{b['seconds']} s | |",
+                f"| 120 of the photos, with the cache (cold): peak RSS, wall | {n['rss_gb']} GB, {n['seconds']} s | |",
+            ]
         w = p.get("workers", {})
-        lines += [] if not w else ["", f"**workers** (`--workers 2`, quick space, 4 trials): one worker's peak RSS "
-                      f"{w['one_worker_rss_gb']} GB (PSS {w['one_worker_pss_gb']} GB); the two workers' peak RSS "
-                      f"{w['worker_rss_gb']} GB, summed **{w['summed_rss_ratio']}x** one worker's (target <= 1.5x); "
-                      f"summed PSS {w['summed_pss_ratio']}x.", ""]
+        lines += (
+            []
+            if not w
+            else [
+                "",
+                f"**workers** (`--workers 2`, quick space, 4 trials): one worker's peak RSS "
+                f"{w['one_worker_rss_gb']} GB (PSS {w['one_worker_pss_gb']} GB); the two workers' peak RSS "
+                f"{w['worker_rss_gb']} GB, summed **{w['summed_rss_ratio']}x** one worker's (target <= 1.5x); "
+                f"summed PSS {w['summed_pss_ratio']}x.",
+                "",
+            ]
+        )
     f = result.get("fashion_full")
     if f:
         c = f["cnn"]
-        lines += [f"**fashion_full** (builtin:fashion-mnist, 48,000 train / 12,000 val, default space, "
-                  f"--timeout {f['budget_s']:g}):", "",
-                  "| measure | autotl | small CNN from scratch (peer) | target |", "|---|---|---|---|",
-                  f"| peak RSS | {f['rss_gb']} GB | | <= 4 GB |",
-                  f"| first report to the pruner | {f['first_report_s']} s after the start | | <= 120 s |",
-                  f"| trials finished (complete) | {f['trials_finished']} ({f['trials_complete']}) | | >= 8 |",
-                  f"| best validation accuracy | {f['best_val_accuracy']} | {c['best_val_accuracy']:.4f} | |",
-                  f"| test accuracy (official 10,000) | **{f['test_accuracy']}** | **{c['test_accuracy']:.4f}** "
-                  f"| >= 0.93 and above the CNN |",
-                  f"| CNN: epochs, seconds to val 0.90 | | {c['epochs']}, {c['seconds_to_val_0_90']} s | |", "",
-                  f"Best recipe: `{json.dumps(f['best_recipe'])}`", ""]
+        lines += [
+            f"**fashion_full** (builtin:fashion-mnist, 48,000 train / 12,000 val, default space, "
+            f"--timeout {f['budget_s']:g}):",
+            "",
+            "| measure | autotl | small CNN from scratch (peer) | target |",
+            "|---|---|---|---|",
+            f"| peak RSS | {f['rss_gb']} GB | | <= 4 GB |",
+            f"| first report to the pruner | {f['first_report_s']} s after the start | | <= 120 s |",
+            f"| trials finished (complete) | {f['trials_finished']} ({f['trials_complete']}) | | >= 8 |",
+            f"| best validation accuracy | {f['best_val_accuracy']} | {c['best_val_accuracy']:.4f} | |",
+            f"| test accuracy (official 10,000) | **{f['test_accuracy']}** | **{c['test_accuracy']:.4f}** "
+            f"| >= 0.93 and above the CNN |",
+            f"| CNN: epochs, seconds to val 0.90 | | {c['epochs']}, {c['seconds_to_val_0_90']} s | |",
+            "",
+            f"Best recipe: `{json.dumps(f['best_recipe'])}`",
+            "",
+        ]
     write_section("Scale (scale.py)", lines)
 
 

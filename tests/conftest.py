@@ -19,8 +19,7 @@ def _photo(name: str) -> np.ndarray:
     return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels[:, :, :3]
 
 
-def make_photo_folder(root: Path, per_class: int = 16, size: int = 48, seed: int = 0,
-                      photos=PHOTOS) -> Path:
+def make_photo_folder(root: Path, per_class: int = 16, size: int = 48, seed: int = 0, photos=PHOTOS) -> Path:
     """root/<photo name>/*.png: random crops of a few real photographs, one class per photo."""
     rng = np.random.default_rng(seed)
     for name in photos:
@@ -30,7 +29,7 @@ def make_photo_folder(root: Path, per_class: int = 16, size: int = 48, seed: int
         for i in range(per_class):
             side = int(rng.uniform(0.3, 0.6) * min(height, width))
             top, left = rng.integers(0, height - side), rng.integers(0, width - side)
-            crop = Image.fromarray(pixels[top:top + side, left:left + side]).resize((size, size))
+            crop = Image.fromarray(pixels[top : top + side, left : left + side]).resize((size, size))
             crop.save(root / name / f"{i:03d}.png")
     return root
 

@@ -19,7 +19,9 @@ def test_converted_lite0_still_recognises_a_real_photograph():
     info = ImageNetInfo()
     tops = {}
     for name in ("china.jpg", "flower.jpg"):
-        x = torch.from_numpy(resize(np.array(load_sample_image(name)), pre.size, pre.interpolation)).permute(2, 0, 1)[None]
+        x = torch.from_numpy(resize(np.array(load_sample_image(name)), pre.size, pre.interpolation)).permute(2, 0, 1)[
+            None
+        ]
         with torch.inference_mode():
             top5 = model(pre.normalize(x)).topk(5).indices[0].tolist()
         tops[name] = [info.index_to_description(i) for i in top5]
@@ -76,7 +78,9 @@ def test_fast_cpu_layers_give_timm_s_outputs_and_gradients(size):
     theirs.load_state_dict(ours.state_dict())
     assert sum(type(m) is Conv2dSame for m in theirs.modules()) == 5
     assert not any(type(m) is Conv2dSame for m in ours.modules())  # all five switched
-    assert sum(type(m) is _DepthwiseConv2d for m in ours.modules()) == 7  # the stride-1 5x5 ones; the 2 stride-2 ones are SAME
+    assert (
+        sum(type(m) is _DepthwiseConv2d for m in ours.modules()) == 7
+    )  # the stride-1 5x5 ones; the 2 stride-2 ones are SAME
     x = torch.randn(4, 3, *size, generator=torch.Generator().manual_seed(0))
     outputs = []
     for model in (ours, theirs):

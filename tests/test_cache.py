@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import _photo, make_photo_folder
 from PIL import Image
 
 from autotl import load_dataset
 from autotl.data import decode, resize
-from conftest import _photo, make_photo_folder
 
 
 @pytest.fixture
@@ -91,8 +91,10 @@ print(data.store.folder)
 def test_two_processes_building_the_same_cache_at_once_end_with_one_valid_cache(tmp_path):
     folder = make_photo_folder(tmp_path / "photos", per_class=40, size=120)
     cache = tmp_path / "cache"
-    runs = [subprocess.Popen([sys.executable, "-c", BUILD, str(folder), str(cache)], stdout=subprocess.PIPE,
-                             text=True) for _ in range(2)]
+    runs = [
+        subprocess.Popen([sys.executable, "-c", BUILD, str(folder), str(cache)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [run.communicate(timeout=300)[0].strip() for run in runs]
     assert all(run.returncode == 0 for run in runs)
     assert outputs[0] == outputs[1]

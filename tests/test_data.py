@@ -5,13 +5,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import torch
 import pytest
+import torch
+from conftest import make_photo_folder
 from PIL import Image
 
 from autotl import DatasetError, load_dataset
 from autotl.data import decode, resize
-from conftest import make_photo_folder
 
 
 def test_pixel_modes_all_become_rgb_uint8(tmp_path):
@@ -31,7 +31,7 @@ def test_pixel_modes_all_become_rgb_uint8(tmp_path):
 
 
 def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
-    ramp = (np.arange(60, dtype=np.uint16).reshape(6, 10) * 1000 + 5000)
+    ramp = np.arange(60, dtype=np.uint16).reshape(6, 10) * 1000 + 5000
     Image.fromarray(ramp).save(tmp_path / "deep.png")
     pixels = decode(tmp_path / "deep.png")
     assert pixels.shape == (6, 10, 3)

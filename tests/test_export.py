@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import timm
 import torch
+from conftest import make_photo_folder
 from PIL import Image
 from safetensors.torch import save_file
 
 import autotl
 from autotl.cli import main
-from conftest import make_photo_folder
+
+pytestmark = pytest.mark.slow  # every test here trains, searches or runs a subprocess
 
 DATA = Path(__file__).parent / "data"
 
@@ -102,9 +104,11 @@ def test_predict_folders_lists_and_onnx_in_batches(finished_run, held_out, tmp_p
 
 
 def test_predict_says_what_is_wrong_in_one_line(finished_run, tmp_path, capsys):
-    for args in (["--model", str(tmp_path / "nowhere"), str(tmp_path)],
-                 ["--model", str(finished_run.model_dir), str(tmp_path / "no.png")],
-                 ["--model", str(finished_run.model_dir), str(tmp_path), "--out", str(tmp_path)]):
+    for args in (
+        ["--model", str(tmp_path / "nowhere"), str(tmp_path)],
+        ["--model", str(finished_run.model_dir), str(tmp_path / "no.png")],
+        ["--model", str(finished_run.model_dir), str(tmp_path), "--out", str(tmp_path)],
+    ):
         assert main(["predict", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("autotl: error:"), err

@@ -21,6 +21,8 @@ import autotl
 from autotl.cli import main
 from autotl.search._run import open_storage
 
+pytestmark = pytest.mark.slow  # every test here trains, searches or runs a subprocess
+
 FAST_ENV = dict(os.environ, AUTOTL_HEARTBEAT_S="1", AUTOTL_GRACE_S="4", PYTHONUNBUFFERED="1")
 
 
@@ -62,8 +64,9 @@ def _search_args(folder, out, n_trials, *extra):
     space = Path(out).parent / "slow.yaml"
     space.parent.mkdir(parents=True, exist_ok=True)
     space.write_text(SLOW_SPACE)
-    return [*_cli("--dataset", str(folder), "--space", str(space), "--n-trials", str(n_trials),
-                  "--out", str(out), *extra)]
+    return [
+        *_cli("--dataset", str(folder), "--space", str(space), "--n-trials", str(n_trials), "--out", str(out), *extra)
+    ]
 
 
 def test_a_killed_worker_is_detected_and_rerun_ends_with_exactly_n_trials(tmp_path, photo_folder):
@@ -191,12 +194,17 @@ def _ctrl_c_at(tmp_path, photo_folder, where, presses=1, n_trials=3):
     """
     out, marks = tmp_path / "run", tmp_path / "marks"
     marks.mkdir()
-    args = _search_args(photo_folder, out, n_trials, "--max-epochs", "1",
-                        "--pruner", "none")  # every trial completes: no luck involved
+    args = _search_args(
+        photo_folder, out, n_trials, "--max-epochs", "1", "--pruner", "none"
+    )  # every trial completes: no luck involved
     driver = tmp_path / "driver.py"
     driver.write_text(CTRL_C_DRIVER)
-    run = subprocess.Popen([sys.executable, str(driver), where, str(presses), str(marks), *args[3:]],
-                           env=FAST_ENV, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [sys.executable, str(driver), where, str(presses), str(marks), *args[3:]],
+        env=FAST_ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for_file(marks / "blocked", run)
         assert (marks / "blocked").read_text() == where
@@ -315,8 +323,9 @@ def test_an_exception_in_one_trial_fails_it_alone(tmp_path, photo_folder):
             raise RuntimeError("backbone exploded <b>")
         return ctx.fit(trial, config).metrics["accuracy"]
 
-    result = autotl.search(str(photo_folder), space="quick", n_trials=2, objective=objective,
-                           out=tmp_path / "run", progress=False)
+    result = autotl.search(
+        str(photo_folder), space="quick", n_trials=2, objective=objective, out=tmp_path / "run", progress=False
+    )
     states = [t.state for t in result.study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     assert result.study.trials[1].user_attrs["error"] == "RuntimeError: backbone exploded <b>"
@@ -335,8 +344,9 @@ def test_cuda_out_of_memory_is_retried_once_at_half_the_batch(tmp_path, photo_fo
         return real_fit(config, *args, **kwargs)
 
     monkeypatch.setattr(_run, "fit", fit_that_runs_out_of_memory)
-    result = autotl.search(str(photo_folder), space="quick", n_trials=1, max_epochs=1, out=tmp_path / "run",
-                           progress=False)
+    result = autotl.search(
+        str(photo_folder), space="quick", n_trials=1, max_epochs=1, out=tmp_path / "run", progress=False
+    )
     assert calls == [32, 16]
     trial = result.study.trials[0]
     assert trial.state == TrialState.COMPLETE and "batch size 16" in trial.user_attrs["out_of_memory_retry"]
@@ -356,8 +366,9 @@ def test_a_damaged_model_is_reported_in_one_line_and_replaced_by_the_next_run(tm
 
 
 def test_two_workers_on_local_storage_end_with_exactly_n_trials(tmp_path, photo_folder):
-    result = autotl.search(str(photo_folder), space="quick", n_trials=4, max_epochs=1, workers=2,
-                           out=tmp_path / "run", progress=False)
+    result = autotl.search(
+        str(photo_folder), space="quick", n_trials=4, max_epochs=1, workers=2, out=tmp_path / "run", progress=False
+    )
     states = [t.state for t in result.study.trials]
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 4
     assert TrialState.RUNNING not in states
@@ -452,8 +463,11 @@ def test_a_killed_worker_of_workers_2_loses_nothing(tmp_path, photo_folder):
     args = _search_args(photo_folder, out, 4, "--workers", "2")
     parent = subprocess.Popen(args, env=FAST_ENV, stderr=subprocess.DEVNULL)
     _wait_for_running_epoch(storage)
-    workers = [p for p in _children(parent.pid)  # the worker processes, not multiprocessing's resource tracker
-               if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="ignore")]
+    workers = [
+        p
+        for p in _children(parent.pid)  # the worker processes, not multiprocessing's resource tracker
+        if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="ignore")
+    ]
     assert len(workers) >= 2, workers
     os.kill(workers[-1], signal.SIGKILL)
     parent.wait(timeout=600)

@@ -116,8 +116,7 @@ def analysis(classes=CLASSES, n_wrong=5, bad_thumbnail=None):
         for i in range(n_wrong)
     ]
     if bad_thumbnail is not None:
-        wrong.append({"true": classes[0], "predicted": classes[1], "probability": 0.5,
-                      "thumbnail": bad_thumbnail})
+        wrong.append({"true": classes[0], "predicted": classes[1], "probability": 0.5, "thumbnail": bad_thumbnail})
     per_class = [
         {"cls": name, "precision": 0.8, "recall": 0.9, "f1": 0.85, "support": sum(confusion[i])}
         for i, name in enumerate(classes)
@@ -131,12 +130,22 @@ def analysis(classes=CLASSES, n_wrong=5, bad_thumbnail=None):
     }
 
 
-def make_study(n_complete=4, pruned=True, failed=True, storage=None, best_analysis=True,
-               classes=CLASSES, backbones=("resnet18", "convnext_atto", EVIL), n_wrong=5, n_pruned=1,
-               study_name=f"demo {EVIL}"):
+def make_study(
+    n_complete=4,
+    pruned=True,
+    failed=True,
+    storage=None,
+    best_analysis=True,
+    classes=CLASSES,
+    backbones=("resnet18", "convnext_atto", EVIL),
+    n_wrong=5,
+    n_pruned=1,
+    study_name=f"demo {EVIL}",
+):
     """A study shaped like a real search's: study attrs, trial attrs, a best-model analysis."""
-    study = optuna.create_study(direction="maximize", study_name=study_name, storage=storage,
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        direction="maximize", study_name=study_name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     for key, value in {
         "dataset": {
             "path": f"/data/{EVIL}",
@@ -269,14 +278,13 @@ def test_write_makes_one_self_contained_escaped_page(tmp_path):
     assert EVIL_TEXT in page  # shown, but as text
     for section in ("summary", "history", "curves", "mattered", "best-model", "trials"):
         assert f'<section id="{section}">' in page
-    for figure in ("history", "time", "curves", "importance", "parallel", "recipe", "backbones",
-                   "confusion"):
+    for figure in ("history", "time", "curves", "importance", "parallel", "recipe", "backbones", "confusion"):
         assert f'id="figure-{figure}"' in page
     assert page.count('<p class="caption">') == 6  # one caption per section
     assert page.count('<img src="data:image/png;base64,') == 5
     assert "first 40% of blocks frozen" in page or "full fine-tuning" in page or "linear probe" in page
     assert "best_model/ in the run directory" in page and "/somewhere/run" not in page
-    table = page[page.index('<table class="sortable">'):]
+    table = page[page.index('<table class="sortable">') :]
     assert table.count("<th>backbone</th>") == 1  # param_backbone duplicates the backbone column
     assert "RuntimeError: " + EVIL_TEXT in page  # the failed trial's error, escaped
 
@@ -304,8 +312,9 @@ def test_the_page_is_a_function_of_the_storage(tmp_path):
     assert (copy / "report.html").read_bytes() == first
 
 
-@pytest.mark.skipif(not os.environ.get("AUTOTL_TEST_POSTGRES_URL"),
-                    reason="set AUTOTL_TEST_POSTGRES_URL (CI does, via .ci/postgres.sh)")
+@pytest.mark.skipif(
+    not os.environ.get("AUTOTL_TEST_POSTGRES_URL"), reason="set AUTOTL_TEST_POSTGRES_URL (CI does, via .ci/postgres.sh)"
+)
 def test_the_page_of_a_postgresql_study_is_the_same_as_from_sqlite(tmp_path):
     """`autotl report RUN_DIR --storage URL` reads a PostgreSQL study; a copy in SQLite gives the same page."""
     url = os.environ["AUTOTL_TEST_POSTGRES_URL"]
@@ -442,20 +451,26 @@ def test_ranking_records_put_the_actual_result_next_to_the_rank():
     assert ranking["best"].iloc[:3].tolist() == pytest.approx([0.75, 0.80, 0.60])  # not the pruned 0.95
     assert pd.isna(ranking["best"].iloc[3])
     settings = _records.ranking_settings(make_ranked_study())
-    assert settings == {"method": "LogME", "images": 400, "resolution_scale": 0.75, "seconds": 21.3,
-                        "margin": 0.1, "dropped": 1}
+    assert settings == {
+        "method": "LogME",
+        "images": 400,
+        "resolution_scale": 0.75,
+        "seconds": 21.3,
+        "margin": 0.1,
+        "dropped": 1,
+    }
     assert report.ranking_records(make_study()).empty
     assert _records.ranking_settings(make_study()) is None
 
 
 def test_ranking_section_shows_the_numbers_and_the_verdict():
     page = _html.render(make_ranked_study())
-    mattered = page[page.index('<section id="mattered">'):page.index('<section id="best-model">')]
+    mattered = page[page.index('<section id="mattered">') : page.index('<section id="best-model">')]
     assert "<h3>Backbone ranking before training (LogME)</h3>" in mattered
     assert "The ranking took 21 s on 400 training images at 0.75 of their resolution" in mattered
     assert "1 backbone was dropped from the search (more than 0.1 below the best score)" in mattered
-    table = mattered[mattered.index("<th>rank</th>"):]
-    table = table[:table.index("</table>")]
+    table = mattered[mattered.index("<th>rank</th>") :]
+    table = table[: table.index("</table>")]
     assert "<th>LogME score</th>" in table and "<th>best accuracy</th>" in table
     rows = table.split("<tr")[1:]
     assert len(rows) == 4
@@ -482,15 +497,16 @@ def test_ranking_figure_marks_each_backbone_and_leaves_the_untrained_below():
 
 def test_cost_and_warm_start_become_columns_of_the_trials_table():
     study = optuna.create_study(direction="maximize")
-    study.add_trial(_trial(0.7, train_seconds=12.5, latency_ms=3.25, model_mb=9.5,
-                           warm_start=f"linear_probe on {EVIL}"))
+    study.add_trial(
+        _trial(0.7, train_seconds=12.5, latency_ms=3.25, model_mb=9.5, warm_start=f"linear_probe on {EVIL}")
+    )
     study.add_trial(_trial(0.8))  # an older trial without them
     trials = report.trial_records(study)
     assert trials["train_seconds"].tolist()[0] == 12.5 and pd.isna(trials["train_seconds"].iloc[1])
     assert trials["latency_ms"].iloc[0] == 3.25 and trials["model_mb"].iloc[0] == 9.5
     assert trials["warm_start"].iloc[0] == f"linear_probe on {EVIL}" and pd.isna(trials["warm_start"].iloc[1])
     page = _html.render(study)
-    table = page[page.index('<section id="trials">'):]
+    table = page[page.index('<section id="trials">') :]
     for header in ("train time (s)", "PyTorch latency (ms, batch 1)", "size (MB)", "warm start"):
         assert f"<th>{header}</th>" in table
     assert ">12.5<" in table and ">3.25<" in table and ">9.5<" in table
@@ -518,7 +534,9 @@ def make_pareto_study(storage=None):
             accuracy, latency = PARETO[number]
             attrs.update(latency_ms=latency, history=_history([accuracy - 0.1, accuracy]))
             trial = optuna.trial.create_trial(
-                values=[accuracy, latency], params={"lr": 10 ** -(1 + number % 3)}, distributions={"lr": lr},
+                values=[accuracy, latency],
+                params={"lr": 10 ** -(1 + number % 3)},
+                distributions={"lr": lr},
                 user_attrs=attrs,
             )
         study.add_trial(trial)
@@ -537,8 +555,7 @@ def test_pareto_records_find_the_front_and_the_most_accurate_trial():
     info = _records.summary(study)
     assert info["best_trial"] == 6 and info["best_value"] == pytest.approx(0.90)  # 3 is as accurate, slower
     assert [o["name"] for o in info["objectives"]] == ["accuracy", "latency"]
-    assert info["objectives"][1] == {"name": "latency", "score": False, "direction": "minimize",
-                                     "best_value": 35.0}
+    assert info["objectives"][1] == {"name": "latency", "score": False, "direction": "minimize", "best_value": 35.0}
     assert _records.summary(make_study())["objectives"] is None
     trials = report.trial_records(study)
     assert trials["value"].tolist()[:5] == pytest.approx([0.80, 0.85, 0.82, 0.90, 0.75])  # accuracy
@@ -553,19 +570,20 @@ def test_a_two_objective_study_renders_with_its_pareto_front(tmp_path):
     page = report.write(study, tmp_path / "report.html").read_text(encoding="utf-8")
     assert _html.render(study) == page  # still a function of the storage
     assert EVIL not in page
-    for number, section in enumerate(["summary", "pareto", "history", "curves", "mattered", "best-model",
-                                      "trials"], start=1):
+    for number, section in enumerate(
+        ["summary", "pareto", "history", "curves", "mattered", "best-model", "trials"], start=1
+    ):
         assert f'<section id="{section}">\n<h2>{number}. ' in page
     for figure in ("pareto", "history", "time", "curves", "importance", "parallel"):
         assert f'id="figure-{figure}"' in page
-    summary = page[:page.index('<section id="pareto">')]
+    summary = page[: page.index('<section id="pareto">')]
     assert "0.9 validation accuracy (trial 6; latency 35 ms), the most accurate complete trial" in summary
     assert "maximize accuracy, minimize latency; 3 of 6 complete trials on the Pareto front" in summary
-    pareto = page[page.index('<section id="pareto">'):page.index('<section id="history">')]
-    front = pareto[pareto.index("<h3>Trials on the front</h3>"):]
-    rows = front[:front.index("</table>")].split("<tr>")[2:]
+    pareto = page[page.index('<section id="pareto">') : page.index('<section id="history">')]
+    front = pareto[pareto.index("<h3>Trials on the front</h3>") :]
+    rows = front[: front.index("</table>")].split("<tr>")[2:]
     assert [row.split("</td>")[0].rsplit(">", 1)[1] for row in rows] == ["0", "1", "6"]  # fastest first
-    trials = page[page.index('<section id="trials">'):]
+    trials = page[page.index('<section id="trials">') :]
     assert "<th>Pareto front</th>" in trials and trials.count(">yes<") == 3
     assert "<th>PyTorch latency (ms, batch 1)</th>" in trials
 
@@ -596,15 +614,24 @@ def test_an_old_study_shows_none_of_the_new_parts():
     study.add_trial(optuna.trial.create_trial(value=0.5))
     study.add_trial(_trial(0.6))
     page = _html.render(make_study()) + _html.render(study)
-    for absent in ('<section id="pareto">', "figure-pareto", "figure-ranking", "Backbone ranking",
-                   "<th>train time (s)</th>", "<th>PyTorch latency (ms, batch 1)</th>", "<th>warm start</th>", "Pareto front",
-                   "Objectives"):
+    for absent in (
+        '<section id="pareto">',
+        "figure-pareto",
+        "figure-ranking",
+        "Backbone ranking",
+        "<th>train time (s)</th>",
+        "<th>PyTorch latency (ms, batch 1)</th>",
+        "<th>warm start</th>",
+        "Pareto front",
+        "Objectives",
+    ):
         assert absent not in page
     assert "<h2>6. All trials</h2>" in page
 
 
-@pytest.mark.parametrize("ranking", ["LogME", {}, {"scores": None},
-                                     {"scores": ["x", {"logme": 1.0}, {"backbone": "b", "logme": "?"}]}])
+@pytest.mark.parametrize(
+    "ranking", ["LogME", {}, {"scores": None}, {"scores": ["x", {"logme": 1.0}, {"backbone": "b", "logme": "?"}]}]
+)
 def test_a_malformed_ranking_does_not_break_the_page(ranking):
     study = make_ranked_study()
     study.set_user_attr("backbone_ranking", ranking)

@@ -18,6 +18,8 @@ from test_report import EVIL, EVIL_TEXT, RANKING, make_pareto_study, make_study
 
 from autotl import report
 
+pytestmark = pytest.mark.slow  # every test here trains, searches or runs a subprocess
+
 # A hook put first in <head> of a copy of the page: it records console errors, uncaught
 # errors, failed resource loads and any alert() call, clicks the "score" header of the
 # trials table once the page has loaded, and leaves all of it in attributes of <html>.
@@ -57,11 +59,23 @@ def _chromium() -> str:
 def _open(page_path, tmp_path, virtual_time=True):
     """Load the page in headless Chromium; return (dumped DOM, console lines from its log)."""
     command = [
-        _chromium(), "--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-extensions", "--no-first-run", "--no-default-browser-check",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
-        "--window-size=1280,2000", "--dump-dom", page_path.resolve().as_uri(),
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--no-first-run",
+        "--no-default-browser-check",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1280,2000",
+        "--dump-dom",
+        page_path.resolve().as_uri(),
     ]
     if virtual_time:
         command.insert(-2, "--virtual-time-budget=15000")
@@ -112,7 +126,7 @@ def test_clicking_a_header_sorts_the_trials_table(opened):
     order = json.loads(_attr(dom, "data-sorted"))
     scores = [float(text) for text in order if text]
     assert scores == sorted(scores) and len(scores) >= 6
-    assert all(text == "" for text in order[len(scores):])  # blanks (the failed trial) last
+    assert all(text == "" for text in order[len(scores) :])  # blanks (the failed trial) last
 
 
 def test_a_two_objective_page_with_a_backbone_ranking_draws_without_errors(tmp_path):

@@ -18,12 +18,18 @@ from autotl.cli import main
 from autotl.export import load_model, save
 from autotl.train import fit
 
+pytestmark = pytest.mark.slow  # every test here trains, searches or runs a subprocess
+
 
 def test_a_search_leaves_study_report_and_model(finished_run):
     run = finished_run.run_dir
     assert (run / "study.db").is_file() and (run / "report.html").is_file()
-    assert {p.name for p in finished_run.model_dir.iterdir()} == {"model.safetensors", "config.json", "model.onnx",
-                                                                   "README.md"}
+    assert {p.name for p in finished_run.model_dir.iterdir()} == {
+        "model.safetensors",
+        "config.json",
+        "model.onnx",
+        "README.md",
+    }
     config = json.loads((finished_run.model_dir / "config.json").read_text())
     assert config["label_names"] == ["astronaut", "brick", "coffee"]
     assert config["autotl"]["metrics"]["accuracy"] == pytest.approx(finished_run.best_value)
@@ -33,8 +39,15 @@ def test_a_search_leaves_study_report_and_model(finished_run):
     assert first.params["frozen_depth"] == 0.75 and first.params["adamw.lr"] == 1e-3  # the start_from recipe
     for trial in trials:
         attrs = trial.user_attrs
-        assert {"history", "best_epoch", "epochs_run", "wall_seconds", "params_total", "params_trainable",
-                "end_reason"} <= set(attrs)
+        assert {
+            "history",
+            "best_epoch",
+            "epochs_run",
+            "wall_seconds",
+            "params_total",
+            "params_trainable",
+            "end_reason",
+        } <= set(attrs)
 
 
 def test_exported_model_reproduces_in_process_predictions_exactly(tmp_path, photo_folder):
@@ -67,8 +80,9 @@ def test_rerunning_resumes_and_keeps_finished_trials(tmp_path, photo_folder):
 
 def test_a_run_directory_of_another_dataset_is_refused(tmp_path, finished_run):
     with pytest.raises(autotl.AutoTLError, match="holds a study of dataset"):
-        autotl.search("builtin:digits", space="quick", n_trials=1, max_per_class=3, out=finished_run.run_dir,
-                      progress=False)
+        autotl.search(
+            "builtin:digits", space="quick", n_trials=1, max_per_class=3, out=finished_run.run_dir, progress=False
+        )
 
 
 def test_a_custom_objective_can_change_the_config(tmp_path, photo_folder):
@@ -81,16 +95,23 @@ def test_a_custom_objective_can_change_the_config(tmp_path, photo_folder):
         seen.append((result.metrics["accuracy"], result.metrics["macro_f1"], len(result.history)))
         return result.metrics["macro_f1"]
 
-    result = autotl.search(str(photo_folder), space="quick", n_trials=1, objective=objective,
-                           out=tmp_path / "run", progress=False)
+    result = autotl.search(
+        str(photo_folder), space="quick", n_trials=1, objective=objective, out=tmp_path / "run", progress=False
+    )
     assert len(seen) == 1 and seen[0][2] == 1
     assert result.best_value == pytest.approx(seen[0][1])
     assert (result.model_dir / "model.safetensors").is_file()
 
 
 def test_a_plain_optuna_objective_is_accepted(tmp_path, photo_folder):
-    result = autotl.search(str(photo_folder), space="quick", n_trials=2, progress=False, out=tmp_path / "run",
-                           objective=lambda trial: trial.suggest_float("x", 0, 1))
+    result = autotl.search(
+        str(photo_folder),
+        space="quick",
+        n_trials=2,
+        progress=False,
+        out=tmp_path / "run",
+        objective=lambda trial: trial.suggest_float("x", 0, 1),
+    )
     assert 0 <= result.best_value <= 1 and len(result.study.trials) == 2
 
 
@@ -104,8 +125,28 @@ def test_readme_custom_objective_example_runs(tmp_path, monkeypatch):
 
 def test_cli_search_predict_and_report(tmp_path, photo_folder, capsys):
     out = tmp_path / "run"
-    assert main(["search", "--dataset", str(photo_folder), "--space", "quick", "--n-trials", "1",
-                 "--max-epochs", "1", "--out", str(out), "--sampler", "random", "--pruner", "none"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--dataset",
+                str(photo_folder),
+                "--space",
+                "quick",
+                "--n-trials",
+                "1",
+                "--max-epochs",
+                "1",
+                "--out",
+                str(out),
+                "--sampler",
+                "random",
+                "--pruner",
+                "none",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "[trial 1/1]" in captured.err and "epoch 1/1" in captured.err
     assert "best validation accuracy" in captured.out
@@ -124,8 +165,9 @@ def test_cli_search_predict_and_report(tmp_path, photo_folder, capsys):
 
 def test_cli_rejects_unknown_sampler_and_pruner_in_one_line(tmp_path, photo_folder, capsys):
     for flag, value in (("--sampler", "grid"), ("--pruner", "nope")):
-        code = main(["search", "--dataset", str(photo_folder), "--space", "quick", flag, value,
-                     "--out", str(tmp_path / value)])
+        code = main(
+            ["search", "--dataset", str(photo_folder), "--space", "quick", flag, value, "--out", str(tmp_path / value)]
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and value in err[0]
 
@@ -141,8 +183,15 @@ def test_unknown_backbone_fails_before_training(tmp_path, photo_folder, capsys):
 
 def test_the_same_seed_samples_the_same_recipes(tmp_path, photo_folder):
     def sampled(out):
-        result = autotl.search(str(photo_folder), space="default", n_trials=4, seed=5, out=out, progress=False,
-                               objective=lambda trial, ctx: float(len(ctx.suggest(trial).describe())))
+        result = autotl.search(
+            str(photo_folder),
+            space="default",
+            n_trials=4,
+            seed=5,
+            out=out,
+            progress=False,
+            objective=lambda trial, ctx: float(len(ctx.suggest(trial).describe())),
+        )
         return [t.params for t in result.study.trials]
 
     assert sampled(tmp_path / "a") == sampled(tmp_path / "b")
@@ -154,8 +203,13 @@ def test_a_new_trial_needs_room_for_its_first_epoch_before_the_deadline():
     from autotl.search._run import _room_for_a_trial
 
     study = optuna.create_study(direction="maximize")
-    for cache, seconds in (("hit", [0.02, 0.02]), ("miss", [0.03, 0.03]), ("off", [25.3]),
-                           ("off", [18.3] + [17.2] * 7), ("off", [43.4])):
+    for cache, seconds in (
+        ("hit", [0.02, 0.02]),
+        ("miss", [0.03, 0.03]),
+        ("off", [25.3]),
+        ("off", [18.3] + [17.2] * 7),
+        ("off", [43.4]),
+    ):
         trial = study.ask()
         trial.set_user_attr("feature_cache", cache)
         trial.set_user_attr("history", [dict(epoch=e, seconds=s) for e, s in enumerate(seconds, 1)])

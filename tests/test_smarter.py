@@ -69,14 +69,17 @@ def _no_training(trial, ctx):
 def test_warm_start_recipes_are_the_first_trials_recipe_by_recipe_best_backbone_first(tmp_path, photo_folder):
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
-    result = autotl.search(str(photo_folder), space=str(space), n_trials=6, out=tmp_path / "run",
-                           objective=_no_training, progress=False)
+    result = autotl.search(
+        str(photo_folder), space=str(space), n_trials=6, out=tmp_path / "run", objective=_no_training, progress=False
+    )
     ranking = result.study.user_attrs["backbone_ranking"]
     order = [s["backbone"] for s in ranking["scores"]]
     assert sorted(order) == ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
     assert ranking["scores"][0]["logme"] >= ranking["scores"][1]["logme"] and ranking["seconds"] > 0
     first = result.study.trials[:4]
-    assert [t.user_attrs["warm_start"] for t in first] == [f"{r} on {b}" for r in ("linear_probe", "sgd") for b in order]
+    assert [t.user_attrs["warm_start"] for t in first] == [
+        f"{r} on {b}" for r in ("linear_probe", "sgd") for b in order
+    ]
     assert [t.params["backbone"] for t in first] == [order[0], order[1], order[0], order[1]]
     assert first[0].params["frozen_depth"] == 1.0 and first[0].params["adamw.lr"] == 5e-3
     assert first[2].params["optimizer"] == "sgd" and first[2].params["sgd.lr"] == 1e-2
@@ -87,19 +90,42 @@ def test_drop_backbones_leaves_out_the_far_worse_and_survives_resume(tmp_path, p
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     out = tmp_path / "run"
-    result = autotl.search(str(photo_folder), space=str(space), n_trials=4, out=out, objective=_no_training,
-                           progress=False, drop_backbones=0.0)
+    result = autotl.search(
+        str(photo_folder),
+        space=str(space),
+        n_trials=4,
+        out=out,
+        objective=_no_training,
+        progress=False,
+        drop_backbones=0.0,
+    )
     scores = result.study.user_attrs["backbone_ranking"]["scores"]
     assert [s["dropped"] for s in scores] == [False, True]
-    result = autotl.search(str(photo_folder), space=str(space), n_trials=8, out=out, objective=_no_training,
-                           progress=False)
+    result = autotl.search(
+        str(photo_folder), space=str(space), n_trials=8, out=out, objective=_no_training, progress=False
+    )
     assert {t.params["backbone"] for t in result.study.trials} == {scores[0]["backbone"]}
 
 
 def test_accuracy_and_latency_search_stores_cost_and_exports_the_most_accurate(tmp_path, photo_folder, capsys):
     out = tmp_path / "run"
-    code = main(["search", "--dataset", str(photo_folder), "--space", "quick", "--n-trials", "2", "--max-epochs", "1",
-                 "--out", str(out), "--objective", "accuracy,latency"])
+    code = main(
+        [
+            "search",
+            "--dataset",
+            str(photo_folder),
+            "--space",
+            "quick",
+            "--n-trials",
+            "2",
+            "--max-epochs",
+            "1",
+            "--out",
+            str(out),
+            "--objective",
+            "accuracy,latency",
+        ]
+    )
     assert code == 0
     import optuna
 
@@ -135,8 +161,9 @@ def test_export_any_trial_trains_it_again_to_the_same_score(finished_run, tmp_pa
 
 
 def test_refit_trains_the_best_recipe_on_train_and_validation(tmp_path, photo_folder):
-    result = autotl.search(str(photo_folder), space="quick", n_trials=1, max_epochs=2, out=tmp_path / "run",
-                           progress=False, refit=True)
+    result = autotl.search(
+        str(photo_folder), space="quick", n_trials=1, max_epochs=2, out=tmp_path / "run", progress=False, refit=True
+    )
     config = json.loads((result.model_dir / "config.json").read_text())["autotl"]
     data = autotl.load_dataset(str(photo_folder))
     best = result.best_trial

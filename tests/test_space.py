@@ -36,16 +36,19 @@ def test_start_from_is_a_valid_first_trial():
             assert getattr(config, key) == value, (name, key)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("backbone: {choices: []}", "backbone: choices must be a non-empty list"),
-    ("learning_rate: 0.1", "learning_rate is not a setting autotl knows"),
-    ("optimizer: {choices: [adam]}", "'adam' is not allowed; use one of adamw, sgd"),
-    ("lr: {low: 0, high: 1, log: true}", "a log range needs low > 0"),
-    ("lr: {low: 1, high: 0.1}", "low <= high"),
-    ("max_epochs: 0", "max_epochs must be a positive whole number"),
-    ("start_from: {speed: 3}", "unknown setting 'speed'"),
-    ("lr: [1, 2", "is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("backbone: {choices: []}", "backbone: choices must be a non-empty list"),
+        ("learning_rate: 0.1", "learning_rate is not a setting autotl knows"),
+        ("optimizer: {choices: [adam]}", "'adam' is not allowed; use one of adamw, sgd"),
+        ("lr: {low: 0, high: 1, log: true}", "a log range needs low > 0"),
+        ("lr: {low: 1, high: 0.1}", "low <= high"),
+        ("max_epochs: 0", "max_epochs must be a positive whole number"),
+        ("start_from: {speed: 3}", "unknown setting 'speed'"),
+        ("lr: [1, 2", "is not valid YAML"),
+    ],
+)
 def test_mistakes_name_the_file_and_key(tmp_path, text, expected):
     path = tmp_path / "mine.yaml"
     path.write_text(text)
@@ -60,6 +63,7 @@ def test_unknown_space_name_lists_the_known_ones():
 
 
 def test_config_describes_itself_in_words():
-    text = TrialConfig(frozen_depth=0.4, optimizer="adamw", lr=3e-4, regularizer="l2sp",
-                       regularizer_strength=1e-3).describe()
+    text = TrialConfig(
+        frozen_depth=0.4, optimizer="adamw", lr=3e-4, regularizer="l2sp", regularizer_strength=1e-3
+    ).describe()
     assert "first 40% of blocks frozen" in text and "adamw at 0.0003" in text and "l2sp 0.001" in text

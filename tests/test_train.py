@@ -15,8 +15,15 @@ import torch
 from autotl import TrialConfig, backbones, load_dataset
 from autotl.train import L2SP, fit, lr_factor
 
-FAST = dict(backbone="tf_efficientnet_lite0", resolution_scale=0.25, batch_size=16, augment_strength=0.0,
-            warmup_epochs=0, regularizer="none", lr_schedule="constant")
+FAST = dict(
+    backbone="tf_efficientnet_lite0",
+    resolution_scale=0.25,
+    batch_size=16,
+    augment_strength=0.0,
+    warmup_epochs=0,
+    regularizer="none",
+    lr_schedule="constant",
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +36,21 @@ def test_frozen_blocks_keep_their_weights_and_statistics(photos):
     result = fit(config, photos)
     pretrained = backbones.create(config.backbone, len(photos.classes)).state_dict()
     groups = backbones.body_groups(result.model)
-    frozen = {n for names in groups[:round(0.5 * len(groups))] for n in names}
+    frozen = {n for names in groups[: round(0.5 * len(groups))] for n in names}
     trained = result.model.state_dict()
     frozen_modules = {n.rsplit(".", 1)[0] for n in frozen}
     frozen_buffers = {k for k in trained if k.rsplit(".", 1)[0] in frozen_modules}  # BatchNorm running stats too
     assert frozen and frozen_buffers > frozen
     for name in frozen_buffers:
         assert torch.equal(trained[name], pretrained[name]), name
-    moved = [n for n in trained if n not in frozen_buffers and "classifier" not in n and trained[n].is_floating_point()
-             and not torch.equal(trained[n], pretrained[n])]
+    moved = [
+        n
+        for n in trained
+        if n not in frozen_buffers
+        and "classifier" not in n
+        and trained[n].is_floating_point()
+        and not torch.equal(trained[n], pretrained[n])
+    ]
     assert moved, "the unfrozen blocks should have trained"
     assert result.params_trainable < result.params_total
 
@@ -66,7 +79,7 @@ def test_l2sp_is_zero_at_start_and_grows_as_weights_move():
     with torch.no_grad():
         weight.add_(0.01)
     small = penalty.penalty().item()
-    assert small == pytest.approx(0.5 * 0.5 * weight.numel() * 0.01 ** 2, rel=1e-3)
+    assert small == pytest.approx(0.5 * 0.5 * weight.numel() * 0.01**2, rel=1e-3)
     with torch.no_grad():
         weight.add_(0.01)
     assert penalty.penalty().item() == pytest.approx(4 * small, rel=1e-3)
@@ -80,7 +93,9 @@ def test_schedules_match_their_formulas(step):
     total, warmup = 100, 10
     assert lr_factor(step, schedule="constant", total_steps=total) == 1.0
     assert lr_factor(step, schedule="step", total_steps=90) == 0.1 ** (step // 30)
-    assert lr_factor(step, schedule="cosine", total_steps=total) == pytest.approx(0.5 * (1 + math.cos(math.pi * step / total)))
+    assert lr_factor(step, schedule="cosine", total_steps=total) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * step / total))
+    )
     assert lr_factor(step, schedule="inv_sqrt", total_steps=total) == pytest.approx(1 / math.sqrt(step + 1))
     warm = lr_factor(step, schedule="cosine", total_steps=total, warmup_steps=warmup)
     if step < warmup:
@@ -98,8 +113,9 @@ def test_fine_tuning_beats_chance_clearly(photos):
 
 
 def test_a_hopeless_trial_is_pruned(photos):
-    study = optuna.create_study(direction="maximize",
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    )
     good = TrialConfig(**{**FAST, "resolution_scale": 0.5}, frozen_depth=0.75, max_epochs=3, lr=3e-3)
     study.optimize(lambda t: fit(good, photos, t).metrics["accuracy"], n_trials=1)
     hopeless = TrialConfig(**{**FAST, "resolution_scale": 0.5}, frozen_depth=1.0, max_epochs=3, lr=0.0)  # never learns
@@ -180,8 +196,13 @@ print(first, page_faults())
 def test_training_on_the_cpu_keeps_freed_memory_for_the_next_step(photo_folder, setting):
     # in a fresh process: the setting is process-wide (glibc's mallopt) and this one has trained already
     env = {**os.environ, "AUTOTL_KEEP_FREED_MEMORY": "1" if setting == "kept" else "0"}
-    out = subprocess.run([sys.executable, "-c", FAULTS_AROUND_A_TRIAL.replace("{FAST!r}", repr(FAST)),
-                          str(photo_folder)], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS_AROUND_A_TRIAL.replace("{FAST!r}", repr(FAST)), str(photo_folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     before, after = map(int, out.split()[-2:])
     assert before > 5 * 16000 * 0.9  # glibc maps each 64 MB block afresh: 16,384 pages of 4 KB
     if setting == "kept":

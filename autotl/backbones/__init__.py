@@ -13,14 +13,28 @@ import timm
 import torch
 
 from ..errors import WeightsError
-from ._freeze import body_groups, freeze, frozen_modules, train_mode
 from ._depthwise import fast_depthwise_gradients
+from ._freeze import body_groups, freeze, frozen_modules, train_mode
 from ._padding import fast_same_padding
 from ._weights import OFFLINE_CATALOG, WeightSource, find_weights, offline_file, pretrained_kwargs
 
-__all__ = ["Preprocessing", "create", "preprocessing", "catalog", "check_available", "find_weights",
-           "freeze", "frozen_modules", "train_mode", "body_groups", "fast_same_padding", "fast_depthwise_gradients",
-           "offline_file", "OFFLINE_CATALOG", "WeightSource"]
+__all__ = [
+    "Preprocessing",
+    "create",
+    "preprocessing",
+    "catalog",
+    "check_available",
+    "find_weights",
+    "freeze",
+    "frozen_modules",
+    "train_mode",
+    "body_groups",
+    "fast_same_padding",
+    "fast_depthwise_gradients",
+    "offline_file",
+    "OFFLINE_CATALOG",
+    "WeightSource",
+]
 
 DEFAULT_CANDIDATES = list(OFFLINE_CATALOG)
 
@@ -54,12 +68,23 @@ def preprocessing(name: str, resolution_scale: float = 1.0) -> Preprocessing:
         cfg = cfg.to_dict()
     native = int(cfg["input_size"][-1])
     size = max(32, int(round(native * resolution_scale / 16.0)) * 16)
-    return Preprocessing(size=size, interpolation=str(cfg.get("interpolation") or "bicubic"),
-                         mean=tuple(float(v) for v in cfg["mean"]), std=tuple(float(v) for v in cfg["std"]))
+    return Preprocessing(
+        size=size,
+        interpolation=str(cfg.get("interpolation") or "bicubic"),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+    )
 
 
-def create(name: str, num_classes: int, *, pretrained: bool = True, weights_dir=None,
-           drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> torch.nn.Module:
+def create(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: bool = True,
+    weights_dir=None,
+    drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+) -> torch.nn.Module:
     """A timm model with pretrained weights (when asked) and a fresh head for ``num_classes``."""
     kwargs = dict(num_classes=num_classes, drop_rate=drop_rate)
     if drop_path_rate:
@@ -70,11 +95,15 @@ def create(name: str, num_classes: int, *, pretrained: bool = True, weights_dir=
         model = timm.create_model(name, **kwargs)
     except RuntimeError as error:
         if "Unknown model" in str(error):
-            raise WeightsError(f"unknown backbone {name!r}: 'autotl backbones' lists candidates; any timm model name works") from error
+            raise WeightsError(
+                f"unknown backbone {name!r}: 'autotl backbones' lists candidates; any timm model name works"
+            ) from error
         raise
     except (OSError, ConnectionError) as error:
-        raise WeightsError(f"cannot get weights for {name}: {error.__class__.__name__}; offline, put {name}.safetensors "
-                           f"in --weights-dir or pick an offline backbone (autotl backbones)") from error
+        raise WeightsError(
+            f"cannot get weights for {name}: {error.__class__.__name__}; offline, put {name}.safetensors "
+            f"in --weights-dir or pick an offline backbone (autotl backbones)"
+        ) from error
     if pretrained and num_classes != model.pretrained_cfg.get("num_classes"):
         _zero_head(model)  # a new head; a matching pretrained head is kept as loaded
     return fast_depthwise_gradients(fast_same_padding(model))
@@ -100,14 +129,18 @@ def check_available(names, weights_dir=None) -> None:
     """Fail before any training if a candidate is unknown to timm or its weights cannot be had."""
     for name in names:
         if not timm.is_model(name):
-            raise WeightsError(f"unknown backbone {name!r} in the search space: use a timm model name "
-                               f"('autotl backbones' lists the ones with weights here)")
+            raise WeightsError(
+                f"unknown backbone {name!r} in the search space: use a timm model name "
+                f"('autotl backbones' lists the ones with weights here)"
+            )
         source = find_weights(name, weights_dir)
         if source.kind == "hub" and not source.available:
             try:
                 timm.create_model(name, pretrained=True)  # downloads into the hub cache when online
             except Exception as error:  # noqa: BLE001 - any failure means: no weights here
-                raise WeightsError(f"no weights for backbone {name!r} here ({error.__class__.__name__}): go online, "
-                                   f"put {name}.safetensors in --weights-dir, or remove it from the space") from error
+                raise WeightsError(
+                    f"no weights for backbone {name!r} here ({error.__class__.__name__}): go online, "
+                    f"put {name}.safetensors in --weights-dir, or remove it from the space"
+                ) from error
         elif not source.available:
             raise WeightsError(f"no weights for backbone {name!r}: {source.detail}")

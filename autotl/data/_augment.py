@@ -26,8 +26,9 @@ def augment(images: torch.Tensor, strength: float, generator: torch.Generator | 
     flip = torch.where(torch.rand(n, generator=generator).to(device) < 0.5, -1.0, 1.0)
     shift_x, shift_y = uniform(-0.15, 0.15) * strength, uniform(-0.15, 0.15) * strength
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack([torch.stack([cos * flip, -sin, shift_x], 1),
-                         torch.stack([sin * flip, cos, shift_y], 1)], 1).to(images.dtype)
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, shift_x], 1), torch.stack([sin * flip, cos, shift_y], 1)], 1
+    ).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     brightness = uniform(-0.2, 0.2).view(n, 1, 1, 1) * strength

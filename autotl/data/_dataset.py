@@ -49,7 +49,7 @@ class ImageDataset:
             return np.flatnonzero(np.isin(self.split_of, self.train_splits))
         return np.flatnonzero(self.split_of == split)
 
-    def with_validation_in_train(self) -> "ImageDataset":
+    def with_validation_in_train(self) -> ImageDataset:
         """The same images, with the validation split also trained on (for a refit; val stays as it was)."""
         return dataclasses.replace(self, train_splits=("train", "val"))
 
@@ -65,7 +65,7 @@ class ImageDataset:
         """(images, labels) batches of ``index`` in order, at ``size`` px; the labels as int64."""
         index = np.asarray(index)
         for start in range(0, len(index), batch_size):
-            part = index[start:start + batch_size]
+            part = index[start : start + batch_size]
             yield self.images(part, size, interpolation), torch.from_numpy(self.labels[part].astype(np.int64))
 
     def pixels(self, i: int) -> np.ndarray:
@@ -74,16 +74,32 @@ class ImageDataset:
 
     def describe(self) -> dict:
         """Plain facts about the dataset, as stored in the study and shown in the report."""
-        return dict(path=self.spec, classes=list(self.classes), n_train=self.count("train"),
-                    n_val=self.count("val"), n_test=self.count("test"),
-                    val_fraction=self.val_fraction, seed=self.seed, skipped=len(self.skipped),
-                    max_per_class=self.max_per_class, allow_outside_paths=self.allow_outside_paths,
-                    image_size=self.store.size)
+        return dict(
+            path=self.spec,
+            classes=list(self.classes),
+            n_train=self.count("train"),
+            n_val=self.count("val"),
+            n_test=self.count("test"),
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+            skipped=len(self.skipped),
+            max_per_class=self.max_per_class,
+            allow_outside_paths=self.allow_outside_paths,
+            image_size=self.store.size,
+        )
 
 
-def load_dataset(spec: str, *, val_fraction: float = 0.2, seed: int = 0, max_per_class: int | None = None,
-                 allow_outside_paths: bool = False, image_size: int = DEFAULT_IMAGE_SIZE, cache_dir=None,
-                 progress: bool = False) -> ImageDataset:
+def load_dataset(
+    spec: str,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    max_per_class: int | None = None,
+    allow_outside_paths: bool = False,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    cache_dir=None,
+    progress: bool = False,
+) -> ImageDataset:
     """Find, decode (once, into the cache) and split a dataset (a folder, a CSV file or ``builtin:NAME``).
 
     Images without a split go to train, and a stratified ``val_fraction`` of train
@@ -119,9 +135,19 @@ def load_dataset(spec: str, *, val_fraction: float = 0.2, seed: int = 0, max_per
     split_of = np.array([s.split or "train" for s in kept], dtype=object)
     if not (split_of == "val").any():
         split_of = _split_off_val(labels, split_of, val_fraction, seed, classes)
-    return ImageDataset(spec=spec, classes=classes, labels=labels, split_of=split_of, rows=kept_rows, store=store,
-                        val_fraction=val_fraction, seed=seed, skipped=skipped, max_per_class=max_per_class,
-                        allow_outside_paths=allow_outside_paths)
+    return ImageDataset(
+        spec=spec,
+        classes=classes,
+        labels=labels,
+        split_of=split_of,
+        rows=kept_rows,
+        store=store,
+        val_fraction=val_fraction,
+        seed=seed,
+        skipped=skipped,
+        max_per_class=max_per_class,
+        allow_outside_paths=allow_outside_paths,
+    )
 
 
 def _cap(samples: list[Sample], max_per_class: int, seed: int) -> list[Sample]:
@@ -136,14 +162,17 @@ def _cap(samples: list[Sample], max_per_class: int, seed: int) -> list[Sample]:
     return [samples[i] for i in sorted(kept)]
 
 
-def _split_off_val(labels: np.ndarray, split_of: np.ndarray, val_fraction: float, seed: int,
-                    classes: list[str]) -> np.ndarray:
+def _split_off_val(
+    labels: np.ndarray, split_of: np.ndarray, val_fraction: float, seed: int, classes: list[str]
+) -> np.ndarray:
     train = np.flatnonzero(split_of == "train")
     counts = Counter(labels[train])
     if min(counts.values()) < 2:
         rare = [c for c, n in counts.items() if n < 2]
-        raise DatasetError(f"class {classes[rare[0]]!r} has fewer than 2 training images, too few to hold one out for "
-                           f"validation: add images or give a val/ folder")
+        raise DatasetError(
+            f"class {classes[rare[0]]!r} has fewer than 2 training images, too few to hold one out for "
+            f"validation: add images or give a val/ folder"
+        )
     n_val = max(len(counts), round(len(train) * val_fraction))
     _, val = train_test_split(train, test_size=n_val, stratify=labels[train], random_state=seed)
     split_of = split_of.copy()

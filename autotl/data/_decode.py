@@ -89,8 +89,9 @@ def resize_batch(images: torch.Tensor, size: int, interpolation: str = "bicubic"
     if images.shape[-1] == size:
         return images
     mode = interpolation if interpolation in ("bilinear", "bicubic") else "bicubic"
-    out = F.interpolate(images.float(), size=(size, size), mode=mode, align_corners=False,
-                        antialias=size < images.shape[-1])
+    out = F.interpolate(
+        images.float(), size=(size, size), mode=mode, align_corners=False, antialias=size < images.shape[-1]
+    )
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 

@@ -18,8 +18,18 @@ from ..errors import DatasetError
 
 SPLITS = ("train", "val", "test")
 FASHION_MNIST_DIR = Path(os.environ.get("AUTOTL_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 @dataclass(frozen=True)
@@ -83,18 +93,24 @@ def _csv(path: Path, allow_outside_paths: bool = False) -> list[Sample]:
         columns = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in ("path", "label") if c not in columns]
         if missing:
-            raise DatasetError(f"CSV {path} lacks the column(s) {', '.join(missing)}: "
-                               f"its header must name path,label (and optionally split); it has {columns}")
+            raise DatasetError(
+                f"CSV {path} lacks the column(s) {', '.join(missing)}: "
+                f"its header must name path,label (and optionally split); it has {columns}"
+            )
         reader.fieldnames = columns
         samples = []
         for line, row in enumerate(reader, start=2):
-            file = (path.parent / row["path"].strip())
+            file = path.parent / row["path"].strip()
             if not allow_outside_paths and not file.resolve().is_relative_to(path.parent.resolve()):
-                raise DatasetError(f"CSV {path} line {line} names {row['path']!r}, outside the CSV's folder: move the "
-                                   f"images under it, or pass --allow-outside-paths if you trust this CSV")
+                raise DatasetError(
+                    f"CSV {path} line {line} names {row['path']!r}, outside the CSV's folder: move the "
+                    f"images under it, or pass --allow-outside-paths if you trust this CSV"
+                )
             if not file.is_file():
-                raise DatasetError(f"CSV {path} line {line} names {row['path']!r}, which is not a file "
-                                   f"(paths are relative to the CSV's folder)")
+                raise DatasetError(
+                    f"CSV {path} line {line} names {row['path']!r}, which is not a file "
+                    f"(paths are relative to the CSV's folder)"
+                )
             split = (row.get("split") or "").strip().lower() or None
             if split is not None and split not in SPLITS:
                 raise DatasetError(f"CSV {path} line {line} has split {split!r}: use train, val or test")
@@ -123,9 +139,12 @@ def _digits() -> list[Sample]:
     _, test = train_test_split(index, test_size=0.25, stratify=digits.target, random_state=0)
     is_test = np.zeros(len(pixels), bool)
     is_test[test] = True
-    return [Sample(label=str(t), split="test" if is_test[i] else "train",
-                   pixels=np.repeat(pixels[i][:, :, None], 3, axis=2))
-            for i, t in enumerate(digits.target)]
+    return [
+        Sample(
+            label=str(t), split="test" if is_test[i] else "train", pixels=np.repeat(pixels[i][:, :, None], 3, axis=2)
+        )
+        for i, t in enumerate(digits.target)
+    ]
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -133,7 +152,7 @@ def _read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as handle:
         data = handle.read()
     dims = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
@@ -146,10 +165,14 @@ def _fashion_mnist() -> list[Sample]:
             found = [FASHION_MNIST_DIR / f"{prefix}-{kind}{ext}" for ext in (".gz", "")]
             found = [p for p in found if p.is_file()]
             if not found:
-                raise DatasetError(f"Fashion-MNIST files are not in {FASHION_MNIST_DIR}: install them with "
-                                   f"'apt-get install dataset-fashion-mnist' (or set AUTOTL_FASHION_MNIST_DIR)")
+                raise DatasetError(
+                    f"Fashion-MNIST files are not in {FASHION_MNIST_DIR}: install them with "
+                    f"'apt-get install dataset-fashion-mnist' (or set AUTOTL_FASHION_MNIST_DIR)"
+                )
             files[kind] = found[0]
         images, labels = _read_idx(files["images-idx3-ubyte"]), _read_idx(files["labels-idx1-ubyte"])
-        samples += [Sample(label=FASHION_MNIST_CLASSES[y], split=split,
-                           pixels=np.repeat(img[:, :, None], 3, axis=2)) for img, y in zip(images, labels)]
+        samples += [
+            Sample(label=FASHION_MNIST_CLASSES[y], split=split, pixels=np.repeat(img[:, :, None], 3, axis=2))
+            for img, y in zip(images, labels)
+        ]
     return samples

@@ -95,8 +95,9 @@ def fingerprint(samples: list[Sample]) -> str:
     return digest.hexdigest()
 
 
-def open_store(samples: list[Sample], size: int, *, cache_dir=None, progress: bool = False,
-               interpolation: str = "bicubic") -> ImageStore:
+def open_store(
+    samples: list[Sample], size: int, *, cache_dir=None, progress: bool = False, interpolation: str = "bicubic"
+) -> ImageStore:
     """The cache of ``samples`` at ``size`` px (or their largest shorter side, if smaller): found, or built.
 
     A valid cache of a larger size serves too (batches are resized down from it).
@@ -117,8 +118,10 @@ def open_store(samples: list[Sample], size: int, *, cache_dir=None, progress: bo
         root.mkdir(parents=True, exist_ok=True)
         (root / ".lock").touch()
     except OSError as error:
-        raise DatasetError(f"cannot write the image cache in {folder} ({error.strerror or error}): pass --cache-dir "
-                           f"with a writable folder") from error
+        raise DatasetError(
+            f"cannot write the image cache in {folder} ({error.strerror or error}): pass --cache-dir "
+            f"with a writable folder"
+        ) from error
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then finds what the first one built
         found = _find(root, target, len(samples))
@@ -129,6 +132,7 @@ def open_store(samples: list[Sample], size: int, *, cache_dir=None, progress: bo
 
 def _largest_side(samples: list[Sample], size: int) -> int:
     """The largest shorter side among the images, read from headers; stops early once one reaches ``size``."""
+
     def one(sample):
         if sample.pixels is not None:
             return min(sample.pixels.shape[:2])
@@ -180,15 +184,16 @@ def _check(folder: Path, size: int, count: int) -> ImageStore | None:
         step = max(1, (64 << 20) // store.row_bytes)  # check in chunks of about 64 MB
         for start in range(0, count, step):
             rows = store.read(np.arange(start, min(start + step, count))).reshape(-1, store.row_bytes)
-            if any(zlib.crc32(row) != crc for row, crc in zip(rows, crcs[start:start + step])):
+            if any(zlib.crc32(row) != crc for row, crc in zip(rows, crcs[start : start + step])):
                 return None
         return store
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _build(samples: list[Sample], root: Path, size: int, largest_side: int, progress: bool,
-           interpolation: str) -> ImageStore:
+def _build(
+    samples: list[Sample], root: Path, size: int, largest_side: int, progress: bool, interpolation: str
+) -> ImageStore:
     """Decode every image once (JPEGs at a reduced DCT scale), square it at ``size`` and write its row."""
     staging = root / f".building-{size}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
@@ -214,16 +219,30 @@ def _build(samples: list[Sample], root: Path, size: int, largest_side: int, prog
             loud = progress and len(samples) >= LOUD_BUILD
             say = (lambda text: print(text, file=sys.stderr, flush=True)) if loud else (lambda text: None)
             say(f"decoding {len(samples)} images once into the cache at {size} px ({root})")
-            with ThreadPoolExecutor(max_workers=workers) as pool, \
-                    tqdm(total=len(samples), desc="decoding images", unit="img", leave=False, mininterval=1.0,
-                         disable=not (progress and sys.stderr.isatty())) as bar:
+            with (
+                ThreadPoolExecutor(max_workers=workers) as pool,
+                tqdm(
+                    total=len(samples),
+                    desc="decoding images",
+                    unit="img",
+                    leave=False,
+                    mininterval=1.0,
+                    disable=not (progress and sys.stderr.isatty()),
+                ) as bar,
+            ):
                 for _ in pool.map(one, range(len(samples)), chunksize=16):
                     bar.update()
             os.fsync(fd)
             seconds = time.time() - started
             say(f"decoded {len(samples)} images in {seconds:.1f} s ({len(samples) / max(seconds, 1e-9):.0f} img/s)")
-        meta = dict(version=VERSION, size=size, count=len(samples), failed={str(k): v for k, v in failed.items()},
-                    largest_side=largest_side if largest_side <= size else None, crc32=crcs)
+        meta = dict(
+            version=VERSION,
+            size=size,
+            count=len(samples),
+            failed={str(k): v for k, v in failed.items()},
+            largest_side=largest_side if largest_side <= size else None,
+            crc32=crcs,
+        )
         (staging / META).write_text(json.dumps(meta))
         final = root / str(size)
         with contextlib.suppress(OSError):  # another machine sharing the folder may have renamed its copy first

@@ -5,5 +5,17 @@ from ._folder import CONFIG, ONNX, WEIGHTS, read_config, record, save
 from ._loaded import RUNTIMES, LoadedModel, load_model
 from ._onnx import add_onnx
 
-__all__ = ["save", "add_onnx", "load_model", "LoadedModel", "read_config", "record", "image_paths", "predict_files",
-           "RUNTIMES", "CONFIG", "WEIGHTS", "ONNX"]
+__all__ = [
+    "save",
+    "add_onnx",
+    "load_model",
+    "LoadedModel",
+    "read_config",
+    "record",
+    "image_paths",
+    "predict_files",
+    "RUNTIMES",
+    "CONFIG",
+    "WEIGHTS",
+    "ONNX",
+]

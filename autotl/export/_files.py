@@ -29,8 +29,11 @@ def image_paths(arguments: list[str]) -> list[Path]:
     for argument in arguments:
         path = Path(argument).expanduser()
         if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.is_file()
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            paths += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         elif path.is_file() and path.suffix.lower() == ".csv":
             paths += _listed(path)
         elif path.is_file():
@@ -51,8 +54,11 @@ def _listed(path: Path) -> list[Path]:
         files = [path.parent / row["path"].strip() for row in reader if (row.get("path") or "").strip()]
     missing = [f for f in files if not f.is_file()]
     if missing:
-        warnings.warn(f"{len(missing)} file(s) listed in {path} do not exist and are skipped: "
-                      f"{', '.join(str(f) for f in missing[:5])}{' ...' if len(missing) > 5 else ''}", stacklevel=2)
+        warnings.warn(
+            f"{len(missing)} file(s) listed in {path} do not exist and are skipped: "
+            f"{', '.join(str(f) for f in missing[:5])}{' ...' if len(missing) > 5 else ''}",
+            stacklevel=2,
+        )
     return [f for f in files if f.is_file()]
 
 
@@ -61,8 +67,9 @@ def header(model: LoadedModel, top_k: int) -> list[str]:
     return ["path", "label", "probability", *extra]
 
 
-def predict_files(model: LoadedModel, paths: list[Path], out, *, top_k: int = 1, batch_size: int = 64,
-                  progress: bool = False) -> int:
+def predict_files(
+    model: LoadedModel, paths: list[Path], out, *, top_k: int = 1, batch_size: int = 64, progress: bool = False
+) -> int:
     """Write one CSV row per readable file to ``out`` (a text stream); returns how many were predicted.
 
     The next batch is decoded while the model runs on this one.
@@ -70,13 +77,21 @@ def predict_files(model: LoadedModel, paths: list[Path], out, *, top_k: int = 1,
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header(model, top_k))
     k = min(top_k, len(model.classes))
-    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if len(paths) >= LOUD else (lambda text: None)
     say(f"predicting {len(paths)} files with {model.runtime}")
     started, done, skipped = time.time(), 0, []
-    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool, \
-            tqdm(total=len(paths), desc="predicting", unit="img", leave=False, mininterval=1.0,
-                 disable=not (progress and sys.stderr.isatty())) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool,
+        tqdm(
+            total=len(paths),
+            desc="predicting",
+            unit="img",
+            leave=False,
+            mininterval=1.0,
+            disable=not (progress and sys.stderr.isatty()),
+        ) as bar,
+    ):
         submit = lambda chunk: [pool.submit(_read, model, p) for p in chunk]  # noqa: E731
         upcoming = submit(chunks[0]) if chunks else []
         for index, chunk in enumerate(chunks):
@@ -94,8 +109,9 @@ def predict_files(model: LoadedModel, paths: list[Path], out, *, top_k: int = 1,
     seconds = time.time() - started
     say(f"predicted {done} files in {seconds:.1f} s ({done / max(seconds, 1e-9):.0f} img/s)")
     if skipped:
-        shown = ", ".join(f"{p} ({why})" for p, why in skipped[:5]) + (f" and {len(skipped) - 5} more"
-                                                                        if len(skipped) > 5 else "")
+        shown = ", ".join(f"{p} ({why})" for p, why in skipped[:5]) + (
+            f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        )
         warnings.warn(f"skipped {len(skipped)} file(s) that are not readable images: {shown}", stacklevel=2)
     return done
 

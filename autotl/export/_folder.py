@@ -44,14 +44,29 @@ def save(result, model_dir: str | Path, *, extra: dict | None = None) -> Path:
     model_dir = Path(model_dir)
     model = result.model.to("cpu").eval()
     pre = result.preprocessing
-    record = dict(format=2, hyperparameters=result.config.to_dict(),
-                  metrics=result.metrics, best_epoch=result.best_epoch, **(extra or {}))
+    record = dict(
+        format=2,
+        hyperparameters=result.config.to_dict(),
+        metrics=result.metrics,
+        best_epoch=result.best_epoch,
+        **(extra or {}),
+    )
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
     try:
-        save_for_hf(model, str(staging), model_config=dict(label_names=list(result.classes)), safe_serialization=True,
-                    data_config=dict(input_size=(3, pre.size, pre.size), interpolation=pre.interpolation,
-                                     mean=tuple(pre.mean), std=tuple(pre.std), **CROP))
+        save_for_hf(
+            model,
+            str(staging),
+            model_config=dict(label_names=list(result.classes)),
+            safe_serialization=True,
+            data_config=dict(
+                input_size=(3, pre.size, pre.size),
+                interpolation=pre.interpolation,
+                mean=tuple(pre.mean),
+                std=tuple(pre.std),
+                **CROP,
+            ),
+        )
         config = json.loads((staging / CONFIG).read_text())
         config[RECORD] = record
         (staging / CONFIG).write_text(json.dumps(config, indent=2, default=str))
@@ -82,7 +97,9 @@ def read_config(model_dir: str | Path) -> ModelConfig:
     """The folder's config.json, in either schema; ModelDirError when it is missing or unreadable."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise ModelDirError(f"model folder {model_dir} does not exist: pass the best_model/ folder of a finished search")
+        raise ModelDirError(
+            f"model folder {model_dir} does not exist: pass the best_model/ folder of a finished search"
+        )
     for name in (CONFIG, WEIGHTS):
         if not (model_dir / name).is_file():
             raise ModelDirError(f"{model_dir} has no {name}: pass the best_model/ folder of a finished search")
@@ -90,14 +107,20 @@ def read_config(model_dir: str | Path) -> ModelConfig:
         config = json.loads((model_dir / CONFIG).read_text())
         return _timm_schema(config) if RECORD in config else _first_schema(config)
     except (ValueError, KeyError, TypeError, IndexError) as error:
-        raise ModelDirError(f"{model_dir}/{CONFIG} is damaged ({error.__class__.__name__}: {str(error)[:120]}): "
-                            f"rerun the search to export it again") from error
+        raise ModelDirError(
+            f"{model_dir}/{CONFIG} is damaged ({error.__class__.__name__}: {str(error)[:120]}): "
+            f"rerun the search to export it again"
+        ) from error
 
 
 def _timm_schema(config: dict) -> ModelConfig:
     cfg = config["pretrained_cfg"]
-    pre = Preprocessing(size=int(cfg["input_size"][-1]), interpolation=cfg["interpolation"],
-                        mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    pre = Preprocessing(
+        size=int(cfg["input_size"][-1]),
+        interpolation=cfg["interpolation"],
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+    )
     args = {k: v for k, v in config.get("model_args", {}).items() if k != "num_classes"}
     return ModelConfig(config["architecture"], list(config["label_names"]), args, pre, config[RECORD])
 
@@ -106,8 +129,9 @@ def _first_schema(config: dict) -> ModelConfig:
     """autotl's first config.json: preprocessing and classes at the top level, next to the record."""
     p = config["preprocessing"]
     pre = Preprocessing(size=p["size"], interpolation=p["interpolation"], mean=tuple(p["mean"]), std=tuple(p["std"]))
-    return ModelConfig(config["architecture"], list(config["classes"]), dict(config.get("model_kwargs", {})), pre,
-                       config)
+    return ModelConfig(
+        config["architecture"], list(config["classes"]), dict(config.get("model_kwargs", {})), pre, config
+    )
 
 
 def record(model_dir: str | Path) -> dict:
@@ -124,7 +148,8 @@ def plain_model(model_dir: str | Path, config: ModelConfig | None = None) -> tor
     from safetensors.torch import load_file
 
     config = config or read_config(model_dir)
-    model = timm.create_model(config.architecture, pretrained=False, num_classes=len(config.classes),
-                              **config.model_args)
+    model = timm.create_model(
+        config.architecture, pretrained=False, num_classes=len(config.classes), **config.model_args
+    )
     model.load_state_dict(load_file(str(Path(model_dir) / WEIGHTS)))
     return model.eval()

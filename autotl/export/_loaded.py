@@ -35,8 +35,11 @@ class LoadedModel:
         """uint8 N x 3 x S x S tensor from paths, PIL images or HxWx3 uint8 arrays (files decoded in threads)."""
         images = list(images)
         with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-            return torch.stack(list(pool.map(self.one_image, images))) if images else \
-                torch.zeros(0, 3, self.preprocessing.size, self.preprocessing.size, dtype=torch.uint8)
+            return (
+                torch.stack(list(pool.map(self.one_image, images)))
+                if images
+                else torch.zeros(0, 3, self.preprocessing.size, self.preprocessing.size, dtype=torch.uint8)
+            )
 
     def one_image(self, image) -> torch.Tensor:
         """One image as the model takes it; AutoTLError naming the file when it cannot be read."""
@@ -66,8 +69,10 @@ class LoadedModel:
 
     def predict_proba(self, images, batch_size: int = 64) -> np.ndarray:
         """Class probabilities, one row per image, columns in ``self.classes`` order."""
-        out = [self.probabilities(self.pixels(images[start:start + batch_size]))
-               for start in range(0, len(images), batch_size)]
+        out = [
+            self.probabilities(self.pixels(images[start : start + batch_size]))
+            for start in range(0, len(images), batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
     def predict(self, images) -> list[str]:
@@ -83,12 +88,16 @@ def load_model(model_dir: str | Path, runtime: str = "torch") -> LoadedModel:
     config = read_config(model_dir)
     if runtime == "onnx":
         if not (model_dir / ONNX).is_file():
-            raise ModelDirError(f"{model_dir} has no {ONNX} (written by an earlier autotl, or the model did not "
-                                f"export): use --runtime torch, or export it again with autotl export")
+            raise ModelDirError(
+                f"{model_dir} has no {ONNX} (written by an earlier autotl, or the model did not "
+                f"export): use --runtime torch, or export it again with autotl export"
+            )
         return LoadedModel(config, onnx_session=session(model_dir / ONNX))
     try:
         model = fast_same_padding(plain_model(model_dir, config))
     except Exception as error:  # noqa: BLE001 - safetensors and timm each raise their own
-        raise ModelDirError(f"{model_dir} is damaged ({error.__class__.__name__}: {str(error)[:120]}): rerun the "
-                            f"search to export it again") from error
+        raise ModelDirError(
+            f"{model_dir} is damaged ({error.__class__.__name__}: {str(error)[:120]}): rerun the "
+            f"search to export it again"
+        ) from error
     return LoadedModel(config, model=model)

@@ -35,8 +35,11 @@ def add_onnx(model_dir: str | Path, images: torch.Tensor) -> dict:
     if (model_dir / ONNX).is_file() and config.record.get("onnx"):
         return config.record["onnx"]
     if config.record.get("format") != 2:
-        warnings.warn(f"no model.onnx: {model_dir} was written by an earlier autotl; export it again "
-                      f"(autotl export RUN_DIR --trial N) for a folder with model.onnx", stacklevel=2)
+        warnings.warn(
+            f"no model.onnx: {model_dir} was written by an earlier autotl; export it again "
+            f"(autotl export RUN_DIR --trial N) for a folder with model.onnx",
+            stacklevel=2,
+        )
         return {}
     model, pre = plain_model(model_dir, config), config.preprocessing
     x = pre.normalize(images)
@@ -52,21 +55,32 @@ def add_onnx(model_dir: str | Path, images: torch.Tensor) -> dict:
 
 
 def _written_and_checked(model: torch.nn.Module, x: torch.Tensor, path: Path) -> dict:
-    """Export to ``path`` and compare ONNX Runtime's probabilities with PyTorch's on ``x``; {} (and a warning) if not."""
+    """Export to ``path``, compare ONNX Runtime's probabilities with PyTorch's on ``x``; {} (and a warning) if not."""
     try:
         _export(model, x, path)
         got = torch.from_numpy(session(path).run(None, {INPUT: x.numpy()})[0]).softmax(1).numpy()
     except Exception as error:  # noqa: BLE001 - the exporter and the runtime raise many kinds
-        warnings.warn(f"no model.onnx: {model.__class__.__name__} did not export to ONNX ({str(error)[:160]}); "
-                      f"the safetensors model is unaffected", stacklevel=3)
+        warnings.warn(
+            f"no model.onnx: {model.__class__.__name__} did not export to ONNX ({str(error)[:160]}); "
+            f"the safetensors model is unaffected",
+            stacklevel=3,
+        )
         return {}
     with torch.inference_mode():
         expected = model(x).float().softmax(1).numpy()
-    check = dict(checked_images=len(x), max_probability_difference=float(f"{np.abs(got - expected).max():.3g}"),
-                 runtime="onnxruntime", input=INPUT, output=OUTPUT)
+    check = dict(
+        checked_images=len(x),
+        max_probability_difference=float(f"{np.abs(got - expected).max():.3g}"),
+        runtime="onnxruntime",
+        input=INPUT,
+        output=OUTPUT,
+    )
     if check["max_probability_difference"] > TOLERANCE:
-        warnings.warn(f"no model.onnx: ONNX Runtime's probabilities differ from PyTorch's by "
-                      f"{check['max_probability_difference']} (more than {TOLERANCE})", stacklevel=3)
+        warnings.warn(
+            f"no model.onnx: ONNX Runtime's probabilities differ from PyTorch's by "
+            f"{check['max_probability_difference']} (more than {TOLERANCE})",
+            stacklevel=3,
+        )
         return {}
     return check
 
@@ -76,8 +90,16 @@ def _export(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
     example = x[:2] if len(x) >= 2 else torch.cat([x, x])  # a batch of one would fix the batch axis at 1
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (example,), None, input_names=[INPUT], output_names=[OUTPUT],
-                                    dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            None,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
         program.save(str(path), external_data=False)
 
 

@@ -114,8 +114,7 @@ def time_figure(times: pd.DataFrame) -> go.Figure | None:
                     "opacity": 0.6,
                 },
                 customdata=scored["number"].astype(int).tolist(),
-                hovertemplate=f"trial %{{customdata}} ended at %{{x:.2f}} {unit}"
-                "<br>score %{y:.4f}<extra></extra>",
+                hovertemplate=f"trial %{{customdata}} ended at %{{x:.2f}} {unit}<br>score %{{y:.4f}}<extra></extra>",
             )
         )
     _layout(fig, xaxis_title=f"wall time since the first trial began ({unit})", yaxis_title="score")
@@ -263,8 +262,14 @@ def parallel_figure(settings: pd.DataFrame, best_trial: int | None = None) -> go
         fig.add_shape(type="line", x0=index, x1=index, y0=lowest, y1=1, line={"color": "#444", "width": 1})
         for position, text in axis["ticks"]:
             fig.add_annotation(
-                x=index, y=position, text=text, showarrow=False, xanchor="left", xshift=3,
-                font={"size": 10, "color": "#333"}, bgcolor="rgba(255,255,255,0.7)",
+                x=index,
+                y=position,
+                text=text,
+                showarrow=False,
+                xanchor="left",
+                xshift=3,
+                font={"size": 10, "color": "#333"},
+                bgcolor="rgba(255,255,255,0.7)",
             )
     fig.update_xaxes(
         tickvals=list(range(len(axes))),
@@ -441,7 +446,10 @@ def ranking_figure(ranking: pd.DataFrame) -> go.Figure | None:
     untrained = scored[scored["best"].isna()]
     rows = 2 if not untrained.empty else 1
     fig = make_subplots(
-        rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+        rows=rows,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.04,
         row_heights=[0.82, 0.18] if rows == 2 else [1.0],
     )
     fig.add_trace(
@@ -474,14 +482,14 @@ def ranking_figure(ranking: pd.DataFrame) -> go.Figure | None:
                     [int(r), "dropped before the search" if d else f"{int(n)} trials, none complete"]
                     for r, d, n in zip(untrained["rank"], untrained["dropped"], untrained["trials"])
                 ],
-                hovertemplate="%{text}<br>rank %{customdata[0]}, LogME %{x:.4g}"
-                "<br>%{customdata[1]}<extra></extra>",
+                hovertemplate="%{text}<br>rank %{customdata[0]}, LogME %{x:.4g}<br>%{customdata[1]}<extra></extra>",
             ),
             row=2,
             col=1,
         )
-        fig.update_yaxes(range=[-0.5, 1.5], tickvals=[0], ticktext=["not<br>trained"], showgrid=False,
-                         zeroline=False, row=2, col=1)
+        fig.update_yaxes(
+            range=[-0.5, 1.5], tickvals=[0], ticktext=["not<br>trained"], showgrid=False, zeroline=False, row=2, col=1
+        )
     low, high = float(scored["logme"].min()), float(scored["logme"].max())
     pad = 0.15 * (high - low) if high > low else max(0.5, abs(low) * 0.1)  # room for the labels
     fig.update_xaxes(range=[low - pad, high + pad])
@@ -503,12 +511,13 @@ def pareto_figure(pareto: pd.DataFrame) -> go.Figure | None:
     if pareto.empty:
         return None
     fig = go.Figure()
-    hover = ("trial %{customdata[0]} (%{customdata[1]})<br>latency %{x:.3g} ms"
-             "<br>accuracy %{y:.4f}<extra></extra>")
+    hover = "trial %{customdata[0]} (%{customdata[1]})<br>latency %{x:.3g} ms<br>accuracy %{y:.4f}<extra></extra>"
 
     def customdata(frame: pd.DataFrame) -> list[list[Any]]:
-        return [[int(n), "backbone unknown" if _missing(b) else _label(b)]
-                for n, b in zip(frame["number"], frame["backbone"])]
+        return [
+            [int(n), "backbone unknown" if _missing(b) else _label(b)]
+            for n, b in zip(frame["number"], frame["backbone"])
+        ]
 
     others = pareto[~pareto["on_front"]]
     if not others.empty:

@@ -255,9 +255,8 @@ def _figure_or_note(fig: go.Figure | None, div_id: str, note: str) -> str:
 
 def _figure_block(title: str, caption: str, fig: go.Figure | None, div_id: str, note: str) -> str:
     """A titled sub-part of a section: heading, one-line caption, then the figure or a note."""
-    return (
-        f"<h3>{html.escape(title)}</h3>\n<p class=\"sub\">{html.escape(caption)}</p>\n"
-        + _figure_or_note(fig, div_id, note)
+    return f'<h3>{html.escape(title)}</h3>\n<p class="sub">{html.escape(caption)}</p>\n' + _figure_or_note(
+        fig, div_id, note
     )
 
 
@@ -304,7 +303,7 @@ def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, s
     else:
         where = f"{model}/ in the run directory"
         if info["model_trial"] is not None:
-            where += f" (trial {info['model_trial']}); load it with autotl.load_model(\"RUN_DIR/{model}\")"
+            where += f' (trial {info["model_trial"]}); load it with autotl.load_model("RUN_DIR/{model}")'
     rows = [
         ("Dataset", _text(dataset.get("path"))),
         ("Classes", _classes(dataset.get("classes"))),
@@ -328,9 +327,7 @@ def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, s
         ("Best configuration", recipe),
         ("Exported model", where),
     ]
-    body = "\n".join(
-        f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>" for name, value in rows
-    )
+    body = "\n".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>" for name, value in rows)
     params = ""
     if info["best_params"]:
         cells = "\n".join(
@@ -446,7 +443,8 @@ def _ranking_block(settings: dict[str, Any] | None, ranking: pd.DataFrame) -> st
     scale = settings["resolution_scale"]
     at = f" at {_text(scale)} of their resolution" if scale is not None else ""
     took = (
-        f"The ranking took {_duration(settings['seconds'])}" if settings["seconds"] is not None
+        f"The ranking took {_duration(settings['seconds'])}"
+        if settings["seconds"] is not None
         else "The ranking took an unrecorded time"
     )
     caption = (
@@ -469,14 +467,21 @@ def _ranking_block(settings: dict[str, Any] | None, ranking: pd.DataFrame) -> st
     winner = best.loc[best["best"].idxmax(), "backbone"] if not best.empty else None
     rows, classes, keys = [], [], []
     for _, row in ranking.iterrows():
-        values = [row["rank"], row["backbone"], row["logme"], row["seconds"],
-                  "yes" if row["dropped"] else "no", row["trials"], row["complete"], row["best"]]
+        values = [
+            row["rank"],
+            row["backbone"],
+            row["logme"],
+            row["seconds"],
+            "yes" if row["dropped"] else "no",
+            row["trials"],
+            row["complete"],
+            row["best"],
+        ]
         rows.append([_cell(v) for v in values])
         keys.append([_sort_key(v) for v in values])
         classes.append("best" if row["backbone"] == winner else "")
     table = _table(
-        ["rank", "backbone", f"{method} score", "seconds to score", "dropped", "trials", "complete",
-         "best accuracy"],
+        ["rank", "backbone", f"{method} score", "seconds to score", "dropped", "trials", "complete", "best accuracy"],
         rows,
         sort_keys=keys,
         row_classes=classes,
@@ -539,10 +544,7 @@ def _best_model_section(best: dict[str, Any] | None, info: dict[str, Any]) -> tu
     else:
         table = _table(
             ["class", "precision", "recall", "F1", "support"],
-            [
-                [_cell(row[c]) for c in _records.PER_CLASS_COLUMNS]
-                for _, row in per_class.iterrows()
-            ],
+            [[_cell(row[c]) for c in _records.PER_CLASS_COLUMNS] for _, row in per_class.iterrows()],
         )
     return _section(
         "best-model",
@@ -558,8 +560,7 @@ def _best_model_section(best: dict[str, Any] | None, info: dict[str, Any]) -> tu
             "No confusion matrix stored.",
         ),
         "<h3>Per-class precision, recall and F1</h3>\n"
-        '<p class="sub">Sort by F1 to find the classes that need more (or cleaner) images.</p>\n'
-        + table,
+        '<p class="sub">Sort by F1 to find the classes that need more (or cleaner) images.</p>\n' + table,
         "<h3>Misclassified validation images</h3>\n"
         '<p class="sub">The most confident mistakes first: look for mislabelled images and '
         "look-alike classes.</p>\n" + _gallery(best["misclassified"]),
@@ -616,7 +617,7 @@ def _trials_table(trials: pd.DataFrame, best_trial: int | None, front: set[int] 
         trials = trials.assign(front=["yes" if int(n) in front else None for n in trials["number"]])
         fixed.insert(3, ("front", "Pareto front"))
     columns = [(c, h) for c, h in fixed if trials[c].notna().any()]
-    columns += [(c, c[len("param_"):]) for c in params]
+    columns += [(c, c[len("param_") :]) for c in params]
     if trials["error"].notna().any():
         columns.append(("error", "error"))
     rows, classes = [], []
@@ -630,9 +631,7 @@ def _trials_table(trials: pd.DataFrame, best_trial: int | None, front: set[int] 
         rows.append(cells)
         best = best_trial is not None and int(row["number"]) == best_trial
         classes.append(str(row["state"]) + (" best" if best else ""))
-    sort_keys = [
-        [_sort_key(row[column]) for column, _ in columns] for _, row in trials.iterrows()
-    ]
+    sort_keys = [[_sort_key(row[column]) for column, _ in columns] for _, row in trials.iterrows()]
     return _table([h for _, h in columns], rows, sort_keys=sort_keys, row_classes=classes)
 
 

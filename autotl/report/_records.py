@@ -62,8 +62,7 @@ CONFIG_COLUMNS = [
 TIME_COLUMNS = ["number", "state", "value", "elapsed_seconds", "best_so_far"]
 BACKBONE_COLUMNS = ["backbone", "trials", "complete", "best", "median", "seconds_per_trial"]
 RANKING_COLUMNS = ["rank", "backbone", "logme", "seconds", "dropped", "trials", "complete", "best"]
-PARETO_COLUMNS = ["number", "backbone", "accuracy", "latency_ms", "on_front", "train_seconds", "model_mb",
-                  "warm_start"]
+PARETO_COLUMNS = ["number", "backbone", "accuracy", "latency_ms", "on_front", "train_seconds", "model_mb", "warm_start"]
 PER_CLASS_COLUMNS = ["cls", "precision", "recall", "f1", "support"]
 THUMBNAIL_PREFIX = "data:image/png;base64,"
 MAX_THUMBNAILS = 24
@@ -177,8 +176,16 @@ def config_records(study: optuna.Study) -> pd.DataFrame:
         row.update({name: config.get(name) for name in CONFIG_COLUMNS})
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["number", "state", "value", "wall_seconds"] + CONFIG_COLUMNS)
-    for column in ("value", "wall_seconds", "resolution_scale", "frozen_depth", "lr", "layer_decay",
-                   "regularizer_strength", "augment_strength"):
+    for column in (
+        "value",
+        "wall_seconds",
+        "resolution_scale",
+        "frozen_depth",
+        "lr",
+        "layer_decay",
+        "regularizer_strength",
+        "augment_strength",
+    ):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("number", "warmup_epochs", "batch_size", "max_epochs"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
@@ -204,7 +211,7 @@ def parallel_records(trials: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFram
         columns = [c for c in CONFIG_COLUMNS if frame[c].dropna().map(repr).nunique() > 1]
     else:
         params = [c for c in complete.columns if c.startswith("param_") and complete[c].notna().any()]
-        columns = [c[len("param_"):] for c in params]
+        columns = [c[len("param_") :] for c in params]
         # only the params, renamed: a param may share its name with a trial column (e.g. backbone)
         frame = complete[["number", "value"] + params].set_axis(["number", "value"] + columns, axis=1)
     return frame[["number", "value"] + columns].reset_index(drop=True)
@@ -252,9 +259,7 @@ def time_records(study: optuna.Study) -> pd.DataFrame:
     at that moment (NaN before the first complete trial).
     """
     starts = [t.datetime_start for t in study.trials if t.datetime_start is not None]
-    ended = [
-        t for t in study.get_trials(deepcopy=False, states=_FINISHED) if t.datetime_complete is not None
-    ]
+    ended = [t for t in study.get_trials(deepcopy=False, states=_FINISHED) if t.datetime_complete is not None]
     if not starts or not ended:
         return pd.DataFrame(columns=TIME_COLUMNS)
     origin = min(starts)
@@ -458,9 +463,7 @@ def best_model_records(study: optuna.Study) -> dict[str, Any] | None:
         and len(matrix) == len(classes)
         and all(isinstance(row, list) and len(row) == len(classes) for row in matrix)
     ):
-        confusion = pd.DataFrame(
-            [[_integer(v) or 0 for v in row] for row in matrix], index=classes, columns=classes
-        )
+        confusion = pd.DataFrame([[_integer(v) or 0 for v in row] for row in matrix], index=classes, columns=classes)
     per_class = pd.DataFrame(
         [
             {
@@ -506,7 +509,7 @@ def safe_thumbnail(value: Any) -> bool:
     """True for a base64 PNG data URI (the only thing the page embeds as an image)."""
     if not isinstance(value, str) or not value.startswith(THUMBNAIL_PREFIX):
         return False
-    payload = value[len(THUMBNAIL_PREFIX):]
+    payload = value[len(THUMBNAIL_PREFIX) :]
     alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
     return bool(payload) and set(payload) <= alphabet
 
@@ -597,13 +600,13 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
     def key(trial: FrozenTrial) -> tuple[float, ...]:
         values = [trial_value(trial, i) for i in range(len(signs))]
-        others = [sign * v if v is not None else math.inf for i, (sign, v) in enumerate(zip(signs, values))
-                  if i != index]
+        others = [
+            sign * v if v is not None else math.inf for i, (sign, v) in enumerate(zip(signs, values)) if i != index
+        ]
         return (signs[index] * values[index], *others, trial.number)
 
     complete = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if trial_value(t, index) is not None
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if trial_value(t, index) is not None
     ]
     return min(complete, key=key) if complete else None
 
@@ -654,9 +657,7 @@ def param_importances(study: optuna.Study) -> tuple[pd.DataFrame, str]:
     # Like Optuna, use the params every complete trial has (conditional ones drop out), and
     # of those only the ones that vary: Optuna splits importance evenly when nothing does.
     shared = set.intersection(*(set(trial.params) for trial in complete))
-    varying = sorted(
-        name for name in shared if len({repr(trial.params[name]) for trial in complete}) > 1
-    )
+    varying = sorted(name for name in shared if len({repr(trial.params[name]) for trial in complete}) > 1)
     if not varying:
         return empty, "no parameter of every complete trial took more than one value."
     try:

@@ -6,5 +6,18 @@ from ._rank import rank_backbones
 from ._retrain import export_trial
 from ._run import SearchContext, SearchResult, default_objective, open_storage, run_name, search
 
-__all__ = ["search", "SearchResult", "SearchContext", "default_objective", "open_storage", "run_name",
-           "make_sampler", "make_pruner", "SAMPLERS", "PRUNERS", "logme", "rank_backbones", "export_trial"]
+__all__ = [
+    "search",
+    "SearchResult",
+    "SearchContext",
+    "default_objective",
+    "open_storage",
+    "run_name",
+    "make_sampler",
+    "make_pruner",
+    "SAMPLERS",
+    "PRUNERS",
+    "logme",
+    "rank_backbones",
+    "export_trial",
+]

@@ -58,8 +58,10 @@ def add_onnx(model_dir, data, say=lambda text: None) -> None:
     images, _ = next(data.batches(index, pre.size, pre.interpolation, batch_size=len(index)))
     check = export.add_onnx(model_dir, images)
     if check:
-        say(f"model.onnx checked in ONNX Runtime on {check['checked_images']} validation images: probabilities "
-            f"within {check['max_probability_difference']:.2g} of PyTorch's")
+        say(
+            f"model.onnx checked in ONNX Runtime on {check['checked_images']} validation images: probabilities "
+            f"within {check['max_probability_difference']:.2g} of PyTorch's"
+        )
 
 
 def _value(info: dict) -> float:
@@ -89,14 +91,25 @@ def analyse(result, data) -> dict:
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=precision + recall > 0)
     wrong = np.flatnonzero(predicted != truth)
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:MAX_GALLERY]
-    gallery = [dict(true=data.classes[truth[i]], predicted=data.classes[predicted[i]],
-                    probability=round(float(probabilities[i, predicted[i]]), 4),
-                    thumbnail=_thumbnail(data.pixels(val_index[i]))) for i in wrong]
-    return dict(classes=list(data.classes), confusion=confusion.tolist(),
-                per_class=[dict(cls=c, precision=round(float(p), 4), recall=round(float(r), 4), f1=round(float(f), 4),
-                                support=int(s)) for c, p, r, f, s in zip(data.classes, precision, recall, f1,
-                                                                         confusion.sum(1))],
-                misclassified=gallery, n_val=int(len(truth)))
+    gallery = [
+        dict(
+            true=data.classes[truth[i]],
+            predicted=data.classes[predicted[i]],
+            probability=round(float(probabilities[i, predicted[i]]), 4),
+            thumbnail=_thumbnail(data.pixels(val_index[i])),
+        )
+        for i in wrong
+    ]
+    return dict(
+        classes=list(data.classes),
+        confusion=confusion.tolist(),
+        per_class=[
+            dict(cls=c, precision=round(float(p), 4), recall=round(float(r), 4), f1=round(float(f), 4), support=int(s))
+            for c, p, r, f, s in zip(data.classes, precision, recall, f1, confusion.sum(1))
+        ],
+        misclassified=gallery,
+        n_val=int(len(truth)),
+    )
 
 
 def _thumbnail(pixels: np.ndarray) -> str:

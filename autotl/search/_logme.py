@@ -33,7 +33,7 @@ def evidence(features: np.ndarray, target: np.ndarray, alpha: float, beta: float
     f, y = np.asarray(features, dtype=np.float64), np.asarray(target, dtype=np.float64)
     n, d = f.shape
     u, s, _ = np.linalg.svd(f, full_matrices=False)
-    return _log_evidence(u.T @ y, s ** 2, y @ y, n, d, alpha, beta) / n
+    return _log_evidence(u.T @ y, s**2, y @ y, n, d, alpha, beta) / n
 
 
 def maximum_evidence(features: np.ndarray, target: np.ndarray) -> tuple[float, float, float]:
@@ -41,7 +41,7 @@ def maximum_evidence(features: np.ndarray, target: np.ndarray) -> tuple[float, f
     f, y = np.asarray(features, dtype=np.float64), np.asarray(target, dtype=np.float64)
     n, d = f.shape
     u, s, vt = np.linalg.svd(f, full_matrices=False)
-    return _maximise(u.T @ y, s ** 2, y @ y, n, d)
+    return _maximise(u.T @ y, s**2, y @ y, n, d)
 
 
 def logme(features, labels) -> float:
@@ -52,7 +52,7 @@ def logme(features, labels) -> float:
         raise ValueError(f"need an N x D feature matrix and N labels with N >= 2, got {f.shape} and {labels.shape}")
     n, d = f.shape
     u, s, _ = np.linalg.svd(f, full_matrices=False)
-    sigma = s ** 2
+    sigma = s**2
     scores = []
     for c in np.unique(labels):
         y = (labels == c).astype(np.float64)
@@ -85,5 +85,11 @@ def _terms(z, sigma, yy, alpha, beta):
 def _log_evidence(z, sigma, yy, n, d, alpha, beta):
     _, m_norm, residual = _terms(z, sigma, yy, alpha, beta)
     log_det = np.sum(np.log(alpha + beta * sigma)) + (d - len(sigma)) * math.log(alpha)
-    return (d / 2 * math.log(alpha) + n / 2 * math.log(beta) - n / 2 * math.log(2 * math.pi)
-            - beta / 2 * residual - alpha / 2 * m_norm - log_det / 2)
+    return (
+        d / 2 * math.log(alpha)
+        + n / 2 * math.log(beta)
+        - n / 2 * math.log(2 * math.pi)
+        - beta / 2 * residual
+        - alpha / 2 * m_norm
+        - log_det / 2
+    )

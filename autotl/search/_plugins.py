@@ -17,8 +17,9 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # group= is "experimental"
-            return optuna.samplers.TPESampler(multivariate=True, group=True, n_startup_trials=5, seed=seed,
-                                              constant_liar=True)
+            return optuna.samplers.TPESampler(
+                multivariate=True, group=True, n_startup_trials=5, seed=seed, constant_liar=True
+            )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise AutoTLError(f"unknown sampler {name!r}: use one of {', '.join(SAMPLERS)}")

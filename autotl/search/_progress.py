@@ -17,15 +17,22 @@ class Progress:
             print(self.prefix + text, file=self.stream, flush=True)
 
     def trial_started(self, position: int, number: int, config, note: str | None = None) -> None:
-        self.say(f"[trial {position}/{self.total}] #{number}: {config.describe()}"
-                 + (f"  (warm start: {note})" if note else ""))
+        self.say(
+            f"[trial {position}/{self.total}] #{number}: {config.describe()}"
+            + (f"  (warm start: {note})" if note else "")
+        )
 
     def epoch(self, record: dict, best: dict, max_epochs: int) -> None:
         done = record.get("epochs_done", record["epoch"])
-        where = (f"epoch {record['epoch']}/{max_epochs}" if done == record["epoch"]
-                 else f"report {record['epoch']} (epoch {done:.2f}/{max_epochs})")
-        self.say(f"    {where}  val acc {record['val_accuracy']:.3f}  "
-                 f"f1 {record['val_macro_f1']:.3f}  loss {record['val_loss']:.3f}  ({record['seconds']:.1f} s)")
+        where = (
+            f"epoch {record['epoch']}/{max_epochs}"
+            if done == record["epoch"]
+            else f"report {record['epoch']} (epoch {done:.2f}/{max_epochs})"
+        )
+        self.say(
+            f"    {where}  val acc {record['val_accuracy']:.3f}  "
+            f"f1 {record['val_macro_f1']:.3f}  loss {record['val_loss']:.3f}  ({record['seconds']:.1f} s)"
+        )
 
     def trial_ended(self, number: int, state: str, value, reason: str, best_value, best_number) -> None:
         score = f"{value:.4f}" if value is not None else "-"

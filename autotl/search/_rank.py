@@ -20,11 +20,20 @@ from ._logme import logme
 MAX_IMAGES = 500  # features of this many training images per backbone: enough to rank, quick to embed
 
 
-def rank_backbones(names: list[str], data, *, resolution_scale: float = 1.0, weights_dir=None,
-                   device=torch.device("cpu"), max_images: int = MAX_IMAGES, seed: int = 0,
-                   drop_margin: float | None = None) -> dict:
+def rank_backbones(
+    names: list[str],
+    data,
+    *,
+    resolution_scale: float = 1.0,
+    weights_dir=None,
+    device=None,
+    max_images: int = MAX_IMAGES,
+    seed: int = 0,
+    drop_margin: float | None = None,
+) -> dict:
     """The LogME ranking of ``names`` on ``data``'s training images, best first, as stored in the study."""
     started = time.time()
+    device = device if device is not None else torch.device("cpu")
     train = data.indices("train")
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(train, size=min(max_images, len(train)), replace=False))  # image indices
@@ -33,19 +42,27 @@ def rank_backbones(names: list[str], data, *, resolution_scale: float = 1.0, wei
     for name in names:
         begun = time.time()
         features = embed(name, data, sample, resolution_scale, weights_dir, device)
-        scores.append(dict(backbone=name, logme=round(logme(features, labels), 6),
-                           seconds=round(time.time() - begun, 3)))
+        scores.append(
+            dict(backbone=name, logme=round(logme(features, labels), 6), seconds=round(time.time() - begun, 3))
+        )
     scores.sort(key=lambda s: -s["logme"])
     best = scores[0]["logme"]
     for rank, score in enumerate(scores, 1):
         score["rank"] = rank
         score["dropped"] = drop_margin is not None and score["logme"] < best - drop_margin
-    return dict(method="LogME", images=int(len(sample)), resolution_scale=resolution_scale, margin=drop_margin,
-                seconds=round(time.time() - started, 3), scores=scores)
+    return dict(
+        method="LogME",
+        images=int(len(sample)),
+        resolution_scale=resolution_scale,
+        margin=drop_margin,
+        seconds=round(time.time() - started, 3),
+        scores=scores,
+    )
 
 
-def embed(name: str, data, sample: np.ndarray, resolution_scale: float, weights_dir, device,
-          batch_size: int = 128) -> np.ndarray:
+def embed(
+    name: str, data, sample: np.ndarray, resolution_scale: float, weights_dir, device, batch_size: int = 128
+) -> np.ndarray:
     """Pooled pretrained features (before any head) of the images ``sample`` (indices into ``data``).
 
     Only the sampled images are read from the cache: a large dataset is not resized whole just to be ranked.

@@ -14,11 +14,11 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import export
-from ._best import add_onnx
 from ..data import load_dataset
 from ..errors import AutoTLError
 from ..space import TrialConfig
 from ..train import fit, resolve_device
+from ._best import add_onnx
 
 
 @dataclass
@@ -34,8 +34,9 @@ class _Numbered:
         return False
 
 
-def export_trial(study: optuna.Study, number: int, out: str | Path, *, device: str = "auto",
-                 weights_dir=None, say=lambda text: None) -> tuple[Path, float, float]:
+def export_trial(
+    study: optuna.Study, number: int, out: str | Path, *, device: str = "auto", weights_dir=None, say=lambda text: None
+) -> tuple[Path, float, float]:
     """Train trial ``number``'s recipe again for the epochs it ran and export its best epoch to ``out``.
 
     Returns (model dir, the accuracy stored for the trial, the accuracy of the retrained model).
@@ -45,16 +46,28 @@ def export_trial(study: optuna.Study, number: int, out: str | Path, *, device: s
         raise AutoTLError(f"the study has no trial {number}: trials are numbered 0 to {len(trials) - 1}")
     trial = trials[number]
     if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED) or not trial.user_attrs.get("history"):
-        raise AutoTLError(f"trial {number} is {trial.state.name.lower()} and finished no epoch: pick a complete or "
-                          f"pruned trial (the report's trial table lists them)")
+        raise AutoTLError(
+            f"trial {number} is {trial.state.name.lower()} and finished no epoch: pick a complete or "
+            f"pruned trial (the report's trial table lists them)"
+        )
     if not trial.user_attrs.get("config"):
         raise AutoTLError(f"trial {number} stored no recipe (a custom objective that does not call ctx.fit)")
     data = _dataset(study)
     config = TrialConfig.from_dict(trial.user_attrs["config"])
-    say(f"training trial {number}'s recipe again for {len(trial.user_attrs['history'])} epoch(s) "
-        f"(trials keep no checkpoints): {config.describe()}")
-    result = fit(config, data, _Numbered(number), device=resolve_device(device), weights_dir=weights_dir,
-                 seed=data.seed, epochs=len(trial.user_attrs["history"]), soup=bool(trial.user_attrs.get("soup_epochs")))
+    say(
+        f"training trial {number}'s recipe again for {len(trial.user_attrs['history'])} epoch(s) "
+        f"(trials keep no checkpoints): {config.describe()}"
+    )
+    result = fit(
+        config,
+        data,
+        _Numbered(number),
+        device=resolve_device(device),
+        weights_dir=weights_dir,
+        seed=data.seed,
+        epochs=len(trial.user_attrs["history"]),
+        soup=bool(trial.user_attrs.get("soup_epochs")),
+    )
     stored = float((trial.user_attrs.get("metrics") or {}).get("accuracy", float("nan")))
     model_dir = export.save(result, out, extra=dict(trial=number, value=result.metrics["accuracy"], dataset=data.spec))
     add_onnx(model_dir, data, say)
@@ -72,13 +85,24 @@ def refit_best(study, best, data, model_dir, device, weights_dir, seed, say=prin
         return
     config = TrialConfig.from_dict(best.user_attrs["config"])
     merged = data.with_validation_in_train()
-    say(f"refit: training trial #{best.number}'s recipe on {merged.count('train')} images (train + validation) "
-        f"for {epochs} epoch(s)")
-    result = fit(config, merged, _Numbered(best.number), device=device, weights_dir=weights_dir, seed=seed,
-                 epochs=epochs, keep_last=True)
+    say(
+        f"refit: training trial #{best.number}'s recipe on {merged.count('train')} images (train + validation) "
+        f"for {epochs} epoch(s)"
+    )
+    result = fit(
+        config,
+        merged,
+        _Numbered(best.number),
+        device=device,
+        weights_dir=weights_dir,
+        seed=seed,
+        epochs=epochs,
+        keep_last=True,
+    )
     result.metrics = dict(best.user_attrs.get("metrics") or {})
-    facts = dict(trial=best.number, train_images=merged.count("train"), epochs=epochs,
-                 seconds=round(result.wall_seconds, 3))
+    facts = dict(
+        trial=best.number, train_images=merged.count("train"), epochs=epochs, seconds=round(result.wall_seconds, 3)
+    )
     export.save(result, model_dir, extra=dict(trial=best.number, value=best.values[0], dataset=data.spec, refit=facts))
     study.set_user_attr("refit", facts)
 
@@ -89,14 +113,20 @@ def _dataset(study):
     if not info.get("path"):
         raise AutoTLError("the study does not say which dataset it searched: export from a run made by autotl search")
     try:
-        data = load_dataset(info["path"], val_fraction=info.get("val_fraction", 0.2), seed=info.get("seed", 0),
-                            max_per_class=info.get("max_per_class"),
-                            allow_outside_paths=info.get("allow_outside_paths", False),
-                            image_size=info.get("image_size", 224), cache_dir=study.user_attrs.get("cache_dir"),
-                            progress=True)
+        data = load_dataset(
+            info["path"],
+            val_fraction=info.get("val_fraction", 0.2),
+            seed=info.get("seed", 0),
+            max_per_class=info.get("max_per_class"),
+            allow_outside_paths=info.get("allow_outside_paths", False),
+            image_size=info.get("image_size", 224),
+            cache_dir=study.user_attrs.get("cache_dir"),
+            progress=True,
+        )
     except AutoTLError as error:
         raise AutoTLError(f"cannot load the study's dataset again ({error})") from error
     if list(data.classes) != list(info.get("classes", data.classes)):
-        raise AutoTLError(f"the dataset at {info['path']} has changed classes since the search: export needs the "
-                          f"same data")
+        raise AutoTLError(
+            f"the dataset at {info['path']} has changed classes since the search: export needs the same data"
+        )
     return data

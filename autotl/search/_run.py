@@ -107,13 +107,27 @@ class SearchContext:
     def fit(self, trial, config: TrialConfig) -> TrialResult:
         """Fine-tune with ``config``, reporting each epoch to ``trial``; raises TrialPruned when pruned."""
         if self.progress is not None:
-            self.progress.trial_started(self.progress.position, trial.number, config,
-                                        getattr(trial, "user_attrs", {}).get("warm_start"))
-        on_epoch = (lambda record, best: self.progress.epoch(record, best, config.max_epochs)) if self.progress else None
-        run = lambda cfg: fit(cfg, self.dataset, trial, device=self.device, weights_dir=self.weights_dir,  # noqa: E731
-                              deadline=self.deadline, seed=self.seed, on_epoch=on_epoch, interrupt=self.interrupt,
-                              soup=self.soup, compile=self.compile, time_budget=self.trial_budget,
-                              progress=self.progress is not None and self.progress.enabled)
+            self.progress.trial_started(
+                self.progress.position, trial.number, config, getattr(trial, "user_attrs", {}).get("warm_start")
+            )
+        on_epoch = (
+            (lambda record, best: self.progress.epoch(record, best, config.max_epochs)) if self.progress else None
+        )
+        run = lambda cfg: fit(
+            cfg,
+            self.dataset,
+            trial,
+            device=self.device,
+            weights_dir=self.weights_dir,  # noqa: E731
+            deadline=self.deadline,
+            seed=self.seed,
+            on_epoch=on_epoch,
+            interrupt=self.interrupt,
+            soup=self.soup,
+            compile=self.compile,
+            time_budget=self.trial_budget,
+            progress=self.progress is not None and self.progress.enabled,
+        )
         try:
             result = run(config)
         except torch.cuda.OutOfMemoryError:
@@ -156,14 +170,37 @@ def run_name(dataset: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name) or "run"
 
 
-def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout: float | None = None,
-           max_epochs: int | None = None, out: str | Path | None = None, seed: int = 0, objective=None,
-           device: str = "auto", sampler: str = "tpe", pruner: str = "hyperband", storage: str | None = None,
-           study_name: str = STUDY_NAME, workers: int = 1, weights_dir=None, val_fraction: float = 0.2,
-           max_per_class: int | None = None, allow_outside_paths: bool = False, progress: bool = True,
-           objectives="accuracy", rank: bool = True, warm_start: bool = True, drop_backbones: float | None = None,
-           refit: bool = False, soup: bool = False, compile: bool = False, cache_dir=None,
-           _worker: int | None = None) -> SearchResult:
+def search(
+    dataset: str,
+    *,
+    space: str = "default",
+    n_trials: int = 20,
+    timeout: float | None = None,
+    max_epochs: int | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    objective=None,
+    device: str = "auto",
+    sampler: str = "tpe",
+    pruner: str = "hyperband",
+    storage: str | None = None,
+    study_name: str = STUDY_NAME,
+    workers: int = 1,
+    weights_dir=None,
+    val_fraction: float = 0.2,
+    max_per_class: int | None = None,
+    allow_outside_paths: bool = False,
+    progress: bool = True,
+    objectives="accuracy",
+    rank: bool = True,
+    warm_start: bool = True,
+    drop_backbones: float | None = None,
+    refit: bool = False,
+    soup: bool = False,
+    compile: bool = False,
+    cache_dir=None,
+    _worker: int | None = None,
+) -> SearchResult:
     """Search fine-tuning recipes for ``dataset`` until the study holds ``n_trials`` finished trials.
 
     ``objective`` may be ``objective(trial, ctx) -> float`` (``ctx.suggest`` / ``ctx.fit``)
@@ -204,20 +241,34 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
     backbones.check_available(search_space.backbones(), weights_dir)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise AutoTLError(f"--out {out} is a file: pass a folder for the run (it is created if missing)")
-    data = load_dataset(dataset, val_fraction=val_fraction, seed=seed, max_per_class=max_per_class,
-                        allow_outside_paths=allow_outside_paths, image_size=largest_input(search_space),
-                        cache_dir=cache_dir, progress=progress and _worker is None)
+    data = load_dataset(
+        dataset,
+        val_fraction=val_fraction,
+        seed=seed,
+        max_per_class=max_per_class,
+        allow_outside_paths=allow_outside_paths,
+        image_size=largest_input(search_space),
+        cache_dir=cache_dir,
+        progress=progress and _worker is None,
+    )
     study_pruner = make_pruner(pruner if len(goals) == 1 else "none", reports_in_a_trial(search_space, data))
 
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = run_dir / "best_model"
     optuna.logging.set_verbosity(logging.ERROR)  # trial failures are shown by Progress, with their reason
-    study = optuna.create_study(storage=open_storage(storage or f"sqlite:///{run_dir / 'study.db'}"),
-                                study_name=study_name, directions=OBJECTIVES[goals], load_if_exists=True,
-                                sampler=study_sampler, pruner=study_pruner)
+    study = optuna.create_study(
+        storage=open_storage(storage or f"sqlite:///{run_dir / 'study.db'}"),
+        study_name=study_name,
+        directions=OBJECTIVES[goals],
+        load_if_exists=True,
+        sampler=study_sampler,
+        pruner=study_pruner,
+    )
     if [d.name.lower() for d in study.directions] != OBJECTIVES[goals]:
-        raise AutoTLError(f"{run_dir} holds a study of objective(s) {study.user_attrs.get('objectives', ['accuracy'])}, "
-                          f"not {list(goals)}: pass the same --objective, or --out with a new run directory")
+        raise AutoTLError(
+            f"{run_dir} holds a study of objective(s) {study.user_attrs.get('objectives', ['accuracy'])}, "
+            f"not {list(goals)}: pass the same --objective, or --out with a new run directory"
+        )
     show = Progress(n_trials, enabled=progress, prefix="" if _worker is None else f"[worker {_worker}] ")
     if _worker is None:
         _check_same_dataset(study, data, run_dir, same_path=storage is None)
@@ -228,24 +279,58 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
         if finished >= n_trials:
             show.say(f"the study already has {finished} finished trials (asked for {n_trials}): nothing to run")
         else:
-            show.say(f"searching {data.spec}: {len(data.classes)} classes, {data.count('train')} train / "
-                     f"{data.count('val')} val images; {finished} of {n_trials} trials already finished; "
-                     f"device {torch_device}; {workers} worker(s); run directory {run_dir}")
+            show.say(
+                f"searching {data.spec}: {len(data.classes)} classes, {data.count('train')} train / "
+                f"{data.count('val')} val images; {finished} of {n_trials} trials already finished; "
+                f"device {torch_device}; {workers} worker(s); run directory {run_dir}"
+            )
     if study.user_attrs.get("backbone_ranking"):
         search_space.keep_backbones(kept(study.user_attrs["backbone_ranking"]))
     deadline = started + timeout - REPORT_RESERVE_S if timeout else None
 
     if workers > 1:
-        _run_workers(workers, torch_device, dict(
-            dataset=dataset, space=space, n_trials=n_trials, timeout=(deadline - time.time() + REPORT_RESERVE_S)
-            if deadline else None, max_epochs=max_epochs, out=out if out is not None else run_dir, seed=seed,
-            objective=objective, device=device, sampler=sampler, pruner=pruner, storage=storage,
-            study_name=study_name, weights_dir=weights_dir, val_fraction=val_fraction, max_per_class=max_per_class,
-            allow_outside_paths=allow_outside_paths, progress=progress, objectives=objectives, soup=soup,
-            compile=compile, cache_dir=cache_dir))
+        _run_workers(
+            workers,
+            torch_device,
+            dict(
+                dataset=dataset,
+                space=space,
+                n_trials=n_trials,
+                timeout=(deadline - time.time() + REPORT_RESERVE_S) if deadline else None,
+                max_epochs=max_epochs,
+                out=out if out is not None else run_dir,
+                seed=seed,
+                objective=objective,
+                device=device,
+                sampler=sampler,
+                pruner=pruner,
+                storage=storage,
+                study_name=study_name,
+                weights_dir=weights_dir,
+                val_fraction=val_fraction,
+                max_per_class=max_per_class,
+                allow_outside_paths=allow_outside_paths,
+                progress=progress,
+                objectives=objectives,
+                soup=soup,
+                compile=compile,
+                cache_dir=cache_dir,
+            ),
+        )
     else:
-        ctx = SearchContext(search_space, data, torch_device, weights_dir, deadline, seed, show, objectives=goals,
-                            soup=soup, compile=compile, trial_budget=_trial_budget(timeout, search_space, data))
+        ctx = SearchContext(
+            search_space,
+            data,
+            torch_device,
+            weights_dir,
+            deadline,
+            seed,
+            show,
+            objectives=goals,
+            soup=soup,
+            compile=compile,
+            trial_budget=_trial_budget(timeout, search_space, data),
+        )
         try:
             with _first_ctrl_c_sets(ctx.interrupt):
                 _optimize(study, ctx, objective or default_objective, n_trials, deadline, run_dir, model_dir, show)
@@ -258,14 +343,18 @@ def search(dataset: str, *, space: str = "default", n_trials: int = 20, timeout:
     if best is None:
         report.write(study, run_dir / "report.html")
         errors = [t.user_attrs.get("error") for t in study.trials if t.user_attrs.get("error")]
-        raise AutoTLError("no trial completed" + (f"; the first error was: {errors[0]}" if errors else
-                                                  ": give a larger --timeout or --n-trials"))
+        raise AutoTLError(
+            "no trial completed"
+            + (f"; the first error was: {errors[0]}" if errors else ": give a larger --timeout or --n-trials")
+        )
     if refit:
         refit_best(study, best, data, model_dir, torch_device, weights_dir, seed, show.say)
     add_onnx(model_dir, data, show.say)
     report.write(study, run_dir / "report.html")
-    show.say(f"best validation accuracy {_score(best):.4f} (trial #{best.number}); "
-             f"model in {model_dir}; report in {run_dir / 'report.html'}")
+    show.say(
+        f"best validation accuracy {_score(best):.4f} (trial #{best.number}); "
+        f"model in {model_dir}; report in {run_dir / 'report.html'}"
+    )
     return SearchResult(study=study, run_dir=run_dir, model_dir=model_dir)
 
 
@@ -276,14 +365,25 @@ def _start(study, space, data, rank, warm_start, drop_margin, weights_dir, devic
     if rank and len(ranked) > 1:
         scales = space.values("resolution_scale")
         scale = small if small is not None else min([s for s in scales if s >= RANK_SCALE] or scales)
-        show.say(f"ranking {len(ranked)} backbones by LogME on their frozen features "
-                 f"(up to {MAX_IMAGES} training images at x{scale:g} resolution)")
-        ranking = rank_backbones(ranked, data, resolution_scale=scale, weights_dir=weights_dir, device=device,
-                                 seed=seed, drop_margin=drop_margin)
+        show.say(
+            f"ranking {len(ranked)} backbones by LogME on their frozen features "
+            f"(up to {MAX_IMAGES} training images at x{scale:g} resolution)"
+        )
+        ranking = rank_backbones(
+            ranked,
+            data,
+            resolution_scale=scale,
+            weights_dir=weights_dir,
+            device=device,
+            seed=seed,
+            drop_margin=drop_margin,
+        )
         study.set_user_attr("backbone_ranking", ranking)
         for s in ranking["scores"]:
-            show.say(f"  {s['rank']}. {s['backbone']}: LogME {s['logme']:.4f} ({s['seconds']:.1f} s)"
-                     + ("  dropped: far below the best" if s["dropped"] else ""))
+            show.say(
+                f"  {s['rank']}. {s['backbone']}: LogME {s['logme']:.4f} ({s['seconds']:.1f} s)"
+                + ("  dropped: far below the best" if s["dropped"] else "")
+            )
         ranked = kept(ranking)  # search() narrows the space to these from the stored ranking
     if not warm_start:
         return
@@ -305,8 +405,9 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     try:
         storage = _rdb_storage(url, kwargs)
     except ImportError as error:
-        raise AutoTLError(f"the storage {url.split(':')[0]} needs a driver: {error}; for PostgreSQL run "
-                          f"'pip install psycopg2-binary'") from error
+        raise AutoTLError(
+            f"the storage {url.split(':')[0]} needs a driver: {error}; for PostgreSQL run 'pip install psycopg2-binary'"
+        ) from error
     except Exception as error:  # noqa: BLE001 - SQLAlchemy's many connection errors
         raise AutoTLError(f"cannot open storage {url.split('@')[-1]}: {str(error).splitlines()[0]}") from error
     if storage.engine.name == "sqlite":
@@ -326,10 +427,18 @@ def _rdb_storage(url: str, engine_kwargs: dict, attempts: int = 3) -> optuna.sto
         for attempt in range(attempts):
             try:
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                                  grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
-                    sqlalchemy.exc.ProgrammingError) as error:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=retry,
+                )
+            except (
+                sqlalchemy.exc.IntegrityError,
+                sqlalchemy.exc.OperationalError,
+                sqlalchemy.exc.ProgrammingError,
+            ) as error:
                 lost_the_race = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error)
                 if not lost_the_race or attempt == attempts - 1:
                     raise
@@ -344,6 +453,7 @@ def _lock_sqlite_on_begin(engine) -> None:
     no-op on SQLite): the same trial then runs twice and the second tell fails. BEGIN
     IMMEDIATE serialises the read-then-write (SQLAlchemy's documented pysqlite recipe).
     """
+
     @sqlalchemy.event.listens_for(engine, "connect")
     def _autocommit_driver(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # SQLAlchemy, not the driver, emits BEGIN
@@ -361,9 +471,10 @@ def _postgres_driver(url: str) -> str:
         return url
     try:
         import psycopg  # noqa: F401
+
         return url
     except ImportError:
-        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+        return "postgresql+psycopg2://" + url[len("postgresql://") :]
 
 
 def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir, show) -> None:
@@ -393,8 +504,15 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir
             pair = isinstance(value, (tuple, list))
             try:
                 with _first_ctrl_c_sets(ctx.interrupt, second_interrupts=False):  # never a half-replaced model
-                    keep_best(study, result, ctx.dataset, model_dir, trial.number, value[0] if pair else value,
-                              latency=value[1] if pair and len(value) > 1 else None)
+                    keep_best(
+                        study,
+                        result,
+                        ctx.dataset,
+                        model_dir,
+                        trial.number,
+                        value[0] if pair else value,
+                        latency=value[1] if pair and len(value) > 1 else None,
+                    )
             except Exception as error:
                 trial.set_user_attr("error", f"exporting the model failed: {error.__class__.__name__}: {error}")
                 raise
@@ -404,8 +522,14 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir
         ctx.results.pop(frozen.number, None)
         reason = frozen.user_attrs.get("error") or frozen.user_attrs.get("end_reason", "")
         best = _best_complete(study_)
-        show.trial_ended(frozen.number, frozen.state.name.lower(), _score(frozen), reason,
-                         _score(best), best.number if best else None)
+        show.trial_ended(
+            frozen.number,
+            frozen.state.name.lower(),
+            _score(frozen),
+            reason,
+            _score(best),
+            best.number if best else None,
+        )
         try:
             report.write(study_, run_dir / "report.html")
         except Exception as error:  # noqa: BLE001 - a report bug must never stop a long search
@@ -446,8 +570,10 @@ def _run_workers(workers: int, device, kwargs: dict) -> None:
         raise KeyboardInterrupt
     failed = [p.name for p in processes if p.exitcode not in (0, -signal.SIGKILL)]
     if failed:
-        raise AutoTLError(f"worker(s) {', '.join(failed)} stopped with an error (see above); finished trials are "
-                          f"kept: rerun the same command to resume")
+        raise AutoTLError(
+            f"worker(s) {', '.join(failed)} stopped with an error (see above); finished trials are "
+            f"kept: rerun the same command to resume"
+        )
 
 
 @contextlib.contextmanager
@@ -529,8 +655,11 @@ def _first_report(trial) -> float:
 
 def largest_input(space: SearchSpace) -> int:
     """The largest image side any trial of ``space`` can ask for: the size images are cached at."""
-    return max(backbones.preprocessing(name, scale).size
-               for name in space.backbones() for scale in space.values("resolution_scale"))
+    return max(
+        backbones.preprocessing(name, scale).size
+        for name in space.backbones()
+        for scale in space.values("resolution_scale")
+    )
 
 
 def _trial_budget(timeout, space: SearchSpace, data: ImageDataset) -> float | None:
@@ -549,8 +678,11 @@ def resolution_for_small_images(space: SearchSpace, data: ImageDataset) -> float
     if not _large(space, data):
         return None
     start = space.start_from.get("resolution_scale", TrialConfig.resolution_scale)
-    fits = [s for s in sorted(space.values("resolution_scale"))
-            if all(backbones.preprocessing(b, s).size >= 2 * data.store.size for b in space.backbones())]
+    fits = [
+        s
+        for s in sorted(space.values("resolution_scale"))
+        if all(backbones.preprocessing(b, s).size >= 2 * data.store.size for b in space.backbones())
+    ]
     return fits[0] if fits and fits[0] < start else None
 
 
@@ -564,14 +696,24 @@ def _check_same_dataset(study, data, run_dir, same_path: bool = True) -> None:
     """Refuse to mix datasets in one study (across machines the path may differ, the classes may not)."""
     known = study.user_attrs.get("dataset")
     if known and ((same_path and known.get("path") != data.spec) or known.get("classes") != list(data.classes)):
-        raise AutoTLError(f"{run_dir} holds a study of dataset {known.get('path')!r}, not {data.spec!r}: "
-                          f"pass --out with a new run directory")
+        raise AutoTLError(
+            f"{run_dir} holds a study of dataset {known.get('path')!r}, not {data.spec!r}: "
+            f"pass --out with a new run directory"
+        )
 
 
 def _describe(study, data, space, device, n_trials, timeout, model_dir, objectives, cache_dir) -> None:
-    facts = dict(dataset=data.describe(), space=space.name, max_epochs=space.max_epochs, device=str(device),
-                 n_trials=n_trials, timeout=timeout, model_dir=str(model_dir), objectives=list(objectives),
-                 cache_dir=str(cache_dir) if cache_dir is not None else None)
+    facts = dict(
+        dataset=data.describe(),
+        space=space.name,
+        max_epochs=space.max_epochs,
+        device=str(device),
+        n_trials=n_trials,
+        timeout=timeout,
+        model_dir=str(model_dir),
+        objectives=list(objectives),
+        cache_dir=str(cache_dir) if cache_dir is not None else None,
+    )
     if "started_at" not in study.user_attrs:
         facts["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     for key, value in facts.items():

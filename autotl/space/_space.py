@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import SpaceError
-from ._config import FIELD_NAMES, OPTIMIZERS, LR_SCHEDULES, REGULARIZERS, TrialConfig
+from ._config import FIELD_NAMES, LR_SCHEDULES, OPTIMIZERS, REGULARIZERS, TrialConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 _VOCABULARY = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "regularizer": REGULARIZERS}
@@ -57,8 +57,13 @@ class SearchSpace:
         """The values a top-level setting can take: its choices, its fixed value, its range's ends, or the default."""
         for param in self.params:
             if param.name == name:
-                return (list(param.choices) if param.kind == "choice" else [param.value] if param.kind == "fixed"
-                        else [param.low, param.high])
+                return (
+                    list(param.choices)
+                    if param.kind == "choice"
+                    else [param.value]
+                    if param.kind == "fixed"
+                    else [param.low, param.high]
+                )
         return [getattr(TrialConfig, name)]
 
     def start_params(self, **changes) -> dict:
@@ -80,7 +85,7 @@ class SearchSpace:
             return [("start_from", self.start_params(**overrides))]
         chosen, seen = [], []
         for recipe, changes in self.warm_start.items():
-            for backbone in ranked_backbones[:self.warm_start_backbones]:
+            for backbone in ranked_backbones[: self.warm_start_backbones]:
                 params = self.start_params(**{**changes, **overrides}, backbone=backbone)
                 if params not in seen:
                     seen.append(params)
@@ -158,16 +163,23 @@ def load_space(space: str | Path = "default") -> SearchSpace:
             raise SpaceError(f"{path}: start_from names unknown setting {key!r}; allowed: {', '.join(FIELD_NAMES)}")
     recipes, warm_backbones = _warm_start(path, warm)
     params = [_parse(path, key, value) for key, value in raw.items()]
-    return SearchSpace(name=path.stem if path.parent == SPACES_DIR else str(path), params=params,
-                       max_epochs=max_epochs, start_from=start, warm_start=recipes,
-                       warm_start_backbones=warm_backbones)
+    return SearchSpace(
+        name=path.stem if path.parent == SPACES_DIR else str(path),
+        params=params,
+        max_epochs=max_epochs,
+        start_from=start,
+        warm_start=recipes,
+        warm_start_backbones=warm_backbones,
+    )
 
 
 def _warm_start(path, warm) -> tuple[dict, int]:
     """The ``warm_start`` section: {backbones: k, recipes: {name: {setting: value}}}."""
     if not isinstance(warm, dict) or set(warm) - {"backbones", "recipes"}:
-        raise SpaceError(f"{path}: warm_start must be a mapping with 'backbones' (how many of the best-ranked) "
-                         f"and 'recipes' (name: settings)")
+        raise SpaceError(
+            f"{path}: warm_start must be a mapping with 'backbones' (how many of the best-ranked) "
+            f"and 'recipes' (name: settings)"
+        )
     count = warm.get("backbones", 1)
     recipes = warm.get("recipes") or {}
     if not isinstance(count, int) or count < 1:
@@ -177,8 +189,10 @@ def _warm_start(path, warm) -> tuple[dict, int]:
     for name, recipe in recipes.items():
         for key in recipe:
             if key not in FIELD_NAMES or key in ("backbone", "max_epochs"):
-                raise SpaceError(f"{path}: warm_start recipe {name!r} sets {key!r}; allowed: "
-                                 f"{', '.join(n for n in FIELD_NAMES if n not in ('backbone', 'max_epochs'))}")
+                raise SpaceError(
+                    f"{path}: warm_start recipe {name!r} sets {key!r}; allowed: "
+                    f"{', '.join(n for n in FIELD_NAMES if n not in ('backbone', 'max_epochs'))}"
+                )
     return recipes, count
 
 

@@ -11,6 +11,7 @@ metrics are its best report's weights scored on the whole validation split.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import sys
@@ -72,13 +73,24 @@ class TrialResult:
 
     def attrs(self) -> dict:
         """The plain facts stored on the trial (and read back by the report)."""
-        return dict(history=self.history, best_epoch=self.best_epoch, epochs_run=self.epochs_run,
-                    wall_seconds=round(self.wall_seconds, 3), train_seconds=self.train_seconds,
-                    latency_ms=self.latency_ms, model_mb=self.model_mb, params_total=self.params_total,
-                    params_trainable=self.params_trainable, end_reason=self.end_reason,
-                    backbone=self.config.backbone, config=self.config.to_dict(), metrics=self.metrics,
-                    feature_cache=self.feature_cache, soup_epochs=self.soup_epochs,
-                    first_report_seconds=self.first_report_seconds)
+        return dict(
+            history=self.history,
+            best_epoch=self.best_epoch,
+            epochs_run=self.epochs_run,
+            wall_seconds=round(self.wall_seconds, 3),
+            train_seconds=self.train_seconds,
+            latency_ms=self.latency_ms,
+            model_mb=self.model_mb,
+            params_total=self.params_total,
+            params_trainable=self.params_trainable,
+            end_reason=self.end_reason,
+            backbone=self.config.backbone,
+            config=self.config.to_dict(),
+            metrics=self.metrics,
+            feature_cache=self.feature_cache,
+            soup_epochs=self.soup_epochs,
+            first_report_seconds=self.first_report_seconds,
+        )
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -97,8 +109,14 @@ def evaluate(model, batches, device, num_classes, progress_total: int | None = N
     """
     model.eval()
     loss_sum, preds, truth = 0.0, [], []
-    bar = tqdm(total=progress_total, unit="img", desc="    validating", disable=not _bars(progress_total),
-               delay=BAR_DELAY_S, leave=False)
+    bar = tqdm(
+        total=progress_total,
+        unit="img",
+        desc="    validating",
+        disable=not _bars(progress_total),
+        delay=BAR_DELAY_S,
+        leave=False,
+    )
     with bar, torch.inference_mode(), _autocast(device):
         for x, y in batches:
             bar.update(len(y))
@@ -107,14 +125,13 @@ def evaluate(model, batches, device, num_classes, progress_total: int | None = N
             preds.append(logits.argmax(1).cpu())
             truth.append(y.cpu())
     pred, labels = torch.cat(preds), torch.cat(truth)
-    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
+    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
     tp = confusion.diag().float()
     precision = tp / confusion.sum(0).clamp(min=1)
     recall = tp / confusion.sum(1).clamp(min=1)
     f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp))
     present = (confusion.sum(1) + confusion.sum(0)) > 0
-    return dict(accuracy=float(tp.sum() / len(labels)), macro_f1=float(f1[present].mean()),
-                loss=loss_sum / len(labels))
+    return dict(accuracy=float(tp.sum() / len(labels)), macro_f1=float(f1[present].mean()), loss=loss_sum / len(labels))
 
 
 def _bars(wanted) -> bool:
@@ -182,17 +199,16 @@ class _Inputs:
     def batches(self, split: str, index, positions=None):
         """(inputs, labels) of ``index`` (dataset positions) in evaluation form; ``positions`` in the split's rows."""
         for start in range(0, len(index), EVAL_BATCH):
-            part = index[start:start + EVAL_BATCH]
+            part = index[start : start + EVAL_BATCH]
             labels = torch.from_numpy(self.dataset.labels[part].astype(np.int64))
             if split in self.features:
-                rows = torch.from_numpy(np.asarray(positions[start:start + EVAL_BATCH], dtype=np.int64))
+                rows = torch.from_numpy(np.asarray(positions[start : start + EVAL_BATCH], dtype=np.int64))
                 yield _channels_last(self.cached(split, rows)), labels
             else:
                 yield self.eval_input(part), labels
 
 
-def _split_prefix(model, dataset, pre, device, config, weights_dir, pretrained, cache_prefix, train_index,
-                  val_index):
+def _split_prefix(model, dataset, pre, device, config, weights_dir, pretrained, cache_prefix, train_index, val_index):
     """(network to train, _Inputs, 'hit'/'miss'/'off'): the frozen prefix cut off when its outputs can be cached."""
     inputs = _Inputs(dataset, pre, device)
     if not cache_prefix or config.augment_strength != 0 or config.regularizer == "mixup":
@@ -207,23 +223,47 @@ def _split_prefix(model, dataset, pre, device, config, weights_dir, pretrained, 
     per_image = 4 * math.prod(shape)
     if not FEATURES.fits(per_image * (len(train_index) + len(val_index))):
         return model, inputs, "off"  # too large to keep: the frozen prefix runs every step (without a graph)
-    key = (config.backbone, str(weights_dir), pretrained, len(prefix), pre.size, pre.interpolation, str(device),
-           dataset.spec, str(dataset.store.folder))
+    key = (
+        config.backbone,
+        str(weights_dir),
+        pretrained,
+        len(prefix),
+        pre.size,
+        pre.interpolation,
+        str(device),
+        dataset.spec,
+        str(dataset.store.folder),
+    )
     hits = FEATURES.hits
     inputs.prefix = prefix.eval()
     for name, index in (("train", train_index), ("val", val_index)):
         images = hashlib.blake2b(np.asarray(index, dtype=np.int64).tobytes(), digest_size=16).hexdigest()
-        store = FEATURES.get(key + (name, images), lambda n=len(index): Features(n, shape, device))
+        store = FEATURES.get(key + (name, images), functools.partial(Features, len(index), shape, device))
         inputs.features[name] = (store, index)
     return network, inputs, ("hit" if FEATURES.hits > hits and inputs.features["train"][0].done.all() else "miss")
 
 
-def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None = None, *,
-        device: str | torch.device = "auto", weights_dir=None, deadline: float | None = None,
-        seed: int = 0, on_epoch=None, pretrained: bool = True, cache_prefix: bool = True,
-        interrupt=None, epochs: int | None = None, keep_last: bool = False, soup: bool = False,
-        compile: bool = False, number: int | None = None, progress: bool = False,
-        time_budget: float | None = None) -> TrialResult:
+def fit(
+    config: TrialConfig,
+    dataset: ImageDataset,
+    trial: optuna.Trial | None = None,
+    *,
+    device: str | torch.device = "auto",
+    weights_dir=None,
+    deadline: float | None = None,
+    seed: int = 0,
+    on_epoch=None,
+    pretrained: bool = True,
+    cache_prefix: bool = True,
+    interrupt=None,
+    epochs: int | None = None,
+    keep_last: bool = False,
+    soup: bool = False,
+    compile: bool = False,
+    number: int | None = None,
+    progress: bool = False,
+    time_budget: float | None = None,
+) -> TrialResult:
     """Fine-tune ``config.backbone`` on ``dataset`` for up to ``config.max_epochs`` epochs.
 
     Reports the validation accuracy to ``trial`` after every ``config.report_every_images``
@@ -264,14 +304,21 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     check_positions = np.searchsorted(val_index, check_index)
     y_train = torch.from_numpy(dataset.labels[train_index].astype(np.int64))
 
-    model = backbones.create(config.backbone, num_classes, pretrained=pretrained, weights_dir=weights_dir,
-                             drop_rate=config.regularizer_strength if config.regularizer == "dropout" else 0.0,
-                             drop_path_rate=config.regularizer_strength if config.regularizer == "drop_path" else 0.0)
+    model = backbones.create(
+        config.backbone,
+        num_classes,
+        pretrained=pretrained,
+        weights_dir=weights_dir,
+        drop_rate=config.regularizer_strength if config.regularizer == "dropout" else 0.0,
+        drop_path_rate=config.regularizer_strength if config.regularizer == "drop_path" else 0.0,
+    )
     backbones.freeze(model, config.frozen_depth)
     frozen = backbones.frozen_modules(model)
     model.to(device, memory_format=torch.channels_last)
-    head_names = {f"{model.pretrained_cfg.get('classifier', 'classifier')}.{n}"
-                  for n, _ in model.get_classifier().named_parameters()}
+    head_names = {
+        f"{model.pretrained_cfg.get('classifier', 'classifier')}.{n}"
+        for n, _ in model.get_classifier().named_parameters()
+    }
 
     weight_decay = config.regularizer_strength if config.regularizer == "weight_decay" else 0.0
     groups = timm.optim.param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=config.layer_decay)
@@ -283,8 +330,9 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     penalty = make_penalty(model, config.regularizer, config.regularizer_strength, head_names)
     smoothing = config.regularizer_strength if config.regularizer == "label_smoothing" else 0.0
 
-    network, inputs, cache = _split_prefix(model, dataset, pre, device, config, weights_dir, pretrained,
-                                           cache_prefix, train_index, val_index)
+    network, inputs, cache = _split_prefix(
+        model, dataset, pre, device, config, weights_dir, pretrained, cache_prefix, train_index, val_index
+    )
     cached = "train" in inputs.features
     feature_seconds_before = inputs.features["train"][0].seconds if cached else 0.0
 
@@ -311,13 +359,24 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
 
     def result(reason, metrics=None):
         feature_seconds = (inputs.features["train"][0].seconds - feature_seconds_before) if cached else 0.0
-        return TrialResult(config=config, metrics=dict(metrics or best or {}), history=history,
-                           best_epoch=(best or {}).get("epoch", 0), epochs_run=len(history),
-                           wall_seconds=time.time() - started, params_total=params_total,
-                           params_trainable=params_trainable, end_reason=reason,
-                           classes=list(dataset.classes), preprocessing=pre, model=model, feature_cache=cache,
-                           model_mb=model_megabytes(model), feature_seconds=round(feature_seconds, 3),
-                           first_report_seconds=first_report)
+        return TrialResult(
+            config=config,
+            metrics=dict(metrics or best or {}),
+            history=history,
+            best_epoch=(best or {}).get("epoch", 0),
+            epochs_run=len(history),
+            wall_seconds=time.time() - started,
+            params_total=params_total,
+            params_trainable=params_trainable,
+            end_reason=reason,
+            classes=list(dataset.classes),
+            preprocessing=pre,
+            model=model,
+            feature_cache=cache,
+            model_mb=model_megabytes(model),
+            feature_seconds=round(feature_seconds, 3),
+            first_report_seconds=first_report,
+        )
 
     def stop_pruned(reason):
         res = result(reason)
@@ -331,8 +390,9 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
         targets = F.one_hot(labels, num_classes).float() * (1 - smoothing) + smoothing / num_classes
         if cached:
             return inputs.cached("train", positions), targets
-        x = augment(inputs.images(train_index[positions.numpy()]).float().div_(255.0), config.augment_strength,
-                    generator)
+        x = augment(
+            inputs.images(train_index[positions.numpy()]).float().div_(255.0), config.augment_strength, generator
+        )
         if config.regularizer == "mixup":
             x, targets = mixup(x, targets, config.regularizer_strength, generator)
         return pre.standardize(x), targets
@@ -343,14 +403,19 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
         report_start = time.time()
         backbones.train_mode(model, frozen)
         loss_sum, seen, cut = 0.0, 0, False
-        bar = tqdm(total=min(steps_per_report * batch_size, n_train - (step % steps_per_epoch) * batch_size),
-                   unit="img", desc=f"    training report {report}", disable=not _bars(progress), delay=BAR_DELAY_S,
-                   leave=False)
+        bar = tqdm(
+            total=min(steps_per_report * batch_size, n_train - (step % steps_per_epoch) * batch_size),
+            unit="img",
+            desc=f"    training report {report}",
+            disable=not _bars(progress),
+            delay=BAR_DELAY_S,
+            leave=False,
+        )
         for i in range(steps_per_report):
             within = step % steps_per_epoch
             if within == 0:
                 order = torch.randperm(n_train, generator=generator)
-            positions = order[within * batch_size:(within + 1) * batch_size]
+            positions = order[within * batch_size : (within + 1) * batch_size]
             x, targets = train_batch(positions)
             x = _channels_last(x)  # once, for raw images and cached features alike
             factor = lr_factor(step, schedule=config.lr_schedule, total_steps=total_steps, warmup_steps=warmup_steps)
@@ -384,23 +449,39 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
             break
 
         train_seconds = time.time() - report_start
-        val = evaluate(network, inputs.batches("val", check_index, check_positions), device, num_classes,
-                       len(check_index) if progress else None)
+        val = evaluate(
+            network,
+            inputs.batches("val", check_index, check_positions),
+            device,
+            num_classes,
+            len(check_index) if progress else None,
+        )
         if first_report is None:
             first_report = round(time.time() - started, 3)
-        record = dict(epoch=report, epochs_done=round(step / steps_per_epoch, 4), images=step * batch_size,
-                      train_loss=loss_sum / max(seen, 1), val_loss=val["loss"], val_accuracy=val["accuracy"],
-                      val_macro_f1=val["macro_f1"], seconds=round(time.time() - report_start, 3),
-                      train_seconds=round(train_seconds, 3))
+        record = dict(
+            epoch=report,
+            epochs_done=round(step / steps_per_epoch, 4),
+            images=step * batch_size,
+            train_loss=loss_sum / max(seen, 1),
+            val_loss=val["loss"],
+            val_accuracy=val["accuracy"],
+            val_macro_f1=val["macro_f1"],
+            seconds=round(time.time() - report_start, 3),
+            train_seconds=round(train_seconds, 3),
+        )
         history.append(record)
         if best is None or keep_last or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
             best = dict(val, epoch=report)
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if soup:
-            state = best_state if best["epoch"] == report else {k: v.detach().to("cpu", copy=True)
-                                                                for k, v in model.state_dict().items()}
-            top = sorted(top + [((val["accuracy"], -val["loss"]), report, state)], key=lambda c: c[0],
-                         reverse=True)[:SOUP_EPOCHS]
+            state = (
+                best_state
+                if best["epoch"] == report
+                else {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            )
+            top = sorted(top + [((val["accuracy"], -val["loss"]), report, state)], key=lambda c: c[0], reverse=True)[
+                :SOUP_EPOCHS
+            ]
         if on_epoch is not None:
             on_epoch(record, best)
         if reporting:
@@ -418,10 +499,16 @@ def fit(config: TrialConfig, dataset: ImageDataset, trial: optuna.Trial | None =
     if end_reason == "completed" and last_report < planned_reports:
         end_reason = f"completed a schedule shortened to {last_report} reports to end within the time budget"
     val_positions = np.arange(len(val_index))
-    score = lambda: evaluate(network, inputs.batches("val", val_index, val_positions), device, num_classes,  # noqa: E731
-                             len(val_index) if progress else None)
+    score = lambda: evaluate(
+        network,
+        inputs.batches("val", val_index, val_positions),
+        device,
+        num_classes,  # noqa: E731
+        len(val_index) if progress else None,
+    )
     soup_epochs, unsouped = [], None
     if soup and len(top) > 1:
+
         def soup_score(state):
             model.load_state_dict(state)
             m = evaluate(network, inputs.batches("val", check_index, check_positions), device, num_classes)

@@ -37,6 +37,8 @@ def keep_freed_memory() -> bool:
         return False  # other C libraries have their own allocators and knobs
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     if not _kept:
-        _kept = bool(libc.mallopt(_M_MMAP_THRESHOLD, KEEP_BELOW)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 * KEEP_BELOW))
+        _kept = bool(libc.mallopt(_M_MMAP_THRESHOLD, KEEP_BELOW)) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, 2 * KEEP_BELOW)
+        )
     libc.malloc_trim(0)
     return _kept

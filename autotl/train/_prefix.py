@@ -127,7 +127,7 @@ class Features:
 class FeatureCache:
     """``Features`` by key, least recently used dropped first past ``max_bytes``."""
 
-    def __init__(self, max_bytes: int = 2 * 1024 ** 3):
+    def __init__(self, max_bytes: int = 2 * 1024**3):
         self.max_bytes = max_bytes
         self.entries: OrderedDict = OrderedDict()
         self.hits = self.misses = 0
@@ -152,4 +152,4 @@ class FeatureCache:
         self.entries.clear()
 
 
-FEATURES = FeatureCache(int(os.environ.get("AUTOTL_FEATURE_CACHE_MB", 1024)) * 1024 ** 2)
+FEATURES = FeatureCache(int(os.environ.get("AUTOTL_FEATURE_CACHE_MB", 1024)) * 1024**2)

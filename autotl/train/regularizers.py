@@ -30,8 +30,9 @@ class L2SP:
 
     def __init__(self, model: torch.nn.Module, strength: float, head_names: set[str]):
         self.strength = strength
-        self.pairs = [(p, p.detach().clone()) for n, p in model.named_parameters()
-                      if p.requires_grad and n not in head_names]
+        self.pairs = [
+            (p, p.detach().clone()) for n, p in model.named_parameters() if p.requires_grad and n not in head_names
+        ]
 
     def penalty(self) -> torch.Tensor:
         return 0.5 * self.strength * torch.stack([((p - p0) ** 2).sum() for p, p0 in self.pairs]).sum()

@@ -10,8 +10,15 @@ from __future__ import annotations
 import math
 
 
-def lr_factor(step: int, *, schedule: str, total_steps: int, warmup_steps: int = 0,
-              step_gamma: float = 0.1, step_every: int | None = None) -> float:
+def lr_factor(
+    step: int,
+    *,
+    schedule: str,
+    total_steps: int,
+    warmup_steps: int = 0,
+    step_gamma: float = 0.1,
+    step_every: int | None = None,
+) -> float:
     """Multiplier of the base learning rate at optimizer step ``step``.
 
     - constant: 1
