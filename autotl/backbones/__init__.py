@@ -14,7 +14,7 @@ import torch
 
 from ..errors import WeightsError
 from ._depthwise import fast_depthwise_gradients
-from ._freeze import body_groups, freeze, frozen_modules, train_mode
+from ._freeze import body_groups, freeze, frozen_modules, head_names, train_mode
 from ._padding import fast_same_padding
 from ._weights import OFFLINE_CATALOG, WeightSource, find_weights, offline_file, pretrained_kwargs
 
@@ -27,6 +27,7 @@ __all__ = [
     "find_weights",
     "freeze",
     "frozen_modules",
+    "head_names",
     "train_mode",
     "body_groups",
     "fast_same_padding",

@@ -12,12 +12,16 @@ import torch
 from timm.models import group_parameters
 
 
+def head_names(model: torch.nn.Module) -> set[str]:
+    """Names of the classifier's parameters, from timm's ``pretrained_cfg['classifier']`` (a name or a tuple)."""
+    heads = model.pretrained_cfg.get("classifier") or "classifier"
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    return {n for n, _ in model.named_parameters() if any(n == h or n.startswith(f"{h}.") for h in heads)}
+
+
 def body_groups(model: torch.nn.Module) -> list[list[str]]:
     """Parameter names of each block group, input side first, classifier parameters left out."""
-    head = {
-        f"{model.pretrained_cfg.get('classifier', 'classifier')}.{n}"
-        for n, _ in model.get_classifier().named_parameters()
-    }
+    head = head_names(model)
     groups = group_parameters(model, model.group_matcher(coarse=False))
     ordered = [[n for n in names if n not in head] for _, names in sorted(groups.items())]
     return [names for names in ordered if names]

@@ -17,6 +17,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from ..trials import accuracy_index, best_trial, multi_objective, objective_names
+
 TRIAL_COLUMNS = [
     "number",
     "state",
@@ -84,31 +86,6 @@ def trial_value(trial: FrozenTrial, index: int = 0) -> float | None:
     if not trial.values or index >= len(trial.values):
         return None
     return _number(trial.values[index])
-
-
-def objective_names(study: optuna.Study) -> list[str]:
-    """One name per objective: the study's ``objectives`` attr when it fits, else generic names.
-
-    A two-objective study without the attr is taken to be the search's (accuracy, latency).
-    """
-    count = len(study.directions)
-    names = study.user_attrs.get("objectives")
-    if isinstance(names, (list, tuple)) and len(names) == count:
-        return [str(name) for name in names]
-    if count == 2:
-        return ["accuracy", "latency"]
-    return ["score"] if count == 1 else [f"objective {i + 1}" for i in range(count)]
-
-
-def multi_objective(study: optuna.Study) -> bool:
-    """True when the study optimizes several objectives (e.g. accuracy and latency)."""
-    return len(study.directions) > 1
-
-
-def accuracy_index(study: optuna.Study) -> int:
-    """Which objective value is the validation accuracy the report calls the score (0 unless named)."""
-    names = objective_names(study)
-    return names.index("accuracy") if multi_objective(study) and "accuracy" in names else 0
 
 
 def trial_records(study: optuna.Study) -> pd.DataFrame:
@@ -581,34 +558,6 @@ def model_location(model_dir: Any) -> str | None:
         return None
     name = pathlib.PurePath(str(model_dir)).name
     return name or str(model_dir)
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best complete trial, or None when there is none.
-
-    With several objectives there is no single best (Optuna raises): the report's best
-    is then the most accurate complete trial, ties going to the better other objectives
-    and then to the earlier trial.
-    """
-    if not multi_objective(study):
-        try:
-            return study.best_trial
-        except (ValueError, RuntimeError):
-            return None
-    index = accuracy_index(study)
-    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
-
-    def key(trial: FrozenTrial) -> tuple[float, ...]:
-        values = [trial_value(trial, i) for i in range(len(signs))]
-        others = [
-            sign * v if v is not None else math.inf for i, (sign, v) in enumerate(zip(signs, values)) if i != index
-        ]
-        return (signs[index] * values[index], *others, trial.number)
-
-    complete = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if trial_value(t, index) is not None
-    ]
-    return min(complete, key=key) if complete else None
 
 
 def direction_word(study: optuna.Study) -> str:

@@ -18,6 +18,8 @@ from PIL import Image
 
 from .. import export
 from ..data import resize
+from ..train import per_class
+from ..trials import ranking
 
 MAX_GALLERY = 24
 THUMBNAIL_PX = 64
@@ -25,9 +27,8 @@ ONNX_CHECK_IMAGES = 8
 
 
 def keep_best(study, result, data, model_dir, trial_number: int, value: float, latency: float | None = None) -> bool:
-    """Export ``result`` if it beats the exported model, and store its validation analysis.
+    """Export ``result`` if it ranks above the exported model (``autotl.trials.ranking``), and store its analysis.
 
-    In an accuracy-and-latency study, ``latency`` breaks ties: as accurate and faster wins.
     Workers on one machine share ``model_dir``: a lock makes compare-and-replace one step,
     and the replacement itself is atomic, so a crash never leaves a half-written model.
     """
@@ -36,9 +37,10 @@ def keep_best(study, result, data, model_dir, trial_number: int, value: float, l
     with open(model_dir.parent / ".best_model.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         info = export.record(model_dir)
-        exported, exported_latency = _value(info), info.get("latency_ms")
-        faster = latency is not None and exported_latency is not None and latency < exported_latency
-        if value < exported or (value == exported and not faster):
+        new = ranking([value, latency], trial_number, study.directions)
+        if "value" in info and new <= ranking(
+            [info["value"], info.get("latency_ms")], info.get("trial", -1), study.directions
+        ):
             return False
         extra = dict(trial=trial_number, value=value, dataset=data.spec)
         if latency is not None:
@@ -64,13 +66,6 @@ def add_onnx(model_dir, data, say=lambda text: None) -> None:
         )
 
 
-def _value(info: dict) -> float:
-    try:
-        return float(info["value"])
-    except (KeyError, TypeError, ValueError):
-        return float("-inf")
-
-
 def analyse(result, data) -> dict:
     """Per-class metrics, confusion matrix and misclassified thumbnails on the validation split."""
     pre = result.preprocessing
@@ -82,13 +77,7 @@ def analyse(result, data) -> dict:
             truth.append(labels)
     probabilities = torch.cat(probabilities).numpy()
     predicted, truth = probabilities.argmax(1), torch.cat(truth).numpy()
-    n = len(data.classes)
-    confusion = np.zeros((n, n), dtype=int)
-    np.add.at(confusion, (truth, predicted), 1)
-    tp = np.diag(confusion).astype(float)
-    precision = np.divide(tp, confusion.sum(0), out=np.zeros(n), where=confusion.sum(0) > 0)
-    recall = np.divide(tp, confusion.sum(1), out=np.zeros(n), where=confusion.sum(1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=precision + recall > 0)
+    metrics = per_class(truth, predicted, len(data.classes))
     wrong = np.flatnonzero(predicted != truth)
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:MAX_GALLERY]
     gallery = [
@@ -102,10 +91,12 @@ def analyse(result, data) -> dict:
     ]
     return dict(
         classes=list(data.classes),
-        confusion=confusion.tolist(),
+        confusion=metrics["confusion"].tolist(),
         per_class=[
             dict(cls=c, precision=round(float(p), 4), recall=round(float(r), 4), f1=round(float(f), 4), support=int(s))
-            for c, p, r, f, s in zip(data.classes, precision, recall, f1, confusion.sum(1))
+            for c, p, r, f, s in zip(
+                data.classes, metrics["precision"], metrics["recall"], metrics["f1"], metrics["support"]
+            )
         ],
         misclassified=gallery,
         n_val=int(len(truth)),

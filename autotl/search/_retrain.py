@@ -7,7 +7,6 @@ so training it again on the same data and device gives the same model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -19,19 +18,6 @@ from ..errors import AutoTLError
 from ..space import TrialConfig
 from ..train import fit, resolve_device
 from ._best import add_onnx
-
-
-@dataclass
-class _Numbered:
-    """A stand-in trial that only carries a number: fit seeds from it and reports to nothing."""
-
-    number: int
-
-    def report(self, value, step):
-        pass
-
-    def should_prune(self) -> bool:
-        return False
 
 
 def export_trial(
@@ -61,7 +47,7 @@ def export_trial(
     result = fit(
         config,
         data,
-        _Numbered(number),
+        number=number,
         device=resolve_device(device),
         weights_dir=weights_dir,
         seed=data.seed,
@@ -92,7 +78,7 @@ def refit_best(study, best, data, model_dir, device, weights_dir, seed, say=prin
     result = fit(
         config,
         merged,
-        _Numbered(best.number),
+        number=best.number,
         device=device,
         weights_dir=weights_dir,
         seed=seed,

@@ -31,6 +31,7 @@ from ..data import ImageDataset, augment, mixup
 from ..space import TrialConfig
 from ._cost import latency_ms, model_megabytes
 from ._memory import keep_freed_memory
+from ._metrics import macro_f1
 from ._prefix import FEATURES, Features, split
 from ._soup import SOUP_EPOCHS, greedy_soup
 from .regularizers import make_penalty
@@ -125,13 +126,10 @@ def evaluate(model, batches, device, num_classes, progress_total: int | None = N
             preds.append(logits.argmax(1).cpu())
             truth.append(y.cpu())
     pred, labels = torch.cat(preds), torch.cat(truth)
-    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
-    tp = confusion.diag().float()
-    precision = tp / confusion.sum(0).clamp(min=1)
-    recall = tp / confusion.sum(1).clamp(min=1)
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp))
-    present = (confusion.sum(1) + confusion.sum(0)) > 0
-    return dict(accuracy=float(tp.sum() / len(labels)), macro_f1=float(f1[present].mean()), loss=loss_sum / len(labels))
+    truth, predicted = labels.numpy(), pred.numpy()
+    return dict(
+        accuracy=float((truth == predicted).mean()), macro_f1=macro_f1(truth, predicted), loss=loss_sum / len(labels)
+    )
 
 
 def _bars(wanted) -> bool:
@@ -278,254 +276,349 @@ def fit(
     refit, whose validation images are in its training set). ``soup`` averages the best
     reports' weights greedily (kept when validation does not get worse). ``compile`` runs
     the training steps through ``torch.compile`` (for a GPU; slower on a CPU, see
-    benchmarks/RESULTS.md). ``number`` seeds the run (default: the trial's number).
-    ``progress`` shows a bar (images/s, time left) for a report or an evaluation that takes
-    long. ``time_budget`` (seconds) caps this run: after each report the schedule is
-    shortened, from how long that report took, to end within the budget and the deadline
-    (its learning rate still anneals, as in budgeted training). A multi-objective
-    trial is not reported to (Optuna cannot prune those).
+    benchmarks/RESULTS.md). ``number`` seeds the run (default: the trial's number; a run
+    without a trial, such as a refit, passes it). ``progress`` shows a bar (images/s, time
+    left) for a report or an evaluation that takes long. ``time_budget`` (seconds) caps this
+    run: after each report the schedule is shortened, from how long that report took, to
+    end within the budget and the deadline (its learning rate still anneals, as in budgeted
+    training). A multi-objective trial is not reported to (Optuna cannot prune those).
     """
     started = time.time()
-    # the search's deadline cuts a report short; the trial's own budget only shortens its schedule
-    soft_deadline = deadline
-    if time_budget:
-        soft_deadline = started + time_budget if deadline is None else min(deadline, started + time_budget)
     device = resolve_device(device) if isinstance(device, str) else device
     if device.type == "cpu":
         keep_freed_memory()  # activations are not paged in afresh each step (benchmarks/allocator.py)
     if number is None:
-        number = getattr(trial, "number", 0) if trial is not None else 0
-    generator = torch.Generator().manual_seed(seed * 1000 + number)
+        number = trial.number if trial is not None else 0
     torch.manual_seed(seed * 1000 + number)
-    num_classes = len(dataset.classes)
-    pre = backbones.preprocessing(config.backbone, config.resolution_scale)
-    train_index, val_index = dataset.indices("train"), dataset.indices("val")
-    check_index = validation_check(dataset)
-    check_positions = np.searchsorted(val_index, check_index)
-    y_train = torch.from_numpy(dataset.labels[train_index].astype(np.int64))
+    # the search's deadline cuts a report short; the trial's own budget only shortens its schedule
+    soft_deadline = deadline
+    if time_budget:
+        soft_deadline = started + time_budget if deadline is None else min(deadline, started + time_budget)
+    model = _build(config, len(dataset.classes), device, weights_dir, pretrained)
+    run = _Run(config, dataset, model, device, started=started, trial=trial, seed=seed * 1000 + number)
+    run.inputs_from(weights_dir, pretrained, cache_prefix)
+    run.plan = _Plan.make(config, len(run.train_index), epochs)
+    run.train_network = torch.compile(run.network, dynamic=False) if compile else run.network
+    run.deadline, run.soft_deadline, run.interrupt, run.progress = deadline, soft_deadline, interrupt, progress
+    run.keep_last, run.soup, run.on_epoch = keep_last, soup, on_epoch
+    while run.report < run.plan.last_report:
+        run.report += 1
+        if not run.train_report():
+            break  # the deadline came before the report's end
+        run.check()
+    return run.finish()
 
+
+@dataclass
+class _Model:
+    """The network with its prefix frozen, and what trains it."""
+
+    model: torch.nn.Module
+    frozen: list
+    optimizer: torch.optim.Optimizer
+    penalty: object
+
+
+def _build(config: TrialConfig, num_classes: int, device, weights_dir, pretrained: bool) -> _Model:
+    """The pretrained model with a new head and its prefix frozen, on ``device``; its optimizer and penalty."""
+    strength = config.regularizer_strength
     model = backbones.create(
         config.backbone,
         num_classes,
         pretrained=pretrained,
         weights_dir=weights_dir,
-        drop_rate=config.regularizer_strength if config.regularizer == "dropout" else 0.0,
-        drop_path_rate=config.regularizer_strength if config.regularizer == "drop_path" else 0.0,
+        drop_rate=strength if config.regularizer == "dropout" else 0.0,
+        drop_path_rate=strength if config.regularizer == "drop_path" else 0.0,
     )
     backbones.freeze(model, config.frozen_depth)
     frozen = backbones.frozen_modules(model)
     model.to(device, memory_format=torch.channels_last)
-    head_names = {
-        f"{model.pretrained_cfg.get('classifier', 'classifier')}.{n}"
-        for n, _ in model.get_classifier().named_parameters()
-    }
-
-    weight_decay = config.regularizer_strength if config.regularizer == "weight_decay" else 0.0
+    weight_decay = strength if config.regularizer == "weight_decay" else 0.0
     groups = timm.optim.param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=config.layer_decay)
     groups = [g for g in groups if g["params"]]
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    penalty = make_penalty(model, config.regularizer, config.regularizer_strength, head_names)
-    smoothing = config.regularizer_strength if config.regularizer == "label_smoothing" else 0.0
+    penalty = make_penalty(model, config.regularizer, strength, backbones.head_names(model))
+    return _Model(model, frozen, optimizer, penalty)
 
-    network, inputs, cache = _split_prefix(
-        model, dataset, pre, device, config, weights_dir, pretrained, cache_prefix, train_index, val_index
-    )
-    cached = "train" in inputs.features
-    feature_seconds_before = inputs.features["train"][0].seconds if cached else 0.0
 
-    # validation stays eager: compiling the eval-mode graph as well would cost a second compile
-    train_network = torch.compile(network, dynamic=False) if compile else network
-    n_train = len(train_index)
-    batch_size = min(config.batch_size, n_train)
-    steps_per_epoch = n_train // batch_size + (1 if n_train % batch_size > 1 else 0)  # never a batch of 1
-    reports_per_epoch = math.ceil(steps_per_epoch / max(1, config.report_every_images // batch_size))
-    steps_per_report = math.ceil(steps_per_epoch / reports_per_epoch)  # an epoch in equal parts
-    total_steps = steps_per_epoch * config.max_epochs
-    warmup_steps = min(config.warmup_epochs * steps_per_epoch, total_steps // 2)
+@dataclass
+class _Plan:
+    """How a run's steps fall into epochs and reports, and where its learning-rate schedule ends."""
 
-    history, best, best_state, end_reason, step = [], None, None, "completed", 0
-    first_report = None
-    top = []  # (score, report, state) of the best reports, for a soup
-    reporting = trial is not None and len(getattr(getattr(trial, "study", None), "directions", [None])) == 1
-    last_report = config.max_epochs * reports_per_epoch
-    if epochs:
-        last_report = min(epochs, last_report)
-    planned_reports, planned_steps, planned_warmup = last_report, total_steps, warmup_steps
-    params_total = sum(p.numel() for p in model.parameters())
-    params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    batch_size: int
+    steps_per_epoch: int
+    steps_per_report: int
+    last_report: int
+    total_steps: int
+    warmup_steps: int
+    planned: tuple  # (reports, steps, warmup steps) before any shortening
 
-    def result(reason, metrics=None):
-        feature_seconds = (inputs.features["train"][0].seconds - feature_seconds_before) if cached else 0.0
-        return TrialResult(
-            config=config,
-            metrics=dict(metrics or best or {}),
-            history=history,
-            best_epoch=(best or {}).get("epoch", 0),
-            epochs_run=len(history),
-            wall_seconds=time.time() - started,
-            params_total=params_total,
-            params_trainable=params_trainable,
-            end_reason=reason,
-            classes=list(dataset.classes),
-            preprocessing=pre,
-            model=model,
-            feature_cache=cache,
-            model_mb=model_megabytes(model),
-            feature_seconds=round(feature_seconds, 3),
-            first_report_seconds=first_report,
+    @classmethod
+    def make(cls, config: TrialConfig, n_train: int, epochs: int | None) -> _Plan:
+        batch_size = min(config.batch_size, n_train)
+        steps_per_epoch = n_train // batch_size + (1 if n_train % batch_size > 1 else 0)  # never a batch of 1
+        reports_per_epoch = math.ceil(steps_per_epoch / max(1, config.report_every_images // batch_size))
+        steps_per_report = math.ceil(steps_per_epoch / reports_per_epoch)  # an epoch in equal parts
+        total_steps = steps_per_epoch * config.max_epochs
+        warmup_steps = min(config.warmup_epochs * steps_per_epoch, total_steps // 2)
+        last_report = config.max_epochs * reports_per_epoch
+        if epochs:
+            last_report = min(epochs, last_report)
+        return cls(
+            batch_size,
+            steps_per_epoch,
+            steps_per_report,
+            last_report,
+            total_steps,
+            warmup_steps,
+            (last_report, total_steps, warmup_steps),
         )
 
-    def stop_pruned(reason):
-        res = result(reason)
-        if trial is not None and hasattr(trial, "set_user_attr"):
-            for key, value in res.attrs().items():
-                trial.set_user_attr(key, value)
-        raise optuna.TrialPruned(reason)
+    def shorten(self, report: int, seconds_left: float, seconds_per_report: float) -> None:
+        """End the schedule where the time does (never later than planned), so the learning rate still anneals."""
+        reports, steps, warmup = self.planned
+        self.last_report = max(report, min(reports, report + int(seconds_left / max(seconds_per_report, 1e-3))))
+        self.total_steps = min(steps, self.last_report * self.steps_per_report)
+        self.warmup_steps = min(warmup, self.total_steps // 2)
 
-    def train_batch(positions: torch.Tensor):
-        labels = y_train[positions].to(device, non_blocking=True)
-        targets = F.one_hot(labels, num_classes).float() * (1 - smoothing) + smoothing / num_classes
-        if cached:
-            return inputs.cached("train", positions), targets
-        x = augment(
-            inputs.images(train_index[positions.numpy()]).float().div_(255.0), config.augment_strength, generator
+
+class _Run:
+    """One fine-tuning run as it goes: train a report's steps, check it on validation, finish with the kept weights."""
+
+    def __init__(self, config, dataset, built: _Model, device, *, started: float, trial, seed: int):
+        self.config, self.dataset, self.device, self.started, self.trial = config, dataset, device, started, trial
+        self.model, self.frozen, self.optimizer, self.penalty = (
+            built.model,
+            built.frozen,
+            built.optimizer,
+            built.penalty,
         )
-        if config.regularizer == "mixup":
-            x, targets = mixup(x, targets, config.regularizer_strength, generator)
-        return pre.standardize(x), targets
+        self.generator = torch.Generator().manual_seed(seed)
+        self.num_classes = len(dataset.classes)
+        self.pre = backbones.preprocessing(config.backbone, config.resolution_scale)
+        self.train_index, self.val_index = dataset.indices("train"), dataset.indices("val")
+        self.check_index = validation_check(dataset)
+        self.check_positions = np.searchsorted(self.val_index, self.check_index)
+        self.y_train = torch.from_numpy(dataset.labels[self.train_index].astype(np.int64))
+        self.smoothing = config.regularizer_strength if config.regularizer == "label_smoothing" else 0.0
+        self.history, self.best, self.best_state, self.top = [], None, None, []  # top: best reports, for a soup
+        self.end_reason, self.step, self.report, self.order, self.first_report = "completed", 0, 0, None, None
+        self.reporting = trial is not None and len(trial.study.directions) == 1
+        self.params_total = sum(p.numel() for p in self.model.parameters())
+        self.params_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
-    order, report = None, 0
-    while report < last_report:
-        report += 1
-        report_start = time.time()
-        backbones.train_mode(model, frozen)
-        loss_sum, seen, cut = 0.0, 0, False
+    def inputs_from(self, weights_dir, pretrained: bool, cache_prefix: bool) -> None:
+        """What the trainable part takes: raw images, or the frozen prefix's cached outputs."""
+        self.network, self.inputs, self.cache = _split_prefix(
+            self.model,
+            self.dataset,
+            self.pre,
+            self.device,
+            self.config,
+            weights_dir,
+            pretrained,
+            cache_prefix,
+            self.train_index,
+            self.val_index,
+        )
+        self.cached = "train" in self.inputs.features
+        self.feature_seconds_before = self.inputs.features["train"][0].seconds if self.cached else 0.0
+
+    def train_report(self) -> bool:
+        """Train up to one report's steps; False when the deadline came first (the run then ends)."""
+        plan, started = self.plan, time.time()
+        backbones.train_mode(self.model, self.frozen)
+        self.loss_sum, self.seen = 0.0, 0
+        left = self.dataset_left_in_epoch()
         bar = tqdm(
-            total=min(steps_per_report * batch_size, n_train - (step % steps_per_epoch) * batch_size),
+            total=min(plan.steps_per_report * plan.batch_size, left),
             unit="img",
-            desc=f"    training report {report}",
-            disable=not _bars(progress),
+            desc=f"    training report {self.report}",
+            disable=not _bars(self.progress),
             delay=BAR_DELAY_S,
             leave=False,
         )
-        for i in range(steps_per_report):
-            within = step % steps_per_epoch
-            if within == 0:
-                order = torch.randperm(n_train, generator=generator)
-            positions = order[within * batch_size : (within + 1) * batch_size]
-            x, targets = train_batch(positions)
-            x = _channels_last(x)  # once, for raw images and cached features alike
-            factor = lr_factor(step, schedule=config.lr_schedule, total_steps=total_steps, warmup_steps=warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
-            with _autocast(device):
-                loss = F.cross_entropy(train_network(x).float(), targets)
-            if penalty is not None:
-                loss = loss + penalty.penalty()
-            if not torch.isfinite(loss):
-                stop_pruned(f"non-finite loss at report {report}, step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(positions)
-            seen += len(positions)
-            step += 1
-            bar.update(len(positions))
-            if interrupt is not None and interrupt.is_set():
-                raise KeyboardInterrupt
-            if (step % steps_per_epoch) == 0:
-                break  # an epoch ends a report
-            if deadline is not None and time.time() > deadline and i + 1 < steps_per_report:
-                cut = True
-                break
-        bar.close()
-        if cut:
-            if best is None:
-                stop_pruned(f"time budget ran out during report {report}, before any report")
-            end_reason = f"time budget ran out before report {report}; kept report {best['epoch']}"
-            break
+        with bar:
+            for i in range(plan.steps_per_report):
+                bar.update(self.train_step())
+                if self.interrupt is not None and self.interrupt.is_set():
+                    raise KeyboardInterrupt
+                if self.step % plan.steps_per_epoch == 0:
+                    break  # an epoch ends a report
+                if self.deadline is not None and time.time() > self.deadline and i + 1 < plan.steps_per_report:
+                    if self.best is None:
+                        self.stop_pruned(f"time budget ran out during report {self.report}, before any report")
+                    self.end_reason = (
+                        f"time budget ran out before report {self.report}; kept report {self.best['epoch']}"
+                    )
+                    return False
+        self.train_seconds = time.time() - started
+        self.report_started = started
+        return True
 
-        train_seconds = time.time() - report_start
-        val = evaluate(
-            network,
-            inputs.batches("val", check_index, check_positions),
-            device,
-            num_classes,
-            len(check_index) if progress else None,
+    def dataset_left_in_epoch(self) -> int:
+        return len(self.train_index) - (self.step % self.plan.steps_per_epoch) * self.plan.batch_size
+
+    def train_step(self) -> int:
+        """One optimizer step on the next batch of the epoch's order; returns the batch's size."""
+        plan, config = self.plan, self.config
+        within = self.step % plan.steps_per_epoch
+        if within == 0:
+            self.order = torch.randperm(len(self.train_index), generator=self.generator)
+        positions = self.order[within * plan.batch_size : (within + 1) * plan.batch_size]
+        x, targets = self.train_batch(positions)
+        x = _channels_last(x)  # once, for raw images and cached features alike
+        factor = lr_factor(
+            self.step, schedule=config.lr_schedule, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps
         )
-        if first_report is None:
-            first_report = round(time.time() - started, 3)
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
+        with _autocast(self.device):
+            loss = F.cross_entropy(self.train_network(x).float(), targets)
+        if self.penalty is not None:
+            loss = loss + self.penalty.penalty()
+        if not torch.isfinite(loss):
+            self.stop_pruned(f"non-finite loss at report {self.report}, step {self.step + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.item() * len(positions)
+        self.seen += len(positions)
+        self.step += 1
+        return len(positions)
+
+    def train_batch(self, positions: torch.Tensor):
+        """(inputs, soft targets) of a batch: augmented images (mixed up, when asked) or cached prefix outputs."""
+        config = self.config
+        labels = self.y_train[positions].to(self.device, non_blocking=True)
+        targets = F.one_hot(labels, self.num_classes).float() * (1 - self.smoothing) + self.smoothing / self.num_classes
+        if self.cached:
+            return self.inputs.cached("train", positions), targets
+        images = self.inputs.images(self.train_index[positions.numpy()]).float().div_(255.0)
+        x = augment(images, config.augment_strength, self.generator)
+        if config.regularizer == "mixup":
+            x, targets = mixup(x, targets, config.regularizer_strength, self.generator)
+        return self.pre.standardize(x), targets
+
+    def score(self, index, positions, progress=None) -> dict:
+        return evaluate(
+            self.network, self.inputs.batches("val", index, positions), self.device, self.num_classes, progress
+        )
+
+    def check(self) -> None:
+        """Score the report on the validation check, keep the best, report to the trial, shorten the schedule."""
+        report, val = (
+            self.report,
+            self.score(self.check_index, self.check_positions, len(self.check_index) if self.progress else None),
+        )
+        if self.first_report is None:
+            self.first_report = round(time.time() - self.started, 3)
         record = dict(
             epoch=report,
-            epochs_done=round(step / steps_per_epoch, 4),
-            images=step * batch_size,
-            train_loss=loss_sum / max(seen, 1),
+            epochs_done=round(self.step / self.plan.steps_per_epoch, 4),
+            images=self.step * self.plan.batch_size,
+            train_loss=self.loss_sum / max(self.seen, 1),
             val_loss=val["loss"],
             val_accuracy=val["accuracy"],
             val_macro_f1=val["macro_f1"],
-            seconds=round(time.time() - report_start, 3),
-            train_seconds=round(train_seconds, 3),
+            seconds=round(time.time() - self.report_started, 3),
+            train_seconds=round(self.train_seconds, 3),
         )
-        history.append(record)
-        if best is None or keep_last or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
-            best = dict(val, epoch=report)
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if soup:
-            state = (
-                best_state
-                if best["epoch"] == report
-                else {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            )
-            top = sorted(top + [((val["accuracy"], -val["loss"]), report, state)], key=lambda c: c[0], reverse=True)[
-                :SOUP_EPOCHS
-            ]
-        if on_epoch is not None:
-            on_epoch(record, best)
-        if reporting:
-            trial.report(val["accuracy"], report)
-            if trial.should_prune():
-                stop_pruned(f"pruned by the pruner after report {report}")
+        self.history.append(record)
+        self.keep(val, report)
+        if self.on_epoch is not None:
+            self.on_epoch(record, self.best)
+        if self.reporting:
+            self.trial.report(val["accuracy"], report)
+            if self.trial.should_prune():
+                self.stop_pruned(f"pruned by the pruner after report {report}")
         if not math.isfinite(val["loss"]):
-            stop_pruned(f"non-finite validation loss at report {report}")
-        if soft_deadline is not None:  # the schedule ends where the time does (never later than planned)
-            fits = report + int((soft_deadline - time.time()) / max(record["seconds"], 1e-3))
-            last_report = max(report, min(planned_reports, fits))
-            total_steps = min(planned_steps, last_report * steps_per_report)
-            warmup_steps = min(planned_warmup, total_steps // 2)
+            self.stop_pruned(f"non-finite validation loss at report {report}")
+        if self.soft_deadline is not None:
+            self.plan.shorten(report, self.soft_deadline - time.time(), record["seconds"])
 
-    if end_reason == "completed" and last_report < planned_reports:
-        end_reason = f"completed a schedule shortened to {last_report} reports to end within the time budget"
-    val_positions = np.arange(len(val_index))
-    score = lambda: evaluate(
-        network,
-        inputs.batches("val", val_index, val_positions),
-        device,
-        num_classes,  # noqa: E731
-        len(val_index) if progress else None,
-    )
-    soup_epochs, unsouped = [], None
-    if soup and len(top) > 1:
+    def keep(self, val: dict, report: int) -> None:
+        """Keep the report's weights when they are the best so far (or the last, for a refit), and for a soup."""
+        best = self.best
+        if best is None or self.keep_last or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
+            self.best = dict(val, epoch=report)
+            self.best_state = _cpu_copy(self.model)
+        if self.soup:
+            state = self.best_state if self.best["epoch"] == report else _cpu_copy(self.model)
+            candidates = self.top + [((val["accuracy"], -val["loss"]), report, state)]
+            self.top = sorted(candidates, key=lambda c: c[0], reverse=True)[:SOUP_EPOCHS]
+
+    def finish(self) -> TrialResult:
+        """The kept weights (a soup of them, when that helps), scored on all of val, with their latency."""
+        if self.end_reason == "completed" and self.plan.last_report < self.plan.planned[0]:
+            self.end_reason = (
+                f"completed a schedule shortened to {self.plan.last_report} reports to end within the time budget"
+            )
+        soup_epochs, unsouped = self.souped()
+        self.model.load_state_dict(self.best_state)
+        metrics = dict(self.best)
+        if len(self.check_index) < len(self.val_index) or soup_epochs:
+            # the trial's score: its kept weights on all of val
+            every = np.arange(len(self.val_index))
+            metrics = dict(
+                self.score(self.val_index, every, len(self.val_index) if self.progress else None),
+                epoch=self.best["epoch"],
+            )
+        self.model.to(self.device, memory_format=torch.contiguous_format).eval()  # as load_model builds it
+        latency = latency_ms(self.model, self.pre.size, self.device)
+        self.model.to("cpu")
+        done = self.result(self.end_reason, metrics)
+        done.latency_ms, done.soup_epochs, done.best_epoch_state = latency, soup_epochs, unsouped
+        return done
+
+    def souped(self) -> tuple[list[int], dict | None]:
+        """(reports averaged, the unsouped best weights) when a greedy soup of the best reports is kept."""
+        if not (self.soup and len(self.top) > 1):
+            return [], None
 
         def soup_score(state):
-            model.load_state_dict(state)
-            m = evaluate(network, inputs.batches("val", check_index, check_positions), device, num_classes)
+            self.model.load_state_dict(state)
+            m = self.score(self.check_index, self.check_positions)
             return (m["accuracy"], -m["loss"])
 
-        souped, soup_epochs, _ = greedy_soup(top, soup_score)
-        if len(soup_epochs) > 1:
-            unsouped, best_state = best_state, souped
-        else:
-            soup_epochs = []
-    model.load_state_dict(best_state)
-    metrics = dict(best)
-    if len(check_index) < len(val_index) or soup_epochs:
-        metrics = dict(score(), epoch=best["epoch"])  # the trial's score: its kept weights on all of val
-    model.to(device, memory_format=torch.contiguous_format).eval()  # as load_model builds it: same numbers
-    latency = latency_ms(model, pre.size, device)
-    model.to("cpu")
-    done = result(end_reason, metrics)
-    done.latency_ms, done.soup_epochs, done.best_epoch_state = latency, soup_epochs, unsouped
-    return done
+        souped, soup_epochs, _ = greedy_soup(self.top, soup_score)
+        if len(soup_epochs) <= 1:
+            return [], None
+        unsouped, self.best_state = self.best_state, souped
+        return soup_epochs, unsouped
+
+    def result(self, reason: str, metrics: dict | None = None) -> TrialResult:
+        features = self.inputs.features["train"][0].seconds - self.feature_seconds_before if self.cached else 0.0
+        best = self.best or {}
+        return TrialResult(
+            config=self.config,
+            metrics=dict(metrics or best),
+            history=self.history,
+            best_epoch=best.get("epoch", 0),
+            epochs_run=len(self.history),
+            wall_seconds=time.time() - self.started,
+            params_total=self.params_total,
+            params_trainable=self.params_trainable,
+            end_reason=reason,
+            classes=list(self.dataset.classes),
+            preprocessing=self.pre,
+            model=self.model,
+            feature_cache=self.cache,
+            model_mb=model_megabytes(self.model),
+            feature_seconds=round(features, 3),
+            first_report_seconds=self.first_report,
+        )
+
+    def stop_pruned(self, reason: str):
+        """End the run as pruned: the trial keeps what it did, and why it stopped."""
+        if self.trial is not None:
+            for key, value in self.result(reason).attrs().items():
+                self.trial.set_user_attr(key, value)
+        raise optuna.TrialPruned(reason)
+
+
+def _cpu_copy(model: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

@@ -1,0 +1,24 @@
+"""Classification metrics, scikit-learn's: one definition for the trial loop and the report's analysis."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """F1 averaged over the classes that occur (in the truth or the predictions), each class weighing the same."""
+    return float(f1_score(truth, predicted, average="macro", zero_division=0))
+
+
+def per_class(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict:
+    """Confusion matrix (rows: true class) and per-class precision, recall, F1 and support, for every class."""
+    labels = list(range(num_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
+    return dict(
+        confusion=confusion_matrix(truth, predicted, labels=labels),
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        support=support,
+    )

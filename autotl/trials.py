@@ -1,0 +1,74 @@
+"""Which trial is best: the one rule that the search, the export and the report share.
+
+A study optimizes validation accuracy, or accuracy and latency. The best trial is the
+most accurate complete one; ties go to the better other objectives, then to the earlier
+trial. This module imports nothing from autotl, so every part of it can use the rule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """One name per objective: the study's ``objectives`` attr when it fits, else generic names.
+
+    A two-objective study without the attr is taken to be the search's (accuracy, latency).
+    """
+    count = len(study.directions)
+    names = study.user_attrs.get("objectives")
+    if isinstance(names, (list, tuple)) and len(names) == count:
+        return [str(name) for name in names]
+    if count == 2:
+        return ["accuracy", "latency"]
+    return ["score"] if count == 1 else [f"objective {i + 1}" for i in range(count)]
+
+
+def multi_objective(study: optuna.Study) -> bool:
+    """True when the study optimizes several objectives (e.g. accuracy and latency)."""
+    return len(study.directions) > 1
+
+
+def accuracy_index(study: optuna.Study) -> int:
+    """Which objective value is the validation accuracy (the score); 0 unless the objectives name it."""
+    names = objective_names(study)
+    return names.index("accuracy") if multi_objective(study) and "accuracy" in names else 0
+
+
+def ranking(values, number: int, directions, accuracy: int = 0) -> tuple:
+    """A trial's place, larger is better: its score first, then its other objectives, then the earlier trial.
+
+    ``values`` are the objective values (None or NaN where missing, which ranks last);
+    ``directions`` the study's ``StudyDirection`` per objective.
+    """
+    signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in directions]
+    placed = [
+        _placed(sign, values[i] if values is not None and i < len(values) else None) for i, sign in enumerate(signs)
+    ]
+    return (placed[accuracy], *(p for i, p in enumerate(placed) if i != accuracy), -number)
+
+
+def _placed(sign: float, value) -> float:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return -math.inf
+    return sign * float(value)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best complete trial by ``ranking``, or None when no trial completed with a value."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    if not complete:
+        return None
+    index = accuracy_index(study)
+    return max(complete, key=lambda t: ranking(t.values, t.number, study.directions, index))
+
+
+def score(trial: FrozenTrial | None, study: optuna.Study | None = None) -> float | None:
+    """A trial's validation accuracy: its value, or its accuracy objective in a multi-objective study."""
+    if trial is None or not trial.values:
+        return None
+    index = accuracy_index(study) if study is not None else 0
+    return trial.values[index] if index < len(trial.values) else None
