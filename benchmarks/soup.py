@@ -40,7 +40,7 @@ RECIPES = {
 
 def test_accuracy(model, data, pre) -> float:
     batches = ((pre.normalize(x), y) for x, y in data.batches(data.indices("test"), pre.size, pre.interpolation))
-    return evaluate(model.eval(), batches, torch.device("cpu"), len(data.classes))["accuracy"]
+    return evaluate(model.eval(), batches, device=torch.device("cpu"), num_classes=len(data.classes))["accuracy"]
 
 
 def main() -> None:

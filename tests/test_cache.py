@@ -88,6 +88,7 @@ print(data.store.folder)
 """
 
 
+@pytest.mark.slow  # two subprocesses
 def test_two_processes_building_the_same_cache_at_once_end_with_one_valid_cache(tmp_path):
     folder = make_photo_folder(tmp_path / "photos", per_class=40, size=120)
     cache = tmp_path / "cache"

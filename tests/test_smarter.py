@@ -66,6 +66,7 @@ def _no_training(trial, ctx):
     return 0.5
 
 
+@pytest.mark.slow
 def test_warm_start_recipes_are_the_first_trials_recipe_by_recipe_best_backbone_first(tmp_path, photo_folder):
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
@@ -86,6 +87,7 @@ def test_warm_start_recipes_are_the_first_trials_recipe_by_recipe_best_backbone_
     assert all("warm_start" not in t.user_attrs for t in result.study.trials[4:])
 
 
+@pytest.mark.slow
 def test_drop_backbones_leaves_out_the_far_worse_and_survives_resume(tmp_path, photo_folder):
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
@@ -107,6 +109,7 @@ def test_drop_backbones_leaves_out_the_far_worse_and_survives_resume(tmp_path, p
     assert {t.params["backbone"] for t in result.study.trials} == {scores[0]["backbone"]}
 
 
+@pytest.mark.slow
 def test_accuracy_and_latency_search_stores_cost_and_exports_the_most_accurate(tmp_path, photo_folder, capsys):
     out = tmp_path / "run"
     code = main(
@@ -146,6 +149,7 @@ def test_accuracy_and_latency_search_stores_cost_and_exports_the_most_accurate(t
     assert code == 2 and "objective" in err[-1] and err[-1].startswith("autotl: error:")
 
 
+@pytest.mark.slow
 def test_export_any_trial_trains_it_again_to_the_same_score(finished_run, tmp_path, capsys):
     trial = finished_run.study.trials[1]
     out = tmp_path / "trial1"
@@ -160,6 +164,7 @@ def test_export_any_trial_trains_it_again_to_the_same_score(finished_run, tmp_pa
     assert capsys.readouterr().err.strip().endswith("trials are numbered 0 to 1")
 
 
+@pytest.mark.slow
 def test_refit_trains_the_best_recipe_on_train_and_validation(tmp_path, photo_folder):
     result = autotl.search(
         str(photo_folder), space="quick", n_trials=1, max_epochs=2, out=tmp_path / "run", progress=False, refit=True
@@ -189,6 +194,7 @@ def test_greedy_soup_keeps_an_epoch_only_when_validation_does_not_drop():
     assert best == score(soup)
 
 
+@pytest.mark.slow
 def test_a_souped_fit_is_never_worse_on_validation_than_its_best_epoch(photo_folder):
     from autotl import TrialConfig
     from autotl.train import fit

@@ -13,7 +13,11 @@ import pytest
 import torch
 
 from autotl import TrialConfig, backbones, load_dataset
-from autotl.train import L2SP, fit, lr_factor
+from autotl.train import fit
+from autotl.train.regularizers import L2SP
+from autotl.train.schedules import lr_factor
+
+pytestmark = pytest.mark.slow  # every test here fine-tunes a model
 
 FAST = dict(
     backbone="tf_efficientnet_lite0",

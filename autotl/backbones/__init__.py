@@ -16,7 +16,7 @@ from ..errors import WeightsError
 from ._depthwise import fast_depthwise_gradients
 from ._freeze import body_groups, freeze, frozen_modules, head_names, train_mode
 from ._padding import fast_same_padding
-from ._weights import OFFLINE_CATALOG, WeightSource, find_weights, offline_file, pretrained_kwargs
+from ._weights import OFFLINE_CATALOG, WeightSource, find_weights, pretrained_kwargs
 
 __all__ = [
     "Preprocessing",
@@ -31,10 +31,6 @@ __all__ = [
     "train_mode",
     "body_groups",
     "fast_same_padding",
-    "fast_depthwise_gradients",
-    "offline_file",
-    "OFFLINE_CATALOG",
-    "WeightSource",
 ]
 
 DEFAULT_CANDIDATES = list(OFFLINE_CATALOG)

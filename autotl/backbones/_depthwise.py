@@ -1,13 +1,11 @@
 """The weight gradient of a large depthwise kernel on the CPU, as one grouped convolution.
 
 oneDNN computes a depthwise convolution's weight gradient quickly for 3x3 kernels but not
-for the 5x5 ones of the EfficientNets: in a lite0 training step (112 px, batch 32,
-channels_last) it took 3 to 6 ms a layer, about ten times the layer's forward pass. The same
+for the 5x5 ones of the EfficientNets, where it costs several times the layer's forward pass. The same
 gradient is itself a convolution: ``grad_w[c] = sum over n of x[n, c] * grad_out[n, c]``
 (a correlation, dilated by the stride), which one grouped convolution with a group per
-(image, channel) computes. ``python benchmarks/depthwise.py`` measured the stride-1 layers 1.8
-to 4.3x faster, the stride-2 ones 1.1 to 2.5x, and a whole training step 1.07x at 112 px and
-1.05x at 160 px (lite0, batch 32, 2 CPU cores). Kernels under 5 keep oneDNN's. The forward pass and
+(image, channel) computes, faster (``python benchmarks/depthwise.py``, numbers in
+benchmarks/RESULTS.md). Kernels under 5 keep oneDNN's. The forward pass and
 the input gradient are oneDNN's own; the weight gradient equals oneDNN's to float rounding
 (tests/test_backbones.py).
 """

@@ -7,9 +7,7 @@ it is one pixel more at the bottom and right, a depthwise convolution on the CPU
 same result, without the copy, from its kernel padded by a zero row and column at the top and
 left and symmetric padding one pixel wider. Other cases keep timm's way. Outputs are
 identical to timm's, and so are the gradients that this change touches (tests/test_backbones.py).
-On 2 CPU cores (tf_efficientnet_lite0, 112 px, batch 32, the padding alone) two runs of
-``python benchmarks/same_padding.py`` measured a training step 1.00x and 1.04x as fast and
-inference 1.26x and 1.08x (medians of 5 alternating rounds; single rounds vary by 10%).
+``python benchmarks/same_padding.py`` measures the gain (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

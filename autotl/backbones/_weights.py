@@ -52,7 +52,7 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class WeightSource:
-    """Where one backbone's weights come from: ``kind`` is 'folder', 'offline' or 'hub'."""
+    """Where one backbone's weights come from: ``kind`` is 'folder', 'offline', 'hub' or 'none'."""
 
     kind: str
     file: Path | None = None
@@ -77,7 +77,7 @@ def find_weights(name: str, weights_dir: str | Path | None = None) -> WeightSour
     cfg = timm.models.get_pretrained_cfg(name)
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not hub_id:
-        return WeightSource("hub", None, False, "timm has no pretrained weights for it")
+        return WeightSource("none", None, False, "timm has no pretrained weights for it")
     return WeightSource("hub", None, _hub_cached(hub_id), f"hf-hub:{hub_id}")
 
 
@@ -137,7 +137,7 @@ def pretrained_kwargs(name: str, weights_dir: str | Path | None = None) -> dict:
         if not source.available:
             raise WeightsError(f"no weights for {name}: {source.detail}")
         return dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(offline_file(name))))
-    if source.detail.startswith("timm has no"):
+    if source.kind == "none":
         raise WeightsError(
             f"no pretrained weights for {name}: {source.detail}; put {name}.safetensors in --weights-dir"
         )

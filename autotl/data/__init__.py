@@ -2,19 +2,16 @@
 
 from ._augment import augment, mixup
 from ._dataset import ImageDataset, load_dataset
-from ._decode import decode, model_input, resize, resize_batch, to_rgb, unreadable_because
-from ._store import cache_root
+from ._decode import decode, model_input, resize, to_rgb, unreadable_because
 
 __all__ = [
     "ImageDataset",
     "load_dataset",
     "decode",
     "resize",
-    "resize_batch",
     "model_input",
     "to_rgb",
     "unreadable_because",
     "augment",
     "mixup",
-    "cache_root",
 ]

@@ -1,8 +1,8 @@
 """The exported model: a timm model folder (safetensors, Hub config.json, model card, model.onnx), loaded to predict."""
 
 from ._files import image_paths, predict_files
-from ._folder import CONFIG, ONNX, WEIGHTS, read_config, record, save
-from ._loaded import RUNTIMES, LoadedModel, load_model
+from ._folder import CONFIG, read_config, record, save
+from ._loaded import LoadedModel, load_model
 from ._onnx import add_onnx
 
 __all__ = [
@@ -14,8 +14,5 @@ __all__ = [
     "record",
     "image_paths",
     "predict_files",
-    "RUNTIMES",
     "CONFIG",
-    "WEIGHTS",
-    "ONNX",
 ]

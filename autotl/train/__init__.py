@@ -2,18 +2,5 @@
 
 from ._fit import TrialResult, evaluate, fit, resolve_device
 from ._metrics import macro_f1, per_class
-from .regularizers import L1, L2SP, make_penalty
-from .schedules import lr_factor
 
-__all__ = [
-    "fit",
-    "evaluate",
-    "resolve_device",
-    "TrialResult",
-    "macro_f1",
-    "per_class",
-    "lr_factor",
-    "L1",
-    "L2SP",
-    "make_penalty",
-]
+__all__ = ["fit", "evaluate", "resolve_device", "TrialResult", "macro_f1", "per_class"]

@@ -103,7 +103,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def evaluate(model, batches, device, num_classes, progress_total: int | None = None) -> dict:
+def evaluate(model, batches, *, device, num_classes: int, progress_total: int | None = None) -> dict:
     """Accuracy, macro-F1 and mean cross-entropy of ``model`` over ``batches`` of (inputs, labels).
 
     With ``progress_total`` (the number of images), a long evaluation shows a progress bar.
@@ -504,8 +504,9 @@ class _Run:
         return self.pre.standardize(x), targets
 
     def score(self, index, positions, progress=None) -> dict:
+        batches = self.inputs.batches("val", index, positions)
         return evaluate(
-            self.network, self.inputs.batches("val", index, positions), self.device, self.num_classes, progress
+            self.network, batches, device=self.device, num_classes=self.num_classes, progress_total=progress
         )
 
     def check(self) -> None:

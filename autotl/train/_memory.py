@@ -4,10 +4,9 @@ glibc hands every freed block above its mmap threshold (128 KB, adapting up to 3
 to the operating system. A training step frees its activations and allocates them again in
 the next step, so the kernel maps and zero-fills them afresh, page by page. Raising glibc's
 mmap and trim thresholds keeps that memory for the next step, as PyTorch's caching allocator
-does on a GPU. ``python benchmarks/allocator.py`` (lite0, 112 px, batch 32, 2 CPU cores)
-measured 12,509 page faults a step before and 825 after, and a trial's epoch 1.106x as fast;
-a 3-trial digits search ran 120 s before and 104 s after. ``AUTOTL_KEEP_FREED_MEMORY=0``
-leaves the C library's settings alone."""
+does on a GPU: fewer page faults a step and faster epochs (``python benchmarks/allocator.py``,
+numbers in benchmarks/RESULTS.md). ``AUTOTL_KEEP_FREED_MEMORY=0`` leaves the C library's
+settings alone."""
 
 from __future__ import annotations
 
