@@ -8,6 +8,7 @@ trial. This module imports nothing from autotl, so every part of it can use the 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, field, fields
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -72,3 +73,41 @@ def score(trial: FrozenTrial | None, study: optuna.Study | None = None) -> float
         return None
     index = accuracy_index(study) if study is not None else 0
     return trial.values[index] if index < len(trial.values) else None
+
+
+@dataclass
+class TrialRecord:
+    """What a trial stores in the study (its user attrs): the trial loop writes it, the report reads it back.
+
+    Every field may be missing in storage (a trial can die at any point, or come from an
+    older version): ``of`` gives None (or an empty list) for those.
+    """
+
+    history: list = field(default_factory=list)  # one dict per report: epoch, images, losses, accuracy, seconds
+    best_epoch: int | None = None  # the report whose weights were kept
+    epochs_run: int | None = None  # reports made
+    wall_seconds: float | None = None
+    train_seconds: float | None = None
+    latency_ms: float | None = None  # one image's prediction, PyTorch, on the search's device
+    model_mb: float | None = None
+    params_total: int | None = None
+    params_trainable: int | None = None
+    end_reason: str | None = None
+    backbone: str | None = None
+    config: dict | None = None  # the TrialConfig, as a dict
+    metrics: dict | None = None  # the kept weights on the whole validation split
+    feature_cache: str | None = None  # 'hit', 'miss' or 'off'
+    soup_epochs: list = field(default_factory=list)
+    first_report_seconds: float | None = None
+    warm_start: str | None = None  # written by the search when it enqueues a warm-start recipe
+    error: str | None = None  # written by the search when the trial failed
+
+    def attrs(self) -> dict:
+        """The user attrs the trial loop stores (the search writes ``warm_start`` and ``error`` itself)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("warm_start", "error")}
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> TrialRecord:
+        """The record a trial stored; what it did not store is None."""
+        stored = trial.user_attrs
+        return cls(**{f.name: stored[f.name] for f in fields(cls) if stored.get(f.name) is not None})

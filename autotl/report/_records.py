@@ -17,7 +17,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from ..trials import accuracy_index, best_trial, multi_objective, objective_names
+from ..space import FIELD_NAMES, TrialConfig
+from ..trials import TrialRecord, accuracy_index, best_trial, multi_objective, objective_names
 
 TRIAL_COLUMNS = [
     "number",
@@ -46,21 +47,7 @@ CURVE_COLUMNS = [
     "train_loss",
     "seconds",
 ]
-CONFIG_COLUMNS = [
-    "backbone",
-    "resolution_scale",
-    "frozen_depth",
-    "optimizer",
-    "lr",
-    "lr_schedule",
-    "warmup_epochs",
-    "layer_decay",
-    "regularizer",
-    "regularizer_strength",
-    "batch_size",
-    "augment_strength",
-    "max_epochs",
-]
+CONFIG_COLUMNS = list(FIELD_NAMES)  # a stored recipe's settings: TrialConfig's fields
 TIME_COLUMNS = ["number", "state", "value", "elapsed_seconds", "best_so_far"]
 BACKBONE_COLUMNS = ["backbone", "trials", "complete", "best", "median", "seconds_per_trial"]
 RANKING_COLUMNS = ["rank", "backbone", "logme", "seconds", "dropped", "trials", "complete", "best"]
@@ -99,23 +86,23 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
     param_names: list[str] = []
     index = accuracy_index(study)
     for trial in study.trials:
-        attrs = trial.user_attrs
+        record = TrialRecord.of(trial)
         row: dict[str, Any] = {
             "number": trial.number,
             "state": state_word(trial),
             "value": trial_value(trial, index),
-            "best_epoch": _integer(attrs.get("best_epoch")),
-            "epochs_run": _integer(attrs.get("epochs_run")),
-            "wall_seconds": _number(attrs.get("wall_seconds", _duration(trial))),
-            "params_total": _integer(attrs.get("params_total")),
-            "params_trainable": _integer(attrs.get("params_trainable")),
-            "train_seconds": _number(attrs.get("train_seconds")),
-            "latency_ms": _number(attrs.get("latency_ms")),
-            "model_mb": _number(attrs.get("model_mb")),
-            "end_reason": _text(attrs.get("end_reason")),
-            "warm_start": _text(attrs.get("warm_start")),
-            "backbone": _text(attrs.get("backbone", trial.params.get("backbone"))),
-            "error": _text(attrs.get("error")),
+            "best_epoch": _integer(record.best_epoch),
+            "epochs_run": _integer(record.epochs_run),
+            "wall_seconds": _number(record.wall_seconds if record.wall_seconds is not None else _duration(trial)),
+            "params_total": _integer(record.params_total),
+            "params_trainable": _integer(record.params_trainable),
+            "train_seconds": _number(record.train_seconds),
+            "latency_ms": _number(record.latency_ms),
+            "model_mb": _number(record.model_mb),
+            "end_reason": _text(record.end_reason),
+            "warm_start": _text(record.warm_start),
+            "backbone": _text(record.backbone or trial.params.get("backbone")),
+            "error": _text(record.error),
         }
         for name, value in trial.params.items():
             if name not in param_names:
@@ -540,8 +527,6 @@ def describe_config(config: Any) -> str | None:
     """A stored recipe in words (``TrialConfig.describe``), or None when it cannot be read."""
     if not isinstance(config, dict):
         return None
-    from autotl.space import TrialConfig  # here, not at import time: autotl.search imports this package
-
     try:
         return TrialConfig.from_dict(config).describe()
     except Exception:  # an old or hand-written config: show the params instead

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from .. import backbones
 from ..data import ImageDataset, augment, mixup
 from ..space import TrialConfig
+from ..trials import TrialRecord
 from ._cost import latency_ms, model_megabytes
 from ._memory import keep_freed_memory
 from ._metrics import macro_f1
@@ -73,8 +74,8 @@ class TrialResult:
         return round(sum(r["train_seconds"] for r in self.history), 3)
 
     def attrs(self) -> dict:
-        """The plain facts stored on the trial (and read back by the report)."""
-        return dict(
+        """The trial's record, as stored in the study (``autotl.trials.TrialRecord``)."""
+        return TrialRecord(
             history=self.history,
             best_epoch=self.best_epoch,
             epochs_run=self.epochs_run,
@@ -91,7 +92,7 @@ class TrialResult:
             feature_cache=self.feature_cache,
             soup_epochs=self.soup_epochs,
             first_report_seconds=self.first_report_seconds,
-        )
+        ).attrs()
 
 
 def resolve_device(device: str = "auto") -> torch.device:
