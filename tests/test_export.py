@@ -44,7 +44,7 @@ def _timm_probabilities(model_dir: Path, files: list[Path]) -> np.ndarray:
         return model(x).softmax(1).numpy()
 
 
-def test_the_folder_is_a_timm_model_that_predicts_like_autotl(finished_run, held_out):
+def test_the_folder_is_a_timm_model_that_predicts_like_autotl(finished_run, held_out, photo_folder):
     model_dir = finished_run.model_dir
     ours = autotl.load_model(model_dir).predict_proba(held_out)
     theirs = _timm_probabilities(model_dir, held_out)
@@ -53,6 +53,10 @@ def test_the_folder_is_a_timm_model_that_predicts_like_autotl(finished_run, held
     config = json.loads((model_dir / "config.json").read_text())
     assert config["label_names"] == ["astronaut", "brick", "coffee"]
     assert config["pretrained_cfg"]["crop_pct"] == 1.0 and config["autotl"]["trial"] == finished_run.best_trial.number
+    small = sorted(photo_folder.rglob("*.png"))[:12]  # 48 px, below the model's input: both enlarge them with PIL
+    assert (
+        np.abs(autotl.load_model(model_dir).predict_proba(small) - _timm_probabilities(model_dir, small)).max() < 1e-4
+    )
     card = (model_dir / "README.md").read_text()
     assert "library_name: timm" in card and "astronaut, brick, coffee" in card and "onnxruntime" in card
 

@@ -85,13 +85,21 @@ def resize(pixels: np.ndarray, size: int, interpolation: str = "bicubic") -> np.
 
 
 def resize_batch(images: torch.Tensor, size: int, interpolation: str = "bicubic") -> torch.Tensor:
-    """uint8 N x 3 x S x S squares -> uint8 N x 3 x size x size, the whole batch at once (antialiased)."""
+    """uint8 N x 3 x S x S squares -> uint8 N x 3 x size x size.
+
+    Shrinking resizes the whole batch at once (antialiased). Enlarging (images smaller than
+    the model's input) goes image by image through PIL, the kernel of timm's transform, so
+    that an exported model given a small image through timm sees the pixels it trained on.
+    """
     if images.shape[-1] == size:
         return images
+    if size > images.shape[-1]:
+        resample = _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC)
+        rows = images.permute(0, 2, 3, 1).numpy()
+        enlarged = [np.asarray(Image.fromarray(row).resize((size, size), resample)) for row in rows]
+        return torch.from_numpy(np.stack(enlarged)).permute(0, 3, 1, 2).contiguous()
     mode = interpolation if interpolation in ("bilinear", "bicubic") else "bicubic"
-    out = F.interpolate(
-        images.float(), size=(size, size), mode=mode, align_corners=False, antialias=size < images.shape[-1]
-    )
+    out = F.interpolate(images.float(), size=(size, size), mode=mode, align_corners=False, antialias=True)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
