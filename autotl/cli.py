@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from pathlib import Path
 
 from .errors import AutoTLError
+from .search import PRUNERS, SAMPLERS, SearchOptions, search
 
 
 def _search(args) -> int:
-    from .search import search
-
-    result = search(
-        args.dataset,
-        space=args.space,
-        n_trials=args.n_trials,
-        timeout=args.timeout,
-        max_epochs=args.max_epochs,
-        out=args.out,
-        seed=args.seed,
-        device=args.device,
-        sampler=args.sampler,
-        pruner=args.pruner,
-        weights_dir=args.weights_dir,
-        storage=args.storage,
-        study_name=args.study_name,
-        workers=args.workers,
-        val_fraction=args.val_fraction,
-        max_per_class=args.max_per_class,
-        allow_outside_paths=args.allow_outside_paths,
-        objectives=args.objective,
-        rank=not args.no_rank,
-        warm_start=not args.no_warm_start,
-        drop_backbones=args.drop_backbones,
-        refit=args.refit,
-        soup=args.soup,
-        compile=args.compile,
-        cache_dir=args.cache_dir,
+    names = {f.name for f in dataclasses.fields(SearchOptions)}
+    given = {name: value for name, value in vars(args).items() if name in names}  # the flags named as the fields
+    options = SearchOptions(
+        **given, objectives=args.objective, rank=not args.no_rank, warm_start=not args.no_warm_start
     )
+    result = search(args.dataset, options=options)
     print(f"best validation accuracy: {result.best_value:.4f}")
     print(f"best recipe: {result.best_config.describe()}")
     print(f"model: {result.model_dir}")
@@ -161,43 +140,63 @@ def _export(args) -> int:
     return 0
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (and exit code 2), pointing to --help, not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(
-        prog="autotl", description="Search fine-tuning strategies for pretrained image models."
-    )
+    main = _OneLineErrors(prog="autotl", description="Search fine-tuning strategies for pretrained image models.")
     commands = main.add_subparsers(dest="command", required=True)
 
     s = commands.add_parser("search", help="search fine-tuning recipes for a dataset and export the best model")
+    default = SearchOptions()  # the Python API's defaults are the command's
     s.add_argument(
         "--dataset",
         required=True,
         help="image folder, CSV file (path,label[,split]) or builtin:digits | builtin:fashion-mnist",
     )
-    s.add_argument("--space", default="default", help="search space: default, quick, or a YAML file (default: default)")
-    s.add_argument("--n-trials", type=int, default=20, help="total finished trials the study should have (default: 20)")
+    s.add_argument(
+        "--space", default=default.space, help="search space: default, quick, or a YAML file (default: %(default)s)"
+    )
+    s.add_argument(
+        "--n-trials",
+        type=int,
+        default=default.n_trials,
+        help="total finished trials the study should have (default: %(default)s)",
+    )
     s.add_argument("--timeout", type=float, default=None, help="wall-clock budget in seconds for this run")
     s.add_argument(
         "--max-epochs", type=int, default=None, help="most epochs per trial (default: the space's max_epochs)"
     )
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--seed", type=int, default=default.seed)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=default.device)
     s.add_argument("--out", default=None, help="run directory (default: reports/<dataset name>/); rerun to resume")
-    s.add_argument("--sampler", default="tpe", help="tpe (default) or random")
-    s.add_argument("--pruner", default="hyperband", help="hyperband (default), median or none")
+    s.add_argument("--sampler", choices=SAMPLERS, default=default.sampler, help="tpe (default) or random")
+    s.add_argument("--pruner", choices=PRUNERS, default=default.pruner, help="hyperband (default), median or none")
     s.add_argument(
         "--weights-dir", default=None, help="folder of <timm name>.safetensors|.pth weight files, tried first"
     )
-    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (one per GPU; default: 1)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=default.workers,
+        help="worker processes on this machine (one per GPU; default: %(default)s)",
+    )
     s.add_argument(
         "--storage",
         default=None,
         help="study storage URL, e.g. postgresql://user:pass@host/db (default: sqlite:///RUN_DIR/study.db)",
     )
-    s.add_argument("--study-name", default="autotl", help="study name inside the storage (default: autotl)")
+    s.add_argument(
+        "--study-name", default=default.study_name, help="study name inside the storage (default: %(default)s)"
+    )
     s.add_argument(
         "--val-fraction",
         type=float,
-        default=0.2,
+        default=default.val_fraction,
         help="share of train held out for validation when there is no val split",
     )
     s.add_argument("--max-per-class", type=int, default=None, help="cap images per class and split, for quick runs")
@@ -208,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--objective",
-        default="accuracy",
+        default=default.objectives,
         help="accuracy (default), or accuracy,latency for a multi-objective search (Pareto front in the report)",
     )
     s.add_argument(

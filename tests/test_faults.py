@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 import autotl
 from autotl.cli import main
-from autotl.search._run import open_storage
+from autotl.search._storage import open_storage
 
 pytestmark = pytest.mark.slow  # every test here trains, searches or runs a subprocess
 

@@ -164,12 +164,17 @@ def test_cli_search_predict_and_report(tmp_path, photo_folder, capsys):
 
 
 def test_cli_rejects_unknown_sampler_and_pruner_in_one_line(tmp_path, photo_folder, capsys):
-    for flag, value in (("--sampler", "grid"), ("--pruner", "nope")):
-        code = main(
-            ["search", "--dataset", str(photo_folder), "--space", "quick", flag, value, "--out", str(tmp_path / value)]
-        )
+    from autotl.search import PRUNERS, SAMPLERS
+
+    for flag, value, known in (("--sampler", "grid", SAMPLERS), ("--pruner", "nope", PRUNERS)):
+        with pytest.raises(SystemExit) as stopped:  # argparse's choices, in one line
+            main(["search", "--dataset", str(photo_folder), flag, value, "--out", str(tmp_path / value)])
         err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and len(err) == 1 and value in err[0]
+        assert stopped.value.code == 2 and len(err) == 1 and err[0].startswith("autotl search: error:"), err
+        assert f"{flag}: invalid choice: {value!r}" in err[-1] and all(repr(name) in err[-1] for name in known)
+        with pytest.raises(autotl.AutoTLError, match=f"unknown {flag[2:]} {value!r}: use one of"):  # the Python API
+            autotl.search(str(photo_folder), space="quick", out=tmp_path / value, progress=False, **{flag[2:]: value})
+    assert not any(tmp_path.iterdir())  # refused before any work
 
 
 def test_unknown_backbone_fails_before_training(tmp_path, photo_folder, capsys):

@@ -6,17 +6,12 @@ the same command resumes it: finished trials are kept and the sampler learns fro
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import inspect
 import logging
 import math
-import multiprocessing
-import os
 import re
-import signal
-import sys
 import threading
 import time
 import warnings
@@ -24,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
@@ -33,23 +27,23 @@ from ..data import ImageDataset, load_dataset
 from ..errors import AutoTLError
 from ..space import SearchSpace, TrialConfig, load_space
 from ..train import TrialResult, fit, resolve_device
+from ..trials import best_trial, score
 from ._best import add_onnx, keep_best
+from ._options import OBJECTIVES, SearchOptions, parse_objectives
 from ._plugins import make_pruner, make_sampler
 from ._progress import Progress
 from ._rank import MAX_IMAGES, kept, rank_backbones
 from ._retrain import refit_best
+from ._storage import open_storage
+from ._workers import first_ctrl_c_sets, run_workers
 
-STUDY_NAME = "autotl"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REPORT_RESERVE_S = 10.0  # time kept back from --timeout to write the report and the model
 LARGE_DATASET_REPORTS = 4  # a dataset of more training images than this many reports' worth is large
 RANK_SCALE = 0.5  # backbones are ranked at this resolution scale at least, except on large datasets of small images
 TRIAL_SHARE = 0.25  # on a large dataset, no trial may use more than this share of --timeout (its schedule fits it)
-# A running trial beats every HEARTBEAT_S seconds; after GRACE_S seconds of silence it is stale.
-HEARTBEAT_S = int(os.environ.get("AUTOTL_HEARTBEAT_S", 10))
-GRACE_S = int(os.environ.get("AUTOTL_GRACE_S", 40))
 WAIT_S = 5.0
-OBJECTIVES = {("accuracy",): ["maximize"], ("accuracy", "latency"): ["maximize", "minimize"]}
+WORKER_SEED_STEP = 7919  # worker i samples with seed + WORKER_SEED_STEP * (i + 1): no two draw the same recipes
 
 
 @dataclass
@@ -63,11 +57,11 @@ class SearchResult:
     @property
     def best_trial(self):
         """The most accurate complete trial (in a multi-objective study: the most accurate on the front)."""
-        return _best_complete(self.study)
+        return best_trial(self.study)
 
     @property
     def best_value(self) -> float:
-        return _score(self.best_trial)
+        return score(self.best_trial, self.study)
 
     @property
     def best_params(self) -> dict:
@@ -156,53 +150,17 @@ def default_objective(trial, ctx: SearchContext):
     return result.metrics["accuracy"]
 
 
-def parse_objectives(objectives) -> tuple[str, ...]:
-    """'accuracy' or 'accuracy,latency' (or a sequence of those names) as a checked tuple."""
-    names = tuple(n.strip() for n in (objectives.split(",") if isinstance(objectives, str) else objectives))
-    if names not in OBJECTIVES:
-        raise AutoTLError(f"unknown objective {','.join(names)!r}: use accuracy (the default) or accuracy,latency")
-    return names
-
-
 def run_name(dataset: str) -> str:
     """A run directory name from a dataset spec: builtin:digits -> digits, ~/data/birds -> birds."""
     name = dataset.split(":", 1)[1] if dataset.startswith("builtin:") else Path(dataset.rstrip("/")).stem
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name) or "run"
 
 
-def search(
-    dataset: str,
-    *,
-    space: str = "default",
-    n_trials: int = 20,
-    timeout: float | None = None,
-    max_epochs: int | None = None,
-    out: str | Path | None = None,
-    seed: int = 0,
-    objective=None,
-    device: str = "auto",
-    sampler: str = "tpe",
-    pruner: str = "hyperband",
-    storage: str | None = None,
-    study_name: str = STUDY_NAME,
-    workers: int = 1,
-    weights_dir=None,
-    val_fraction: float = 0.2,
-    max_per_class: int | None = None,
-    allow_outside_paths: bool = False,
-    progress: bool = True,
-    objectives="accuracy",
-    rank: bool = True,
-    warm_start: bool = True,
-    drop_backbones: float | None = None,
-    refit: bool = False,
-    soup: bool = False,
-    compile: bool = False,
-    cache_dir=None,
-    _worker: int | None = None,
-) -> SearchResult:
+def search(dataset: str, *, objective=None, options: SearchOptions | None = None, **keywords) -> SearchResult:
     """Search fine-tuning recipes for ``dataset`` until the study holds ``n_trials`` finished trials.
 
+    The options are the fields of SearchOptions, given as keywords (``n_trials=12``) or as
+    ``options=SearchOptions(...)`` (keywords then replace its fields).
     ``objective`` may be ``objective(trial, ctx) -> float`` (``ctx.suggest`` / ``ctx.fit``)
     or a plain Optuna ``objective(trial) -> float``; the default fine-tunes each sampled
     recipe. Rerunning with the same ``out`` (or ``storage`` and ``study_name``) resumes the
@@ -221,148 +179,169 @@ def search(
     ``~/.cache/autotl/images``) that later runs and the workers share. Returns a SearchResult.
     """
     started = time.time()
-    if n_trials < 1:
-        raise AutoTLError(f"n_trials must be at least 1, got {n_trials}")
-    if workers < 1:
-        raise AutoTLError(f"workers must be at least 1, got {workers}")
-    run_dir = Path(out) if out is not None else Path("reports") / run_name(dataset)
-    search_space = load_space(space)
-    if max_epochs is not None:
-        if max_epochs < 1:
-            raise AutoTLError(f"max_epochs must be at least 1, got {max_epochs}")
-        search_space.max_epochs = max_epochs
-    torch_device = _device(device)
-    # built before any work, so an unknown name is rejected at once; each worker samples with its own seed
-    goals = parse_objectives(objectives)
-    if drop_backbones is not None and drop_backbones < 0:
-        raise AutoTLError(f"drop_backbones is a LogME margin and cannot be negative, got {drop_backbones}")
-    study_sampler = make_sampler(sampler, seed if _worker is None else seed + 7919 * (_worker + 1))
-    make_pruner(pruner, 1)  # an unknown name is rejected before any work
-    backbones.check_available(search_space.backbones(), weights_dir)
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise AutoTLError(f"--out {out} is a file: pass a folder for the run (it is created if missing)")
+    options = SearchOptions.from_keywords(options, **keywords)
+    options.check()
+    setup = _load(dataset, options)
+    study = _open_study(setup, options)
+    show = Progress(options.n_trials, enabled=options.progress)
+    _introduce(study, setup, options, show)
+    _run_trials(study, setup, options, objective, started, show)
+    return _finish(study, setup, options, show)
+
+
+def _worker_search(dataset: str, options: SearchOptions, objective, index: int) -> None:
+    """Worker ``index``'s share of a search: trials only, as the main process ranks, refits and exports."""
+    started = time.time()
+    setup = _load(dataset, options, worker=index)
+    study = _open_study(setup, options, worker=index)
+    show = Progress(options.n_trials, enabled=options.progress, prefix=f"[worker {index}] ")
+    _run_trials(study, setup, options, objective, started, show)
+
+
+@dataclass
+class _Setup:
+    """What one process of a search works on: the space, the images, the device and the run directory."""
+
+    dataset: str  # as the caller named it: the workers load it again
+    space: SearchSpace
+    data: ImageDataset
+    device: torch.device
+    goals: tuple[str, ...]  # the objectives, checked
+    run_dir: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "best_model"
+
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / "report.html"
+
+
+def _load(dataset: str, options: SearchOptions, worker: int | None = None) -> _Setup:
+    """Load the space, the device and the images; a missing backbone stops the search before any image is read."""
+    space = load_space(options.space)
+    if options.max_epochs is not None:
+        space.max_epochs = options.max_epochs
+    device = _device(options.device)
+    backbones.check_available(space.backbones(), options.weights_dir)
     data = load_dataset(
         dataset,
-        val_fraction=val_fraction,
-        seed=seed,
-        max_per_class=max_per_class,
-        allow_outside_paths=allow_outside_paths,
-        image_size=largest_input(search_space),
-        cache_dir=cache_dir,
-        progress=progress and _worker is None,
+        val_fraction=options.val_fraction,
+        seed=options.seed,
+        max_per_class=options.max_per_class,
+        allow_outside_paths=options.allow_outside_paths,
+        image_size=largest_input(space),
+        cache_dir=options.cache_dir,
+        progress=options.progress and worker is None,
     )
-    study_pruner = make_pruner(pruner if len(goals) == 1 else "none", reports_in_a_trial(search_space, data))
+    run_dir = Path(options.out) if options.out is not None else Path("reports") / run_name(dataset)
+    return _Setup(dataset, space, data, device, parse_objectives(options.objectives), run_dir)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model_dir = run_dir / "best_model"
+
+def _open_study(setup: _Setup, options: SearchOptions, worker: int | None = None) -> optuna.Study:
+    """Create the study in its storage, or resume it; a study of other objectives is refused."""
+    seed = options.seed if worker is None else options.seed + WORKER_SEED_STEP * (worker + 1)
+    pruner = options.pruner if len(setup.goals) == 1 else "none"  # a multi-objective study prunes nothing
+    setup.run_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(logging.ERROR)  # trial failures are shown by Progress, with their reason
     study = optuna.create_study(
-        storage=open_storage(storage or f"sqlite:///{run_dir / 'study.db'}"),
-        study_name=study_name,
-        directions=OBJECTIVES[goals],
+        storage=open_storage(options.storage or f"sqlite:///{setup.run_dir / 'study.db'}"),
+        study_name=options.study_name,
+        directions=OBJECTIVES[setup.goals],
         load_if_exists=True,
-        sampler=study_sampler,
-        pruner=study_pruner,
+        sampler=make_sampler(options.sampler, seed),
+        pruner=make_pruner(pruner, reports_in_a_trial(setup.space, setup.data)),
     )
-    if [d.name.lower() for d in study.directions] != OBJECTIVES[goals]:
+    if [d.name.lower() for d in study.directions] != OBJECTIVES[setup.goals]:
         raise AutoTLError(
-            f"{run_dir} holds a study of objective(s) {study.user_attrs.get('objectives', ['accuracy'])}, "
-            f"not {list(goals)}: pass the same --objective, or --out with a new run directory"
+            f"{setup.run_dir} holds a study of objective(s) {study.user_attrs.get('objectives', ['accuracy'])}, "
+            f"not {list(setup.goals)}: pass the same --objective, or --out with a new run directory"
         )
-    show = Progress(n_trials, enabled=progress, prefix="" if _worker is None else f"[worker {_worker}] ")
-    if _worker is None:
-        _check_same_dataset(study, data, run_dir, same_path=storage is None)
-        _describe(study, data, search_space, torch_device, n_trials, timeout, model_dir, goals, cache_dir)
-        if not study.trials:
-            _start(study, search_space, data, rank, warm_start, drop_backbones, weights_dir, torch_device, seed, show)
-        finished = _count_finished(study)
-        if finished >= n_trials:
-            show.say(f"the study already has {finished} finished trials (asked for {n_trials}): nothing to run")
-        else:
-            show.say(
-                f"searching {data.spec}: {len(data.classes)} classes, {data.count('train')} train / "
-                f"{data.count('val')} val images; {finished} of {n_trials} trials already finished; "
-                f"device {torch_device}; {workers} worker(s); run directory {run_dir}"
-            )
-    if study.user_attrs.get("backbone_ranking"):
-        search_space.keep_backbones(kept(study.user_attrs["backbone_ranking"]))
-    deadline = started + timeout - REPORT_RESERVE_S if timeout else None
+    return study
 
-    if workers > 1:
-        _run_workers(
-            workers,
-            torch_device,
-            dict(
-                dataset=dataset,
-                space=space,
-                n_trials=n_trials,
-                timeout=(deadline - time.time() + REPORT_RESERVE_S) if deadline else None,
-                max_epochs=max_epochs,
-                out=out if out is not None else run_dir,
-                seed=seed,
-                objective=objective,
-                device=device,
-                sampler=sampler,
-                pruner=pruner,
-                storage=storage,
-                study_name=study_name,
-                weights_dir=weights_dir,
-                val_fraction=val_fraction,
-                max_per_class=max_per_class,
-                allow_outside_paths=allow_outside_paths,
-                progress=progress,
-                objectives=objectives,
-                soup=soup,
-                compile=compile,
-                cache_dir=cache_dir,
-            ),
-        )
+
+def _introduce(study, setup: _Setup, options: SearchOptions, show: Progress) -> None:
+    """Before the trials: refuse another dataset's study, record the run, rank and warm-start a new study."""
+    _check_same_dataset(study, setup.data, setup.run_dir, same_path=options.storage is None)
+    _describe(study, setup, options)
+    if not study.trials:
+        _start(study, setup, options, show)
+    finished = _count_finished(study)
+    if finished >= options.n_trials:
+        show.say(f"the study already has {finished} finished trials (asked for {options.n_trials}): nothing to run")
     else:
-        ctx = SearchContext(
-            search_space,
-            data,
-            torch_device,
-            weights_dir,
-            deadline,
-            seed,
-            show,
-            objectives=goals,
-            soup=soup,
-            compile=compile,
-            trial_budget=_trial_budget(timeout, search_space, data),
+        data = setup.data
+        show.say(
+            f"searching {data.spec}: {len(data.classes)} classes, {data.count('train')} train / "
+            f"{data.count('val')} val images; {finished} of {options.n_trials} trials already finished; "
+            f"device {setup.device}; {options.workers} worker(s); run directory {setup.run_dir}"
         )
-        try:
-            with _first_ctrl_c_sets(ctx.interrupt):
-                _optimize(study, ctx, objective or default_objective, n_trials, deadline, run_dir, model_dir, show)
-        except KeyboardInterrupt:
-            report.write(study, run_dir / "report.html")
-            raise
-    if _worker is not None:
-        return SearchResult(study=study, run_dir=run_dir, model_dir=model_dir)
-    best = _best_complete(study)
+
+
+def _run_trials(study, setup: _Setup, options: SearchOptions, objective, started: float, show: Progress) -> None:
+    """Run the trials in this process, or in ``options.workers`` processes that share the study."""
+    if study.user_attrs.get("backbone_ranking"):
+        setup.space.keep_backbones(kept(study.user_attrs["backbone_ranking"]))
+    deadline = started + options.timeout - REPORT_RESERVE_S if options.timeout else None
+    if options.workers == 1:
+        _run_trials_here(study, setup, options, objective, deadline, show)
+        return
+    timeout = (deadline - time.time() + REPORT_RESERVE_S) if deadline else None  # the workers' deadline is ours
+    each = dataclasses.replace(options, workers=1, timeout=timeout, out=setup.run_dir)
+    run_workers(options.workers, setup.device, _worker_search, (setup.dataset, each, objective))
+
+
+def _run_trials_here(study, setup: _Setup, options: SearchOptions, objective, deadline, show: Progress) -> None:
+    """Run trials in this process; the first Ctrl-C ends the running trial, and the report is written before leaving."""
+    ctx = SearchContext(
+        setup.space,
+        setup.data,
+        setup.device,
+        options.weights_dir,
+        deadline,
+        options.seed,
+        show,
+        objectives=setup.goals,
+        soup=options.soup,
+        compile=options.compile,
+        trial_budget=_trial_budget(options.timeout, setup.space, setup.data),
+    )
+    try:
+        with first_ctrl_c_sets(ctx.interrupt):
+            _optimize(study, ctx, objective or default_objective, options.n_trials, deadline, setup, show)
+    except KeyboardInterrupt:
+        report.write(study, setup.report_path)
+        raise
+
+
+def _finish(study, setup: _Setup, options: SearchOptions, show: Progress) -> SearchResult:
+    """After the trials: fail when none completed, else refit if asked, add model.onnx and write the report."""
+    best = best_trial(study)
     if best is None:
-        report.write(study, run_dir / "report.html")
+        report.write(study, setup.report_path)
         errors = [t.user_attrs.get("error") for t in study.trials if t.user_attrs.get("error")]
         raise AutoTLError(
             "no trial completed"
             + (f"; the first error was: {errors[0]}" if errors else ": give a larger --timeout or --n-trials")
         )
-    if refit:
-        refit_best(study, best, data, model_dir, torch_device, weights_dir, seed, show.say)
-    add_onnx(model_dir, data, show.say)
-    report.write(study, run_dir / "report.html")
+    if options.refit:
+        refit_best(study, best, setup.data, setup.model_dir, setup.device, options.weights_dir, options.seed, show.say)
+    add_onnx(setup.model_dir, setup.data, show.say)
+    report.write(study, setup.report_path)
     show.say(
-        f"best validation accuracy {_score(best):.4f} (trial #{best.number}); "
-        f"model in {model_dir}; report in {run_dir / 'report.html'}"
+        f"best validation accuracy {score(best, study):.4f} (trial #{best.number}); "
+        f"model in {setup.model_dir}; report in {setup.report_path}"
     )
-    return SearchResult(study=study, run_dir=run_dir, model_dir=model_dir)
+    return SearchResult(study=study, run_dir=setup.run_dir, model_dir=setup.model_dir)
 
 
-def _start(study, space, data, rank, warm_start, drop_margin, weights_dir, device, seed, show) -> None:
+def _start(study, setup: _Setup, options: SearchOptions, show: Progress) -> None:
     """Before the first trial: rank the backbones (LogME), then enqueue the warm-start recipes."""
+    space, data = setup.space, setup.data
     ranked = space.backbones()
     small = resolution_for_small_images(space, data)
-    if rank and len(ranked) > 1:
+    if options.rank and len(ranked) > 1:
         scales = space.values("resolution_scale")
         scale = small if small is not None else min([s for s in scales if s >= RANK_SCALE] or scales)
         show.say(
@@ -373,10 +352,10 @@ def _start(study, space, data, rank, warm_start, drop_margin, weights_dir, devic
             ranked,
             data,
             resolution_scale=scale,
-            weights_dir=weights_dir,
-            device=device,
-            seed=seed,
-            drop_margin=drop_margin,
+            weights_dir=options.weights_dir,
+            device=setup.device,
+            seed=options.seed,
+            drop_margin=options.drop_backbones,
         )
         study.set_user_attr("backbone_ranking", ranking)
         for s in ranking["scores"]:
@@ -384,8 +363,8 @@ def _start(study, space, data, rank, warm_start, drop_margin, weights_dir, devic
                 f"  {s['rank']}. {s['backbone']}: LogME {s['logme']:.4f} ({s['seconds']:.1f} s)"
                 + ("  dropped: far below the best" if s["dropped"] else "")
             )
-        ranked = kept(ranking)  # search() narrows the space to these from the stored ranking
-    if not warm_start:
+        ranked = kept(ranking)  # _run_trials narrows the space to these from the stored ranking
+    if not options.warm_start:
         return
     if small is not None:
         show.say(f"the images are {data.store.size} px: the warm start trains at x{small:g} resolution, not larger")
@@ -394,90 +373,7 @@ def _start(study, space, data, rank, warm_start, drop_margin, weights_dir, devic
         study.enqueue_trial(params, user_attrs={"warm_start": label}, skip_if_exists=True)
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage (SQLite file or a database server) with heartbeats.
-
-    A trial whose process died (SIGKILL, a lost machine) stops beating; after the grace
-    period any worker marks it failed, and its configuration is enqueued once more.
-    """
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    url = _postgres_driver(url)
-    try:
-        storage = _rdb_storage(url, kwargs)
-    except ImportError as error:
-        raise AutoTLError(
-            f"the storage {url.split(':')[0]} needs a driver: {error}; for PostgreSQL run 'pip install psycopg2-binary'"
-        ) from error
-    except Exception as error:  # noqa: BLE001 - SQLAlchemy's many connection errors
-        raise AutoTLError(f"cannot open storage {url.split('@')[-1]}: {str(error).splitlines()[0]}") from error
-    if storage.engine.name == "sqlite":
-        _lock_sqlite_on_begin(storage.engine)
-    return storage
-
-
-def _rdb_storage(url: str, engine_kwargs: dict, attempts: int = 3) -> optuna.storages.RDBStorage:
-    """Open the storage, creating its tables the first time.
-
-    Two processes opening a fresh database at once (workers, machines, a watcher) race to
-    create the schema and stamp its version; the loser gets an IntegrityError although the
-    database is now fine, so it opens it again.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        for attempt in range(attempts):
-            try:
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=HEARTBEAT_S,
-                    grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=retry,
-                )
-            except (
-                sqlalchemy.exc.IntegrityError,
-                sqlalchemy.exc.OperationalError,
-                sqlalchemy.exc.ProgrammingError,
-            ) as error:
-                lost_the_race = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error)
-                if not lost_the_race or attempt == attempts - 1:
-                    raise
-                time.sleep(0.5)
-
-
-def _lock_sqlite_on_begin(engine) -> None:
-    """Make each SQLite transaction take the write lock when it begins.
-
-    Python's sqlite3 runs a transaction's SELECTs before its BEGIN, so two workers can both
-    read an enqueued trial as WAITING and both claim it (Optuna's SELECT ... FOR UPDATE is a
-    no-op on SQLite): the same trial then runs twice and the second tell fails. BEGIN
-    IMMEDIATE serialises the read-then-write (SQLAlchemy's documented pysqlite recipe).
-    """
-
-    @sqlalchemy.event.listens_for(engine, "connect")
-    def _autocommit_driver(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None  # SQLAlchemy, not the driver, emits BEGIN
-
-    @sqlalchemy.event.listens_for(engine, "begin")
-    def _begin_immediate(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections opened before the listeners existed are dropped
-
-
-def _postgres_driver(url: str) -> str:
-    """A plain postgresql:// URL uses psycopg2 when that is the driver installed (SQLAlchemy 2.1 wants psycopg 3)."""
-    if not url.startswith("postgresql://"):
-        return url
-    try:
-        import psycopg  # noqa: F401
-
-        return url
-    except ImportError:
-        return "postgresql+psycopg2://" + url[len("postgresql://") :]
-
-
-def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir, show) -> None:
+def _optimize(study, ctx, user_objective, n_trials, deadline, setup: _Setup, show) -> None:
     """Run trials one at a time until the study holds ``n_trials`` finished ones.
 
     Trials running in other workers count towards the total, so that several workers
@@ -503,12 +399,12 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir
         if result is not None and value is not None:
             pair = isinstance(value, (tuple, list))
             try:
-                with _first_ctrl_c_sets(ctx.interrupt, second_interrupts=False):  # never a half-replaced model
+                with first_ctrl_c_sets(ctx.interrupt, second_interrupts=False):  # never a half-replaced model
                     keep_best(
                         study,
                         result,
                         ctx.dataset,
-                        model_dir,
+                        setup.model_dir,
                         trial.number,
                         value[0] if pair else value,
                         latency=value[1] if pair and len(value) > 1 else None,
@@ -521,17 +417,17 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir
     def after_trial(study_, frozen):
         ctx.results.pop(frozen.number, None)
         reason = frozen.user_attrs.get("error") or frozen.user_attrs.get("end_reason", "")
-        best = _best_complete(study_)
+        best = best_trial(study_)
         show.trial_ended(
             frozen.number,
             frozen.state.name.lower(),
-            _score(frozen),
+            score(frozen, study_),
             reason,
-            _score(best),
+            score(best, study_),
             best.number if best else None,
         )
         try:
-            report.write(study_, run_dir / "report.html")
+            report.write(study_, setup.report_path)
         except Exception as error:  # noqa: BLE001 - a report bug must never stop a long search
             show.say(f"warning: the report could not be refreshed ({error.__class__.__name__}: {error})")
 
@@ -553,62 +449,6 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, run_dir, model_dir
         study.optimize(wrapped, n_trials=1, callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)
 
 
-def _run_workers(workers: int, device, kwargs: dict) -> None:
-    """Start ``workers`` processes on the study and wait for them all."""
-    context = multiprocessing.get_context("spawn")
-    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    processes, interrupt = [], threading.Event()
-    for i in range(workers):
-        process = context.Process(target=_worker_main, args=(i, gpus, threads, kwargs), name=f"autotl-worker-{i}")
-        process.start()
-        processes.append(process)
-    with _first_ctrl_c_sets(interrupt):  # each worker gets the Ctrl-C too and ends its own trial
-        for process in processes:
-            process.join()
-    if interrupt.is_set():
-        raise KeyboardInterrupt
-    failed = [p.name for p in processes if p.exitcode not in (0, -signal.SIGKILL)]
-    if failed:
-        raise AutoTLError(
-            f"worker(s) {', '.join(failed)} stopped with an error (see above); finished trials are "
-            f"kept: rerun the same command to resume"
-        )
-
-
-@contextlib.contextmanager
-def _first_ctrl_c_sets(event: threading.Event, second_interrupts: bool = True):
-    """Turn the first Ctrl-C into ``event`` (the trial stops at its next step); a second one interrupts at once.
-
-    With ``second_interrupts=False`` every Ctrl-C only sets ``event``: a finished trial's model is exported
-    whole (a KeyboardInterrupt between moving the old model aside and the new one in would leave none).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if event.is_set() and second_interrupts:
-            raise KeyboardInterrupt
-        event.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _worker_main(index: int, gpus: int, threads: int, kwargs: dict) -> None:
-    if gpus:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
-    torch.set_num_threads(threads)
-    try:
-        search(**kwargs, workers=1, _worker=index)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
 def _device(device: str):
     try:
         return resolve_device(device)
@@ -618,21 +458,6 @@ def _device(device: str):
 
 def _count_finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
-
-
-def _best_complete(study):
-    """The complete trial with the best accuracy (the first objective), or None.
-
-    With accuracy and latency, ties go to the faster trial, then the earlier one (as the report's best).
-    """
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    key = lambda t: (_score(t), -t.values[1] if len(t.values) > 1 else 0.0, -t.number)  # noqa: E731
-    return max(complete, key=key) if complete else None
-
-
-def _score(trial) -> float | None:
-    """A trial's accuracy: its value, or its first value in a multi-objective study."""
-    return trial.values[0] if trial is not None and trial.values else None
 
 
 def _room_for_a_trial(study) -> float:
@@ -702,17 +527,18 @@ def _check_same_dataset(study, data, run_dir, same_path: bool = True) -> None:
         )
 
 
-def _describe(study, data, space, device, n_trials, timeout, model_dir, objectives, cache_dir) -> None:
+def _describe(study, setup: _Setup, options: SearchOptions) -> None:
+    """Record the run's settings in the study, for the report (the first start time is kept)."""
     facts = dict(
-        dataset=data.describe(),
-        space=space.name,
-        max_epochs=space.max_epochs,
-        device=str(device),
-        n_trials=n_trials,
-        timeout=timeout,
-        model_dir=str(model_dir),
-        objectives=list(objectives),
-        cache_dir=str(cache_dir) if cache_dir is not None else None,
+        dataset=setup.data.describe(),
+        space=setup.space.name,
+        max_epochs=setup.space.max_epochs,
+        device=str(setup.device),
+        n_trials=options.n_trials,
+        timeout=options.timeout,
+        model_dir=str(setup.model_dir),
+        objectives=list(setup.goals),
+        cache_dir=str(options.cache_dir) if options.cache_dir is not None else None,
     )
     if "started_at" not in study.user_attrs:
         facts["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
