@@ -9,7 +9,7 @@ model.predict(["photo.jpg"])
 from .data import ImageDataset, load_dataset
 from .errors import AutoTLError, DatasetError, ModelDirError, SpaceError, WeightsError
 from .export import LoadedModel, load_model
-from .search import SearchContext, SearchResult, search
+from .search import SearchContext, SearchOptions, SearchResult, search
 from .space import SearchSpace, TrialConfig, load_space
 from .train import TrialResult, fit
 
@@ -21,6 +21,7 @@ __all__ = [
     "fit",
     "SearchSpace",
     "TrialConfig",
+    "SearchOptions",
     "SearchResult",
     "SearchContext",
     "TrialResult",

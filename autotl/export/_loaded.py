@@ -80,7 +80,7 @@ class LoadedModel:
         return [self.classes[i] for i in self.predict_proba(images).argmax(1)]
 
 
-def load_model(model_dir: str | Path, runtime: str = "torch") -> LoadedModel:
+def load_model(model_dir: str | Path, *, runtime: str = "torch") -> LoadedModel:
     """Load an exported model folder (as written by ``autotl search``) to predict with PyTorch or ONNX Runtime."""
     model_dir = Path(model_dir)
     if runtime not in RUNTIMES:

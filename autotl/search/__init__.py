@@ -2,10 +2,9 @@
 
 from ._logme import logme
 from ._options import SearchOptions
-from ._plugins import PRUNERS, SAMPLERS, make_pruner, make_sampler
-from ._rank import rank_backbones
+from ._plugins import PRUNERS, SAMPLERS
 from ._retrain import export_trial
-from ._run import SearchContext, SearchResult, default_objective, run_name, search
+from ._run import SearchContext, SearchResult, default_objective, search
 from ._storage import open_storage
 
 __all__ = [
@@ -15,12 +14,8 @@ __all__ = [
     "SearchContext",
     "default_objective",
     "open_storage",
-    "run_name",
-    "make_sampler",
-    "make_pruner",
     "SAMPLERS",
     "PRUNERS",
     "logme",
-    "rank_backbones",
     "export_trial",
 ]
