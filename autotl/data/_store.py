@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 import uuid
 import zlib
@@ -26,15 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import DatasetError
+from ..long_work import announcer, bar
 from . import _decode
 from ._sources import Sample
 
 VERSION = 2  # 2: resize rounds as torchvision does (caches of 1 are rebuilt)
 META, ROWS = "meta.json", "images.u8"
-LOUD_BUILD = 1000  # a build of this many images or more says so on stderr (a bar shows on a terminal)
 HEADER_SAMPLE = 200  # files whose header is read first: if one reaches the size asked for, the rest need not be
 
 
@@ -216,22 +214,14 @@ def _build(
 
             workers = max(2, min(8, os.cpu_count() or 1))
             started = time.time()
-            loud = progress and len(samples) >= LOUD_BUILD
-            say = (lambda text: print(text, file=sys.stderr, flush=True)) if loud else (lambda text: None)
+            say = announcer(len(samples), progress)
             say(f"decoding {len(samples)} images once into the cache at {size} px ({root})")
             with (
                 ThreadPoolExecutor(max_workers=workers) as pool,
-                tqdm(
-                    total=len(samples),
-                    desc="decoding images",
-                    unit="img",
-                    leave=False,
-                    mininterval=1.0,
-                    disable=not (progress and sys.stderr.isatty()),
-                ) as bar,
+                bar(len(samples), "decoding images", progress) as shown,
             ):
                 for _ in pool.map(one, range(len(samples)), chunksize=16):
-                    bar.update()
+                    shown.update()
             os.fsync(fd)
             seconds = time.time() - started
             say(f"decoded {len(samples)} images in {seconds:.1f} s ({len(samples) / max(seconds, 1e-9):.0f} img/s)")

@@ -7,20 +7,17 @@ finish, so memory stays flat on a hundred thousand images.
 from __future__ import annotations
 
 import csv
-import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..data import unreadable_because
 from ..errors import AutoTLError
+from ..long_work import announcer, bar
 from ._loaded import DECODE_THREADS, LoadedModel
-
-LOUD = 1000  # a job of this many files or more says when it starts and ends (a bar shows on a terminal)
 
 
 def image_paths(arguments: list[str]) -> list[Path]:
@@ -78,20 +75,10 @@ def predict_files(
     writer.writerow(header(model, top_k))
     k = min(top_k, len(model.classes))
     chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-    say = (lambda text: print(text, file=sys.stderr, flush=True)) if len(paths) >= LOUD else (lambda text: None)
+    say = announcer(len(paths))
     say(f"predicting {len(paths)} files with {model.runtime}")
     started, done, skipped = time.time(), 0, []
-    with (
-        ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool,
-        tqdm(
-            total=len(paths),
-            desc="predicting",
-            unit="img",
-            leave=False,
-            mininterval=1.0,
-            disable=not (progress and sys.stderr.isatty()),
-        ) as bar,
-    ):
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool, bar(len(paths), "predicting", progress) as shown:
         submit = lambda chunk: [pool.submit(_read, model, p) for p in chunk]  # noqa: E731
         upcoming = submit(chunks[0]) if chunks else []
         for index, chunk in enumerate(chunks):
@@ -105,7 +92,7 @@ def predict_files(
                     best = row.argsort()[::-1][:k]
                     writer.writerow([str(path), *[v for i in best for v in (model.classes[i], f"{row[i]:.6f}")]])
                 done += len(good)
-            bar.update(len(chunk))
+            shown.update(len(chunk))
     seconds = time.time() - started
     say(f"predicted {done} files in {seconds:.1f} s ({done / max(seconds, 1e-9):.0f} img/s)")
     if skipped:
