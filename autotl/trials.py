@@ -1,7 +1,8 @@
 """Which trial is best: the one rule that the search, the export and the report share.
 
 A study optimizes validation accuracy, or accuracy and latency. The best trial is the
-most accurate complete one; ties go to the better other objectives, then to the earlier
+most accurate complete one, where trials within one validation image of each other tie
+and the lower validation loss wins; then the better other objectives, then the earlier
 trial. This module imports nothing from autotl, so every part of it can use the rule.
 """
 
@@ -39,17 +40,42 @@ def accuracy_index(study: optuna.Study) -> int:
     return names.index("accuracy") if multi_objective(study) and "accuracy" in names else 0
 
 
-def ranking(values, number: int, directions, accuracy: int = 0) -> tuple:
-    """A trial's place, larger is better: its score first, then its other objectives, then the earlier trial.
+@dataclass(frozen=True)
+class Standing:
+    """What the best-trial rule compares: objective values, validation loss and size, and the trial's number."""
 
-    ``values`` are the objective values (None or NaN where missing, which ranks last);
-    ``directions`` the study's ``StudyDirection`` per objective.
+    values: tuple
+    number: int
+    loss: float | None = None  # mean validation cross-entropy
+    val_images: int | None = None  # how many validation images the accuracy counts
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> Standing:
+        metrics = trial.user_attrs.get("metrics") or {}
+        return cls(tuple(trial.values or ()), trial.number, metrics.get("loss"), trial.user_attrs.get("val_images"))
+
+
+def best(standings, directions, accuracy: int = 0) -> Standing | None:
+    """The best of ``standings``: among those within one validation image of the top accuracy, the lowest
+    validation loss; then the better other objectives; then the earlier trial.
+
+    On a small validation set accuracy saturates (many trials at 1.000); the loss still
+    tells which of them is more sure of its answers. ``directions`` are the study's
+    ``StudyDirection`` per objective; missing or NaN values rank last.
     """
+    standings = list(standings)
+    if not standings:
+        return None
     signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in directions]
-    placed = [
-        _placed(sign, values[i] if values is not None and i < len(values) else None) for i, sign in enumerate(signs)
-    ]
-    return (placed[accuracy], *(p for i, p in enumerate(placed) if i != accuracy), -number)
+
+    def placed(s: Standing, i: int) -> float:
+        return _placed(signs[i], s.values[i] if i < len(s.values) else None)
+
+    top = max(standings, key=lambda s: (placed(s, accuracy), -s.number))
+    tolerance = 1.0 / top.val_images + 1e-9 if top.val_images else 0.0
+    near = [s for s in standings if placed(s, accuracy) >= placed(top, accuracy) - tolerance]
+    others = [i for i in range(len(signs)) if i != accuracy]
+    return max(near, key=lambda s: (_placed(-1.0, s.loss), *(placed(s, i) for i in others), -s.number))
 
 
 def _placed(sign: float, value) -> float:
@@ -59,12 +85,10 @@ def _placed(sign: float, value) -> float:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best complete trial by ``ranking``, or None when no trial completed with a value."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-    if not complete:
-        return None
-    index = accuracy_index(study)
-    return max(complete, key=lambda t: ranking(t.values, t.number, study.directions, index))
+    """The best complete trial by ``best``, or None when no trial completed with a value."""
+    complete = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values}
+    winner = best([Standing.of(t) for t in complete.values()], study.directions, accuracy_index(study))
+    return complete[winner.number] if winner is not None else None
 
 
 def score(trial: FrozenTrial | None, study: optuna.Study | None = None) -> float | None:
@@ -99,6 +123,8 @@ class TrialRecord:
     feature_cache: str | None = None  # 'hit', 'miss' or 'off'
     soup_epochs: list = field(default_factory=list)
     first_report_seconds: float | None = None
+    val_images: int | None = None  # the validation images its metrics count (the best-trial rule's tolerance)
+    strategy: str | None = None  # what trained (TrialConfig.strategy), for grouping trials by strategy
     warm_start: str | None = None  # written by the search when it enqueues a warm-start recipe
     error: str | None = None  # written by the search when the trial failed
 

@@ -16,6 +16,7 @@ from ..errors import WeightsError
 from ._depthwise import fast_depthwise_gradients
 from ._freeze import body_groups, freeze, frozen_modules, head_names, train_mode
 from ._padding import fast_same_padding
+from ._strategies import add_lora, merge_lora, train_only
 from ._weights import OFFLINE_CATALOG, WeightSource, find_weights, pretrained_kwargs
 
 __all__ = [
@@ -31,6 +32,10 @@ __all__ = [
     "train_mode",
     "body_groups",
     "fast_same_padding",
+    "train_only",
+    "fixed_input_size",
+    "add_lora",
+    "merge_lora",
 ]
 
 DEFAULT_CANDIDATES = list(OFFLINE_CATALOG)
@@ -81,8 +86,13 @@ def create(
     weights_dir=None,
     drop_rate: float = 0.0,
     drop_path_rate: float = 0.0,
+    input_size: int | None = None,
 ) -> torch.nn.Module:
-    """A timm model with pretrained weights (when asked) and a fresh head for ``num_classes``."""
+    """A timm model with pretrained weights (when asked) and a fresh head for ``num_classes``.
+
+    ``input_size`` resizes a model whose input size is fixed (a ViT's position embeddings
+    are resampled, as timm does); other models take any size as they are.
+    """
     kwargs = dict(num_classes=num_classes, drop_rate=drop_rate)
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
@@ -103,7 +113,14 @@ def create(
         ) from error
     if pretrained and num_classes != model.pretrained_cfg.get("num_classes"):
         _zero_head(model)  # a new head; a matching pretrained head is kept as loaded
+    if input_size and fixed_input_size(model) and input_size != model.pretrained_cfg["input_size"][-1]:
+        model.set_input_size(img_size=input_size)
     return fast_depthwise_gradients(fast_same_padding(model))
+
+
+def fixed_input_size(model: torch.nn.Module) -> bool:
+    """Whether the model is built for one input size (ViTs and their kin; timm's ``set_input_size`` changes it)."""
+    return hasattr(model, "set_input_size")
 
 
 def _zero_head(model: torch.nn.Module) -> None:

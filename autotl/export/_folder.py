@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from timm.models import save_for_hf
 
+from .. import backbones
 from ..backbones import Preprocessing
 from ..errors import ModelDirError
 from ._card import write_card
@@ -58,6 +59,7 @@ def save(result, model_dir: str | Path, *, extra: dict | None = None) -> Path:
             model,
             str(staging),
             model_config=dict(label_names=list(result.classes)),
+            model_args=dict(img_size=pre.size) if backbones.fixed_input_size(model) else None,
             safe_serialization=True,
             data_config=dict(
                 input_size=(3, pre.size, pre.size),

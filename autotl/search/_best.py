@@ -19,7 +19,7 @@ from PIL import Image
 from .. import export
 from ..data import resize
 from ..train import per_class
-from ..trials import ranking
+from ..trials import Standing, best
 
 MAX_GALLERY = 24
 THUMBNAIL_PX = 64
@@ -27,7 +27,7 @@ ONNX_CHECK_IMAGES = 8
 
 
 def keep_best(study, result, data, model_dir, trial_number: int, value: float, latency: float | None = None) -> bool:
-    """Export ``result`` if it ranks above the exported model (``autotl.trials.ranking``), and store its analysis.
+    """Export ``result`` if it beats the exported model (``autotl.trials.best``), and store its analysis.
 
     Workers on one machine share ``model_dir``: a lock makes compare-and-replace one step,
     and the replacement itself is atomic, so a crash never leaves a half-written model.
@@ -37,12 +37,17 @@ def keep_best(study, result, data, model_dir, trial_number: int, value: float, l
     with open(model_dir.parent / ".best_model.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         info = export.record(model_dir)
-        new = ranking([value, latency], trial_number, study.directions)
-        if "value" in info and new <= ranking(
-            [info["value"], info.get("latency_ms")], info.get("trial", -1), study.directions
-        ):
-            return False
-        extra = dict(trial=trial_number, value=value, dataset=data.spec)
+        new = Standing((value, latency), trial_number, result.metrics.get("loss"), result.val_images)
+        if "value" in info:
+            old = Standing(
+                (info["value"], info.get("latency_ms")),
+                info.get("trial", -1),
+                (info.get("metrics") or {}).get("loss"),
+                info.get("val_images"),
+            )
+            if best([new, old], study.directions) is not new:
+                return False
+        extra = dict(trial=trial_number, value=value, dataset=data.spec, val_images=result.val_images)
         if latency is not None:
             extra["latency_ms"] = latency
         export.save(result, model_dir, extra=extra)

@@ -100,6 +100,8 @@ class SearchContext:
 
     def fit(self, trial, config: TrialConfig) -> TrialResult:
         """Fine-tune with ``config``, reporting each epoch to ``trial``; raises TrialPruned when pruned."""
+        if hasattr(trial, "set_user_attr"):
+            trial.set_user_attr("strategy", config.strategy)  # the pruner compares a trial with its strategy's
         if self.progress is not None:
             self.progress.trial_started(
                 self.progress.position, trial.number, config, getattr(trial, "user_attrs", {}).get("warm_start")

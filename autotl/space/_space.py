@@ -8,11 +8,10 @@ from pathlib import Path
 import yaml
 
 from ..errors import SpaceError
-from ._config import FIELD_NAMES, LR_SCHEDULES, OPTIMIZERS, REGULARIZERS, TrialConfig
+from ._config import FIELD_NAMES, VOCABULARY, TrialConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-_VOCABULARY = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "regularizer": REGULARIZERS}
-_INTS = {"warmup_epochs", "batch_size", "max_epochs", "report_every_images"}
+_INTS = {"warmup_epochs", "batch_size", "max_epochs", "report_every_images", "probe_epochs", "lora_rank"}
 
 
 @dataclass
@@ -150,7 +149,7 @@ def load_space(space: str | Path = "default") -> SearchSpace:
         raise SpaceError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
     if not isinstance(raw, dict):
         raise SpaceError(f"{path} must be a mapping of setting names to values, choices or ranges")
-    raw = dict(raw)
+    raw = _extended(path, dict(raw))
     start = raw.pop("start_from", None) or {}
     warm = raw.pop("warm_start", None) or {}
     max_epochs = raw.pop("max_epochs", TrialConfig.max_epochs)
@@ -171,6 +170,19 @@ def load_space(space: str | Path = "default") -> SearchSpace:
         warm_start=recipes,
         warm_start_backbones=warm_backbones,
     )
+
+
+def _extended(path: Path, raw: dict) -> dict:
+    """``extends: NAME`` starts from another space (by name or path) and replaces the settings given here."""
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    base_path = Path(base) if Path(base).suffix in (".yaml", ".yml") else SPACES_DIR / f"{base}.yaml"
+    if not base_path.is_absolute() and not base_path.is_file():
+        base_path = path.parent / base_path
+    if not base_path.is_file() or base_path.resolve() == path.resolve():
+        raise SpaceError(f"{path}: extends {base!r}, which is not another search space (a name or a .yaml path)")
+    return {**_extended(base_path, dict(yaml.safe_load(base_path.read_text()) or {})), **raw}
 
 
 def _warm_start(path, warm) -> tuple[dict, int]:
@@ -232,7 +244,7 @@ def _parse(path, key, value) -> Param:
 
 
 def _check_vocabulary(where, key, values):
-    allowed = _VOCABULARY.get(key)
+    allowed = VOCABULARY.get(key)
     for value in values:
         if allowed and value not in allowed:
             raise SpaceError(f"{where}: {value!r} is not allowed; use one of {', '.join(allowed)}")

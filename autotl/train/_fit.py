@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .. import backbones
 from ..data import ImageDataset, augment, mixup
 from ..space import TrialConfig
-from ..trials import TrialRecord
+from ..trials import Standing, TrialRecord, best
 from ._cost import latency_ms, model_megabytes
 from ._memory import keep_freed_memory
 from ._metrics import macro_f1
@@ -66,6 +66,7 @@ class TrialResult:
     soup_epochs: list[int] = field(default_factory=list)  # the reports averaged into the model (a soup), if any
     best_epoch_state: dict | None = field(default=None, repr=False)  # the best report's weights, when souped
     first_report_seconds: float | None = None  # from the start of the run to its first report
+    val_images: int = 0  # the validation images ``metrics`` count
 
     @property
     def train_seconds(self) -> float:
@@ -92,6 +93,8 @@ class TrialResult:
             feature_cache=self.feature_cache,
             soup_epochs=self.soup_epochs,
             first_report_seconds=self.first_report_seconds,
+            val_images=self.val_images,
+            strategy=self.config.strategy,
         ).attrs()
 
 
@@ -295,11 +298,13 @@ def fit(
     soft_deadline = deadline
     if time_budget:
         soft_deadline = started + time_budget if deadline is None else min(deadline, started + time_budget)
-    model = _build(config, len(dataset.classes), device, weights_dir, pretrained)
+    size = backbones.preprocessing(config.backbone, config.resolution_scale).size
+    model = _build(config, len(dataset.classes), device, weights_dir, pretrained, size)
     run = _Run(config, dataset, model, device, started=started, trial=trial, seed=seed * 1000 + number)
     run.inputs_from(weights_dir, pretrained, cache_prefix)
     run.plan = _Plan.make(config, len(run.train_index), epochs)
-    run.train_network = torch.compile(run.network, dynamic=False) if compile else run.network
+    run.compile = compile
+    run.train_network = run.compiled(run.network)
     run.deadline, run.soft_deadline, run.interrupt, run.progress = deadline, soft_deadline, interrupt, progress
     run.keep_last, run.soup, run.on_epoch = keep_last, soup, on_epoch
     while run.report < run.plan.last_report:
@@ -320,8 +325,12 @@ class _Model:
     penalty: object
 
 
-def _build(config: TrialConfig, num_classes: int, device, weights_dir, pretrained: bool) -> _Model:
-    """The pretrained model with a new head and its prefix frozen, on ``device``; its optimizer and penalty."""
+def _build(config: TrialConfig, num_classes: int, device, weights_dir, pretrained: bool, size: int) -> _Model:
+    """The pretrained model with a new head, training what its strategy trains, on ``device``; optimizer, penalty.
+
+    The optimizer holds every parameter (LP-FT unfreezes the body mid-run); a frozen one
+    gets no gradient, and optimizers skip parameters without one.
+    """
     strength = config.regularizer_strength
     model = backbones.create(
         config.backbone,
@@ -330,9 +339,10 @@ def _build(config: TrialConfig, num_classes: int, device, weights_dir, pretraine
         weights_dir=weights_dir,
         drop_rate=strength if config.regularizer == "dropout" else 0.0,
         drop_path_rate=strength if config.regularizer == "drop_path" else 0.0,
+        input_size=size,
     )
-    backbones.freeze(model, config.frozen_depth)
-    frozen = backbones.frozen_modules(model)
+    if config.strategy == "lora":
+        backbones.add_lora(model, config.lora_rank, config.lora_alpha, config.lora_layers)
     model.to(device, memory_format=torch.channels_last)
     weight_decay = strength if config.regularizer == "weight_decay" else 0.0
     groups = timm.optim.param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=config.layer_decay)
@@ -341,8 +351,13 @@ def _build(config: TrialConfig, num_classes: int, device, weights_dir, pretraine
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    penalty = make_penalty(model, config.regularizer, strength, backbones.head_names(model))
-    return _Model(model, frozen, optimizer, penalty)
+    backbones.train_only(model, config.strategy, frozen_depth=config.frozen_depth, surgical_group=config.surgical_group)
+    return _Model(model, backbones.frozen_modules(model), optimizer, _penalty(model, config))
+
+
+def _penalty(model, config: TrialConfig):
+    """The regularizer's loss penalty over what trains now (None when it acts elsewhere)."""
+    return make_penalty(model, config.regularizer, config.regularizer_strength, backbones.head_names(model))
 
 
 @dataclass
@@ -356,6 +371,12 @@ class _Plan:
     total_steps: int
     warmup_steps: int
     planned: tuple  # (reports, steps, warmup steps) before any shortening
+    probe_steps: int = 0  # LP-FT: steps that train the head alone, before the schedule proper
+
+    @property
+    def protected_steps(self) -> int:
+        """The pruner is not consulted until after these steps: a probe phase and a warmup are no verdict."""
+        return self.probe_steps + self.warmup_steps
 
     @classmethod
     def make(cls, config: TrialConfig, n_train: int, epochs: int | None) -> _Plan:
@@ -364,7 +385,8 @@ class _Plan:
         reports_per_epoch = math.ceil(steps_per_epoch / max(1, config.report_every_images // batch_size))
         steps_per_report = math.ceil(steps_per_epoch / reports_per_epoch)  # an epoch in equal parts
         total_steps = steps_per_epoch * config.max_epochs
-        warmup_steps = min(config.warmup_epochs * steps_per_epoch, total_steps // 2)
+        probe_steps = min(config.probe_epochs * steps_per_epoch, total_steps // 2) if config.strategy == "lp_ft" else 0
+        warmup_steps = min(config.warmup_epochs * steps_per_epoch, (total_steps - probe_steps) // 2)
         last_report = config.max_epochs * reports_per_epoch
         if epochs:
             last_report = min(epochs, last_report)
@@ -376,6 +398,7 @@ class _Plan:
             total_steps,
             warmup_steps,
             (last_report, total_steps, warmup_steps),
+            probe_steps,
         )
 
     def shorten(self, report: int, seconds_left: float, seconds_per_report: float) -> None:
@@ -383,7 +406,19 @@ class _Plan:
         reports, steps, warmup = self.planned
         self.last_report = max(report, min(reports, report + int(seconds_left / max(seconds_per_report, 1e-3))))
         self.total_steps = min(steps, self.last_report * self.steps_per_report)
-        self.warmup_steps = min(warmup, self.total_steps // 2)
+        self.probe_steps = min(self.probe_steps, self.total_steps // 2)
+        self.warmup_steps = min(warmup, (self.total_steps - self.probe_steps) // 2)
+
+    def lr_factor(self, step: int, schedule: str, probe_scale: float) -> float:
+        """The learning rate's multiplier at ``step``: constant while probing, then warmup and the schedule."""
+        if step < self.probe_steps:
+            return probe_scale
+        return lr_factor(
+            step - self.probe_steps,
+            schedule=schedule,
+            total_steps=self.total_steps - self.probe_steps,
+            warmup_steps=self.warmup_steps,
+        )
 
 
 class _Run:
@@ -408,6 +443,7 @@ class _Run:
         self.history, self.best, self.best_state, self.top = [], None, None, []  # top: best reports, for a soup
         self.end_reason, self.step, self.report, self.order, self.first_report = "completed", 0, 0, None, None
         self.reporting = trial is not None and len(trial.study.directions) == 1
+        self.probing = config.strategy == "lp_ft"  # LP-FT trains the head alone until the plan's probe steps
         self.params_total = sum(p.numel() for p in self.model.parameters())
         self.params_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
@@ -469,12 +505,12 @@ class _Run:
         within = self.step % plan.steps_per_epoch
         if within == 0:
             self.order = torch.randperm(len(self.train_index), generator=self.generator)
+        if self.probing and self.step >= plan.probe_steps:
+            self.fine_tune_all()
         positions = self.order[within * plan.batch_size : (within + 1) * plan.batch_size]
         x, targets = self.train_batch(positions)
         x = _channels_last(x)  # once, for raw images and cached features alike
-        factor = lr_factor(
-            self.step, schedule=config.lr_schedule, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps
-        )
+        factor = plan.lr_factor(self.step, config.lr_schedule, config.probe_lr_scale)
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
         with _autocast(self.device):
@@ -490,6 +526,22 @@ class _Run:
         self.seen += len(positions)
         self.step += 1
         return len(positions)
+
+    def compiled(self, network):
+        return torch.compile(network, dynamic=False) if self.compile else network
+
+    def fine_tune_all(self) -> None:
+        """LP-FT's second phase: from the probed head, everything trains, on the images themselves."""
+        self.probing = False
+        if self.cached:
+            self.feature_seconds_before -= self.inputs.features["train"][0].seconds  # keep the probe's feature time
+        backbones.train_only(self.model, "full")
+        self.frozen = backbones.frozen_modules(self.model)
+        backbones.train_mode(self.model, self.frozen)
+        self.penalty = _penalty(self.model, self.config)
+        self.network, self.train_network = self.model, self.compiled(self.model)
+        self.inputs, self.cached = _Inputs(self.dataset, self.pre, self.device), False
+        self.params_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def train_batch(self, positions: torch.Tensor):
         """(inputs, soft targets) of a batch: augmented images (mixed up, when asked) or cached prefix outputs."""
@@ -535,7 +587,7 @@ class _Run:
             self.on_epoch(record, self.best)
         if self.reporting:
             self.trial.report(val["accuracy"], report)
-            if self.trial.should_prune():
+            if self.step > self.plan.protected_steps and self.trial.should_prune():
                 self.stop_pruned(f"pruned by the pruner after report {report}")
         if not math.isfinite(val["loss"]):
             self.stop_pruned(f"non-finite validation loss at report {report}")
@@ -544,14 +596,19 @@ class _Run:
 
     def keep(self, val: dict, report: int) -> None:
         """Keep the report's weights when they are the best so far (or the last, for a refit), and for a soup."""
-        best = self.best
-        if best is None or self.keep_last or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
+        if self.best is None or self.keep_last or self.ahead(val, report, self.best):
             self.best = dict(val, epoch=report)
             self.best_state = _cpu_copy(self.model)
         if self.soup:
             state = self.best_state if self.best["epoch"] == report else _cpu_copy(self.model)
             candidates = self.top + [((val["accuracy"], -val["loss"]), report, state)]
             self.top = sorted(candidates, key=lambda c: c[0], reverse=True)[:SOUP_EPOCHS]
+
+    def ahead(self, val: dict, report: int, than: dict) -> bool:
+        """Whether a report beats another by the best-trial rule (``autotl.trials.best``) on the validation check."""
+        mine = Standing((val["accuracy"],), report, val["loss"], len(self.check_index))
+        theirs = Standing((than["accuracy"],), than["epoch"], than["loss"], len(self.check_index))
+        return best([mine, theirs], [optuna.study.StudyDirection.MAXIMIZE]) is mine
 
     def finish(self) -> TrialResult:
         """The kept weights (a soup of them, when that helps), scored on all of val, with their latency."""
@@ -569,6 +626,7 @@ class _Run:
                 self.score(self.val_index, every, len(self.val_index) if self.progress else None),
                 epoch=self.best["epoch"],
             )
+        backbones.merge_lora(self.model)  # a plain timm model, whatever the strategy
         self.model.to(self.device, memory_format=torch.contiguous_format).eval()  # as load_model builds it
         latency = latency_ms(self.model, self.pre.size, self.device)
         self.model.to("cpu")
@@ -593,7 +651,7 @@ class _Run:
         return soup_epochs, unsouped
 
     def result(self, reason: str, metrics: dict | None = None) -> TrialResult:
-        features = self.inputs.features["train"][0].seconds - self.feature_seconds_before if self.cached else 0.0
+        features = (self.inputs.features["train"][0].seconds if self.cached else 0.0) - self.feature_seconds_before
         best = self.best or {}
         return TrialResult(
             config=self.config,
@@ -612,6 +670,7 @@ class _Run:
             model_mb=model_megabytes(self.model),
             feature_seconds=round(features, 3),
             first_report_seconds=self.first_report,
+            val_images=len(self.val_index if metrics is not None else self.check_index),  # finish scores all of val
         )
 
     def stop_pruned(self, reason: str):
