@@ -17,7 +17,8 @@ from plotly.offline import get_plotlyjs
 
 from autotl import report
 from autotl.cli import main
-from autotl.report import _html, _records
+from autotl.report import _figures, _html, _records
+from autotl.space import STRATEGIES, TrialConfig
 
 EVIL = "<script>alert(1)</script>"
 EVIL_TEXT = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -276,11 +277,11 @@ def test_write_makes_one_self_contained_escaped_page(tmp_path):
     assert "cdn" not in page.split(get_plotlyjs())[1].lower()  # nothing fetched from elsewhere
     assert EVIL not in page
     assert EVIL_TEXT in page  # shown, but as text
-    for section in ("summary", "history", "curves", "mattered", "best-model", "trials"):
+    for section in ("summary", "history", "curves", "mattered", "strategies", "best-model", "trials"):
         assert f'<section id="{section}">' in page
     for figure in ("history", "time", "curves", "importance", "parallel", "recipe", "backbones", "confusion"):
         assert f'id="figure-{figure}"' in page
-    assert page.count('<p class="caption">') == 6  # one caption per section
+    assert page.count('<p class="caption">') == 7  # one caption per section
     assert page.count('<img src="data:image/png;base64,') == 5
     assert "first 40% of blocks frozen" in page or "full fine-tuning" in page or "linear probe" in page
     assert "best_model/ in the run directory" in page and "/somewhere/run" not in page
@@ -626,7 +627,8 @@ def test_an_old_study_shows_none_of_the_new_parts():
         "Objectives",
     ):
         assert absent not in page
-    assert "<h2>6. All trials</h2>" in page
+    assert "<h2>6. All trials</h2>" in _html.render(study)
+    assert '<section id="strategies">' not in _html.render(study)  # no trial says what it trained
 
 
 @pytest.mark.parametrize(
@@ -637,3 +639,125 @@ def test_a_malformed_ranking_does_not_break_the_page(ranking):
     study.set_user_attr("backbone_ranking", ranking)
     page = _html.render(study)
     assert "figure-ranking" not in page and '<section id="trials">' in page
+
+
+# --- strategies ---------------------------------------------------------------------------------
+
+
+def _strategy_trial(value, strategy, state=TrialState.COMPLETE, train_seconds=None, trainable=None, **changes):
+    """A finished trial that stored its recipe (``TrialConfig``) with ``strategy``, its cost and its loss."""
+    attrs = {
+        "config": TrialConfig(strategy=strategy, **changes).to_dict(),
+        "params_total": 1_000_000,
+        "metrics": {"accuracy": value, "loss": 0.25},
+    }
+    if train_seconds is not None:
+        attrs["train_seconds"] = train_seconds
+    if trainable is not None:
+        attrs["params_trainable"] = trainable
+    return optuna.trial.create_trial(state=state, value=None if state == TrialState.FAIL else value, user_attrs=attrs)
+
+
+def make_strategy_study():
+    """Trials of lora, full, bitfit, plus an old recipe with frozen_depth 1.0 and no strategy (a linear probe)."""
+    study = optuna.create_study(direction="maximize", study_name="strategies")
+    for trial in [
+        _strategy_trial(0.80, "lora", train_seconds=10.0, trainable=8_000, lora_rank=4),
+        _strategy_trial(0.85, "lora", train_seconds=12.0, trainable=8_000, lora_rank=16),
+        _strategy_trial(0.95, "lora", TrialState.PRUNED, train_seconds=3.0, trainable=8_000),
+        _strategy_trial(0.90, "full", train_seconds=40.0, trainable=1_000_000),
+        optuna.trial.create_trial(  # failed before it stored a recipe: the strategy is its param
+            state=TrialState.FAIL,
+            params={"strategy": "full"},
+            distributions={"strategy": optuna.distributions.CategoricalDistribution(STRATEGIES)},
+        ),
+        optuna.trial.create_trial(value=0.70, user_attrs={"config": {"backbone": "resnet18", "frozen_depth": 1.0}}),
+        _strategy_trial(0.60, "bitfit", TrialState.PRUNED, train_seconds=2.0, trainable=2_000),
+    ]:
+        study.add_trial(trial)
+    return study
+
+
+def test_strategy_records_count_trials_and_find_the_best_per_strategy():
+    strategies = report.strategy_records(make_strategy_study())
+    assert list(strategies.columns) == _records.STRATEGY_COLUMNS
+    assert strategies["strategy"].tolist() == ["full", "lora", "linear_probe", "bitfit"]  # best first
+    assert strategies["trials"].tolist() == [2, 3, 1, 1]
+    assert strategies["complete"].tolist() == [1, 2, 1, 0]
+    assert strategies["pruned"].tolist() == [0, 1, 0, 1]
+    assert strategies["failed"].tolist() == [1, 0, 0, 0]
+    assert strategies["best"].iloc[:3].tolist() == pytest.approx([0.90, 0.85, 0.70])  # not the pruned 0.95
+    assert strategies["best_trial"].iloc[:3].tolist() == [3, 1, 5]
+    assert pd.isna(strategies["best"].iloc[3]) and pd.isna(strategies["best_trial"].iloc[3])
+    lora = strategies.iloc[1]
+    assert lora["median_train_seconds"] == 10.0 and lora["train_seconds"] == 25.0  # the pruned trial costs too
+    assert lora["share_trained"] == pytest.approx(0.008)
+    assert pd.isna(strategies["median_train_seconds"].iloc[2])  # the old trial recorded no cost
+    assert report.strategy_records(optuna.create_study()).empty
+
+
+def test_an_old_recipe_without_a_strategy_counts_as_the_strategy_it_was():
+    study = make_strategy_study()
+    assert _records.trial_strategy(study.trials[5]) == "linear_probe"
+    configs = report.config_records(study)
+    assert configs.loc[configs["number"] == 5, "strategy"].item() == "linear_probe"
+    old = report.config_records(make_study())  # recipes with frozen_depth 0, 0.4 or 1 and no strategy
+    expected = {0.0: "full", 0.4: "frozen_prefix", 1.0: "linear_probe"}
+    assert old["strategy"].tolist() == [expected[depth] for depth in old["frozen_depth"]]
+    assert _records.trial_strategy(_trial(0.5, where="config")) is None  # a recipe that says nothing
+
+
+def test_settings_a_strategy_does_not_use_are_left_out_of_the_plots():
+    study = make_strategy_study()
+    settings = _records.parallel_records(report.trial_records(study), report.config_records(study))
+    assert "strategy" in settings.columns  # a categorical axis
+    assert "lora_rank" in settings.columns
+    ranks = dict(zip(settings["number"], settings["lora_rank"]))
+    assert (ranks[0], ranks[1]) == (4, 16) and pd.isna(ranks[3]) and pd.isna(ranks[5])
+    fig = _figures.recipe_figure(_records.applicable_settings(report.config_records(study)), 3)
+    assert "strategy (what trains)" in [annotation.text for annotation in fig.layout.annotations]
+
+
+def test_the_strategies_section_shows_score_cost_and_the_lora_share():
+    study = make_strategy_study()
+    page = _html.render(study)
+    section = page[page.index('<section id="strategies">') : page.index('<section id="best-model">')]
+    assert "<h2>5. Strategies</h2>" in section and "cost is training seconds" in section
+    for header in ("best accuracy", "best trial", "median train time (s)", "share of params trained"):
+        assert f"<th>{header}</th>" in section
+    rows = section[: section.index("</table>")].split("<tr")[2:]
+    assert rows[0].startswith(' class="best"') and ">full<" in rows[0] and ">100%<" in rows[0]
+    assert ">lora<" in rows[1] and ">0.8%<" in rows[1] and ">25<" in rows[1]
+    assert 'id="figure-strategies"' in section
+    fig = _figures.strategy_figure(report.strategy_records(study))
+    assert list(fig.data[0].text) == ["full", "lora"]  # the others have no complete trial with a cost
+    assert [c[0] for c in fig.data[0].customdata] == ["100%", "0.8%"]
+    assert "of parameters trained" in fig.data[0].hovertemplate
+    trials = page[page.index('<section id="trials">') :]
+    assert "<th>val loss</th>" in trials and ">0.25<" in trials
+    assert trials.count("<th>strategy</th>") == 1  # the strategy param is not repeated
+
+
+def test_strategies_without_a_complete_trial_or_with_one_strategy_stay_short():
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_strategy_trial(0.5, "lora", TrialState.PRUNED, train_seconds=3.0, trainable=8_000))
+    study.add_trial(_strategy_trial(0.5, "full", TrialState.FAIL))
+    study.ask()  # running, nothing recorded
+    page = _html.render(study)
+    section = page[page.index('<section id="strategies">') : page.index('<section id="best-model">')]
+    assert "No strategy has a complete trial with its training time yet." in section
+    assert ">0.8%<" in section
+    single = optuna.create_study(direction="maximize")
+    single.add_trial(_strategy_trial(0.7, "bitfit", train_seconds=5.0, trainable=20_000))
+    single.add_trial(_strategy_trial(0.8, "bitfit", train_seconds=6.0, trainable=20_000))
+    section = _html.render(single)
+    section = section[section.index('<section id="strategies">') : section.index('<section id="best-model">')]
+    assert "Every trial used one strategy, bitfit." in section and ">2%<" in section
+    assert section.count("<tr") == 2 and "figure-strategies" not in section
+
+
+@pytest.mark.parametrize(
+    "share, text", [(0.008, "0.8%"), (0.0123, "1.2%"), (0.5, "50%"), (1.0, "100%"), (None, "unknown")]
+)
+def test_share_text(share, text):
+    assert _figures.share_text(share) == text

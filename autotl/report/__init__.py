@@ -16,6 +16,7 @@ from autotl.report._records import (
     curve_records,
     pareto_records,
     ranking_records,
+    strategy_records,
     time_records,
     trial_records,
 )
@@ -30,5 +31,6 @@ __all__ = [
     "backbone_records",
     "ranking_records",
     "pareto_records",
+    "strategy_records",
     "best_model_records",
 ]

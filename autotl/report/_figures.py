@@ -29,6 +29,7 @@ _NA = -0.12  # where a trial without a value of a (conditional) param sits on it
 _MARGIN = {"t": 30, "b": 50, "l": 60, "r": 20}
 # (column, panel title, kind) for the "score against ..." grid; kind: number, log or category.
 _RECIPE_PANELS = [
+    ("strategy", "strategy (what trains)", "category"),
     ("frozen_depth", "frozen depth (share of blocks)", "number"),
     ("lr", "learning rate", "log"),
     ("lr_schedule", "schedule", "category"),
@@ -291,9 +292,10 @@ def parallel_figure(settings: pd.DataFrame, best_trial: int | None = None) -> go
 
 
 def recipe_figure(configs: pd.DataFrame, best_trial: int | None = None) -> go.Figure | None:
-    """Score of complete trials against frozen depth, learning rate, schedule, regularizer, ...
+    """Score of complete trials against strategy, frozen depth, learning rate, schedule, regularizer, ...
 
-    One small panel per recipe setting that has values (``_RECIPE_PANELS``); numeric
+    ``configs`` is ``_records.applicable_settings``, so a setting shows only for the
+    trials that used it. One small panel per recipe setting that has values (``_RECIPE_PANELS``); numeric
     settings are scatter plots (log x when they span more than 20x), categorical ones
     show every trial as a point over a box. The best trial is an orange star.
     """
@@ -429,6 +431,51 @@ def backbone_figure(configs: pd.DataFrame, backbones: pd.DataFrame) -> go.Figure
     _layout(fig, height=_HEIGHT)
     fig.update_layout(margin={"t": 50})
     return fig
+
+
+def strategy_figure(strategies: pd.DataFrame) -> go.Figure | None:
+    """Best score (y) against median training seconds per trial (x), one labelled marker per strategy.
+
+    ``strategies`` is ``_records.strategy_records``; hovering a marker shows the share of
+    parameters the strategy trains, the light ones (LoRA, BitFit) being the point of them.
+    Seconds are on a log axis when they span more than 20x. None when no strategy has a
+    complete trial with its training time.
+    """
+    shown = strategies[strategies["best"].notna() & strategies["median_train_seconds"].notna()]
+    if shown.empty:
+        return None
+    fig = go.Figure(
+        go.Scatter(
+            x=shown["median_train_seconds"].tolist(),
+            y=shown["best"].tolist(),
+            mode="markers+text",
+            text=[_label(name) for name in shown["strategy"]],
+            textposition="top center",
+            marker={"color": "#1f77b4", "size": 11},
+            customdata=[
+                [share_text(share), int(best), int(trials)]
+                for share, best, trials in zip(shown["share_trained"], shown["best_trial"], shown["trials"])
+            ],
+            hovertemplate="%{text}<br>best accuracy %{y:.4f} (trial %{customdata[1]})<br>"
+            "median %{x:.3g} s of training per trial (%{customdata[2]} trials)<br>"
+            "%{customdata[0]} of parameters trained<extra></extra>",
+        )
+    )
+    _layout(fig, xaxis_title="median training seconds per trial", yaxis_title="best validation accuracy")
+    low, high = shown["median_train_seconds"].min(), shown["median_train_seconds"].max()
+    if low > 0 and high / low > 20:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def share_text(share: float | None) -> str:
+    """A share as a short percentage with two significant digits: '0.8%', '12%', '100%'; 'unknown' when missing."""
+    if _missing(share):
+        return "unknown"
+    percent = 100 * float(share)
+    if 0 < percent < 0.01:
+        return "<0.01%"
+    return f"{percent:.0f}%" if percent >= 10 else f"{percent:.2g}%"
 
 
 def ranking_figure(ranking: pd.DataFrame) -> go.Figure | None:

@@ -124,6 +124,7 @@ def render(study: optuna.Study) -> str:
     configs = _records.config_records(study)
     times = _records.time_records(study)
     backbones = _records.backbone_records(configs)
+    strategies = _records.strategy_records(study)
     ranking = _records.ranking_records(study)
     pareto = _records.pareto_records(study)
     importances, why_no_importances = _records.param_importances(study)
@@ -192,7 +193,7 @@ def render(study: optuna.Study) -> str:
                 "Score against the recipe",
                 "Each point is a complete trial; the orange star is the best one. A cloud that "
                 "rises to one side shows the direction to search next.",
-                _figures.recipe_figure(configs, info["best_trial"]),
+                _figures.recipe_figure(_records.applicable_settings(configs), info["best_trial"]),
                 "recipe",
                 "No complete trial stored its recipe.",
             ),
@@ -206,12 +207,13 @@ def render(study: optuna.Study) -> str:
             ),
             _ranking_block(_records.ranking_settings(study), ranking),
         ),
+        _strategies_section(strategies, info["best_trial"]),
         _best_model_section(best, info),
         _section(
             "trials",
             "All trials",
-            "Every trial with its state, score, cost and parameters; click a column header to "
-            "sort, and see the errors of failed trials below the table.",
+            "Every trial with its state, score, validation loss (it breaks near-ties for the best), "
+            "cost and parameters; click a column header to sort, and see the errors of failed trials below the table.",
             _trials_table(trials, info["best_trial"], _front(pareto) if info["objectives"] else None),
             _errors(trials),
         ),
@@ -432,6 +434,58 @@ def _pareto_section(pareto: pd.DataFrame) -> tuple[str, str, str, str]:
     )
 
 
+def _strategies_section(strategies: pd.DataFrame, best_trial: int | None) -> tuple[str, str, str, str] | None:
+    """Per fine-tuning strategy: trials, best score, training cost and share of parameters trained.
+
+    The figure only when there are several strategies to compare; one strategy is one row.
+    None when no trial says what it trained (a study from before strategies, without recipes).
+    """
+    if strategies.empty:
+        return None
+    caption = (
+        "A strategy is which parameters a trial trains (all, a frozen prefix, the head alone, "
+        "LoRA adapters, ...); cost is training seconds, and the share trained shows how light each is."
+    )
+    columns = [
+        ("strategy", "strategy"),
+        ("trials", "trials"),
+        ("complete", "complete"),
+        ("pruned", "pruned"),
+        ("failed", "failed"),
+        ("best", "best accuracy"),
+        ("best_trial", "best trial"),
+        ("median_train_seconds", "median train time (s)"),
+        ("train_seconds", "total train time (s)"),
+        ("share_trained", "share of params trained"),
+    ]
+    rows, keys, classes = [], [], []
+    for _, row in strategies.iterrows():
+        cells = [_cell(row[c]) for c, _ in columns]
+        cells[-1] = "" if pd.isna(row["share_trained"]) else _figures.share_text(row["share_trained"])
+        rows.append(cells)
+        keys.append([_sort_key(row[c]) for c, _ in columns])
+        best = best_trial is not None and not pd.isna(row["best_trial"]) and int(row["best_trial"]) == best_trial
+        classes.append("best" if best else "")
+    table = _table([h for _, h in columns], rows, sort_keys=keys, row_classes=classes)
+    if len(strategies) == 1:
+        only = f"Every trial used one strategy, {strategies['strategy'].iloc[0]}."
+        return _section("strategies", "Strategies", caption, f'<p class="sub">{html.escape(only)}</p>', table)
+    return _section(
+        "strategies",
+        "Strategies",
+        caption,
+        table,
+        _figure_block(
+            "Best score against training cost",
+            "One marker per strategy: higher is more accurate, further left is cheaper to train; "
+            "hover for the share of parameters it trains.",
+            _figures.strategy_figure(strategies),
+            "strategies",
+            "No strategy has a complete trial with its training time yet.",
+        ),
+    )
+
+
 def _ranking_block(settings: dict[str, Any] | None, ranking: pd.DataFrame) -> str | None:
     """The LogME ranking made before training, next to each backbone's result in the search.
 
@@ -588,7 +642,7 @@ def _gallery(items: list[dict[str, Any]]) -> str:
 
 
 def _trials_table(trials: pd.DataFrame, best_trial: int | None, front: set[int] | None = None) -> str:
-    """Every trial: state, score, best epoch, time, cost, end reason and every parameter; sortable.
+    """Every trial, sortable: state, score, validation loss, best epoch, time, cost, strategy, end reason, params.
 
     The cost columns (train time, latency, size) and warm start show only when some trial
     stored them; ``front`` (the Pareto front of a multi-objective study) adds a column.
@@ -599,6 +653,7 @@ def _trials_table(trials: pd.DataFrame, best_trial: int | None, front: set[int] 
         ("number", "trial"),
         ("state", "state"),
         ("value", "score"),
+        ("val_loss", "val loss"),
         ("best_epoch", "best epoch"),
         ("epochs_run", "epochs"),
         ("wall_seconds", "time (s)"),
@@ -606,6 +661,7 @@ def _trials_table(trials: pd.DataFrame, best_trial: int | None, front: set[int] 
         ("latency_ms", "PyTorch latency (ms, batch 1)"),
         ("model_mb", "size (MB)"),
         ("backbone", "backbone"),
+        ("strategy", "strategy"),
         ("params_trainable", "trainable params"),
         ("end_reason", "end reason"),
         ("warm_start", "warm start"),
@@ -613,6 +669,8 @@ def _trials_table(trials: pd.DataFrame, best_trial: int | None, front: set[int] 
     params = [c for c in trials.columns if c.startswith("param_") and trials[c].notna().any()]
     if "param_backbone" in params and trials["param_backbone"].equals(trials["backbone"]):
         params.remove("param_backbone")  # the trainer copies it into the backbone column
+    if "param_strategy" in params:
+        params.remove("param_strategy")  # the strategy column is this param, normalised
     if front is not None:
         trials = trials.assign(front=["yes" if int(n) in front else None for n in trials["number"]])
         fixed.insert(3, ("front", "Pareto front"))

@@ -18,12 +18,13 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from ..space import FIELD_NAMES, TrialConfig
-from ..trials import TrialRecord, accuracy_index, best_trial, multi_objective, objective_names
+from ..trials import Standing, TrialRecord, accuracy_index, best, best_trial, multi_objective, objective_names, score
 
 TRIAL_COLUMNS = [
     "number",
     "state",
     "value",
+    "val_loss",
     "best_epoch",
     "epochs_run",
     "wall_seconds",
@@ -35,6 +36,7 @@ TRIAL_COLUMNS = [
     "end_reason",
     "warm_start",
     "backbone",
+    "strategy",
     "error",
 ]
 CURVE_COLUMNS = [
@@ -49,6 +51,29 @@ CURVE_COLUMNS = [
 ]
 CONFIG_COLUMNS = list(FIELD_NAMES)  # a stored recipe's settings: TrialConfig's fields
 TIME_COLUMNS = ["number", "state", "value", "elapsed_seconds", "best_so_far"]
+STRATEGY_COLUMNS = [
+    "strategy",
+    "trials",
+    "complete",
+    "pruned",
+    "failed",
+    "best",
+    "best_trial",
+    "median_train_seconds",
+    "train_seconds",
+    "share_trained",
+]
+# Settings that mean something under some strategies only; the others store their defaults.
+# A frozen depth of 0 or 1 is full fine-tuning or a linear probe, so it means something there too.
+STRATEGY_SETTINGS = {
+    "frozen_depth": ("full", "frozen_prefix", "linear_probe"),
+    "probe_epochs": ("lp_ft",),
+    "probe_lr_scale": ("lp_ft",),
+    "surgical_group": ("surgical",),
+    "lora_rank": ("lora",),
+    "lora_alpha": ("lora",),
+    "lora_layers": ("lora",),
+}
 BACKBONE_COLUMNS = ["backbone", "trials", "complete", "best", "median", "seconds_per_trial"]
 RANKING_COLUMNS = ["rank", "backbone", "logme", "seconds", "dropped", "trials", "complete", "best"]
 PARETO_COLUMNS = ["number", "backbone", "accuracy", "latency_ms", "on_front", "train_seconds", "model_mb", "warm_start"]
@@ -79,8 +104,10 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, with its outcome, cost and sampled params (``param_<name>``).
 
     ``value`` is the validation accuracy (in a multi-objective study, the accuracy
-    objective); the cost columns (``train_seconds``, ``latency_ms``, ``model_mb``) and
-    ``warm_start`` are blank for trials that did not store them, e.g. from older searches.
+    objective) and ``val_loss`` the kept weights' validation loss, which breaks near-ties
+    between the most accurate trials; ``strategy`` is what trained (``trial_strategy``).
+    The cost columns (``train_seconds``, ``latency_ms``, ``model_mb``) and ``warm_start``
+    are blank for trials that did not store them, e.g. from older searches.
     """
     rows = []
     param_names: list[str] = []
@@ -91,6 +118,7 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
             "number": trial.number,
             "state": state_word(trial),
             "value": trial_value(trial, index),
+            "val_loss": _number(record.metrics.get("loss")) if isinstance(record.metrics, dict) else None,
             "best_epoch": _integer(record.best_epoch),
             "epochs_run": _integer(record.epochs_run),
             "wall_seconds": _number(record.wall_seconds if record.wall_seconds is not None else _duration(trial)),
@@ -102,6 +130,7 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
             "end_reason": _text(record.end_reason),
             "warm_start": _text(record.warm_start),
             "backbone": _text(record.backbone or trial.params.get("backbone")),
+            "strategy": trial_strategy(trial),
             "error": _text(record.error),
         }
         for name, value in trial.params.items():
@@ -111,7 +140,7 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
         rows.append(row)
     columns = TRIAL_COLUMNS + ["param_" + name for name in param_names]
     frame = pd.DataFrame(rows, columns=columns)
-    for column in ("value", "wall_seconds", "train_seconds", "latency_ms", "model_mb"):
+    for column in ("value", "val_loss", "wall_seconds", "train_seconds", "latency_ms", "model_mb"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("number", "best_epoch", "epochs_run", "params_total", "params_trainable"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
@@ -123,7 +152,8 @@ def config_records(study: optuna.Study) -> pd.DataFrame:
 
     Columns: number, state, value, wall_seconds, then ``CONFIG_COLUMNS``. Unlike the
     Optuna params (``adamw.lr``), the recipe names every setting the same way in every
-    trial, so it is what the "score against ..." plots use.
+    trial, so it is what the "score against ..." plots use. ``strategy`` is the normalised
+    name (``trial_strategy``), so a recipe stored before strategies existed has one too.
     """
     trials = trial_records(study).set_index("number")
     rows = []
@@ -138,6 +168,7 @@ def config_records(study: optuna.Study) -> pd.DataFrame:
             "wall_seconds": trials.at[trial.number, "wall_seconds"],
         }
         row.update({name: config.get(name) for name in CONFIG_COLUMNS})
+        row["strategy"] = trial_strategy(trial)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["number", "state", "value", "wall_seconds"] + CONFIG_COLUMNS)
     for column in (
@@ -145,15 +176,25 @@ def config_records(study: optuna.Study) -> pd.DataFrame:
         "wall_seconds",
         "resolution_scale",
         "frozen_depth",
+        "probe_lr_scale",
+        "lora_alpha",
         "lr",
         "layer_decay",
         "regularizer_strength",
         "augment_strength",
     ):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    for column in ("number", "warmup_epochs", "batch_size", "max_epochs"):
+    for column in (
+        "number",
+        "probe_epochs",
+        "lora_rank",
+        "warmup_epochs",
+        "batch_size",
+        "max_epochs",
+        "report_every_images",
+    ):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
-    for column in ("backbone", "optimizer", "lr_schedule", "regularizer"):
+    for column in ("backbone", "strategy", "surgical_group", "lora_layers", "optimizer", "lr_schedule", "regularizer"):
         frame[column] = frame[column].map(lambda v: None if v is None else str(v)).astype("object")
     return frame
 
@@ -162,16 +203,14 @@ def parallel_records(trials: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFram
     """Complete trials with the settings worth an axis in parallel coordinates.
 
     Columns: number, value, then one column per setting. When every complete trial
-    stored its recipe, the settings are the recipe's that took more than one value (a
-    regularizer strength counts only where there is a regularizer); otherwise they are
-    the sampled Optuna params. Empty when no trial completed.
+    stored its recipe, the settings are the recipe's that took more than one value, where
+    they apply (``applicable_settings``); otherwise they are the sampled Optuna params.
+    Empty when no trial completed.
     """
     complete = trials[(trials["state"] == "complete") & trials["value"].notna()]
     recipes = configs[configs["number"].isin(complete["number"])]
     if not complete.empty and len(recipes) == len(complete):
-        frame = recipes.copy()
-        if "regularizer" in frame:
-            frame.loc[frame["regularizer"] == "none", "regularizer_strength"] = float("nan")
+        frame = applicable_settings(recipes)
         columns = [c for c in CONFIG_COLUMNS if frame[c].dropna().map(repr).nunique() > 1]
     else:
         params = [c for c in complete.columns if c.startswith("param_") and complete[c].notna().any()]
@@ -179,6 +218,21 @@ def parallel_records(trials: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFram
         # only the params, renamed: a param may share its name with a trial column (e.g. backbone)
         frame = complete[["number", "value"] + params].set_axis(["number", "value"] + columns, axis=1)
     return frame[["number", "value"] + columns].reset_index(drop=True)
+
+
+def applicable_settings(configs: pd.DataFrame) -> pd.DataFrame:
+    """``config_records`` with the settings a trial did not use blanked, so plots show only real choices.
+
+    A recipe stores every setting, e.g. a LoRA rank for a full fine-tune and a regularizer
+    strength without a regularizer; plotted, those defaults would look like choices.
+    """
+    frame = configs.copy()
+    if "regularizer" in frame:
+        frame["regularizer_strength"] = frame["regularizer_strength"].where(frame["regularizer"] != "none")
+    for column, strategies in STRATEGY_SETTINGS.items():
+        if column in frame and "strategy" in frame:
+            frame[column] = frame[column].where(frame["strategy"].isna() | frame["strategy"].isin(strategies))
+    return frame
 
 
 def curve_records(study: optuna.Study) -> pd.DataFrame:
@@ -279,6 +333,89 @@ def backbone_records(configs: pd.DataFrame) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame = frame.sort_values(["best", "backbone"], ascending=[False, True], na_position="last")
     return frame.reset_index(drop=True)
+
+
+def strategy_records(study: optuna.Study) -> pd.DataFrame:
+    """Per strategy that some trial used: trials by state, best score, training cost and share of parameters trained.
+
+    One row per strategy (``STRATEGY_COLUMNS``): ``best`` is the validation accuracy of its
+    best complete trial (``strategy_best``), ``best_trial`` that trial's number (both blank
+    when none completed); ``median_train_seconds`` and ``train_seconds`` (the total) are over
+    every trial that recorded its training time, since pruned trials cost time too;
+    ``share_trained`` is the median of ``params_trainable / params_total``. Best first.
+    """
+    groups: dict[str, list[FrozenTrial]] = {}
+    for trial in study.trials:
+        name = trial_strategy(trial)
+        if name is not None:
+            groups.setdefault(name, []).append(trial)
+    rows = []
+    for name, trials in groups.items():
+        winner = strategy_best(study, trials)
+        seconds = pd.Series([_number(t.user_attrs.get("train_seconds")) for t in trials], dtype="float64")
+        shares = pd.Series([share_trained(t) for t in trials], dtype="float64")
+        states = [t.state for t in trials]
+        rows.append(
+            {
+                "strategy": name,
+                "trials": len(trials),
+                "complete": states.count(TrialState.COMPLETE),
+                "pruned": states.count(TrialState.PRUNED),
+                "failed": states.count(TrialState.FAIL),
+                "best": _number(score(winner, study)),
+                "best_trial": winner.number if winner is not None else None,
+                "median_train_seconds": seconds.median(),
+                "train_seconds": seconds.sum() if seconds.notna().any() else None,
+                "share_trained": shares.median(),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=STRATEGY_COLUMNS)
+    for column in ("best", "median_train_seconds", "train_seconds", "share_trained"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    for column in ("trials", "complete", "pruned", "failed", "best_trial"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    frame = frame.sort_values(["best", "strategy"], ascending=[False, True], na_position="last")
+    return frame.reset_index(drop=True)
+
+
+def strategy_best(study: optuna.Study, trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The best complete trial among one strategy's ``trials`` by the study's rule (``autotl.trials.best``)."""
+    complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE and t.values}
+    winner = best([Standing.of(t) for t in complete.values()], study.directions, accuracy_index(study))
+    return complete[winner.number] if winner is not None else None
+
+
+def trial_strategy(trial: FrozenTrial) -> str | None:
+    """What a trial trained, as one of ``STRATEGIES``: from its stored recipe, else its params, else its attrs.
+
+    Normalised by ``TrialConfig``, so a recipe from before strategies existed (only a
+    ``frozen_depth``) counts as the strategy it was. None when nothing says.
+    """
+    for source in (trial.user_attrs.get("config"), trial.params, trial.user_attrs):
+        name = _strategy_of(source) if isinstance(source, dict) else None
+        if name is not None:
+            return name
+    return None
+
+
+def _strategy_of(settings: dict[str, Any]) -> str | None:
+    """The normalised strategy of a recipe's ``strategy`` and ``frozen_depth``; None without either."""
+    given = {key: settings[key] for key in ("strategy", "frozen_depth") if settings.get(key) is not None}
+    if not given:
+        return None
+    try:
+        return TrialConfig.from_dict(given).strategy
+    except (TypeError, ValueError):  # a name this version does not know: show it as stored
+        return _text(given.get("strategy"))
+
+
+def share_trained(trial: FrozenTrial) -> float | None:
+    """The share of the model's parameters the trial trained; None unless it recorded both counts."""
+    record = TrialRecord.of(trial)
+    total, trainable = _number(record.params_total), _number(record.params_trainable)
+    if total is None or trainable is None or total <= 0:
+        return None
+    return trainable / total
 
 
 def ranking_settings(study: optuna.Study) -> dict[str, Any] | None:
