@@ -84,9 +84,11 @@ def _placed(sign: float, value) -> float:
     return sign * float(value)
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best complete trial by ``best``, or None when no trial completed with a value."""
-    complete = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values}
+def best_trial(study: optuna.Study, trials=None) -> FrozenTrial | None:
+    """The best complete trial of ``study`` (or of its ``trials``) by ``best``; None when none completed."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE and t.values}
     winner = best([Standing.of(t) for t in complete.values()], study.directions, accuracy_index(study))
     return complete[winner.number] if winner is not None else None
 

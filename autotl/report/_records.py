@@ -17,8 +17,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from ..space import FIELD_NAMES, TrialConfig
-from ..trials import Standing, TrialRecord, accuracy_index, best, best_trial, multi_objective, objective_names, score
+from ..space import FIELD_NAMES, STRATEGY_SETTINGS, TrialConfig
+from ..trials import TrialRecord, accuracy_index, best_trial, multi_objective, objective_names, score
 
 TRIAL_COLUMNS = [
     "number",
@@ -63,17 +63,6 @@ STRATEGY_COLUMNS = [
     "train_seconds",
     "share_trained",
 ]
-# Settings that mean something under some strategies only; the others store their defaults.
-# A frozen depth of 0 or 1 is full fine-tuning or a linear probe, so it means something there too.
-STRATEGY_SETTINGS = {
-    "frozen_depth": ("full", "frozen_prefix", "linear_probe"),
-    "probe_epochs": ("lp_ft",),
-    "probe_lr_scale": ("lp_ft",),
-    "surgical_group": ("surgical",),
-    "lora_rank": ("lora",),
-    "lora_alpha": ("lora",),
-    "lora_layers": ("lora",),
-}
 BACKBONE_COLUMNS = ["backbone", "trials", "complete", "best", "median", "seconds_per_trial"]
 RANKING_COLUMNS = ["rank", "backbone", "logme", "seconds", "dropped", "trials", "complete", "best"]
 PARETO_COLUMNS = ["number", "backbone", "accuracy", "latency_ms", "on_front", "train_seconds", "model_mb", "warm_start"]
@@ -339,7 +328,7 @@ def strategy_records(study: optuna.Study) -> pd.DataFrame:
     """Per strategy that some trial used: trials by state, best score, training cost and share of parameters trained.
 
     One row per strategy (``STRATEGY_COLUMNS``): ``best`` is the validation accuracy of its
-    best complete trial (``strategy_best``), ``best_trial`` that trial's number (both blank
+    best complete trial (``autotl.trials.best_trial``), ``best_trial`` that trial's number (both blank
     when none completed); ``median_train_seconds`` and ``train_seconds`` (the total) are over
     every trial that recorded its training time, since pruned trials cost time too;
     ``share_trained`` is the median of ``params_trainable / params_total``. Best first.
@@ -351,7 +340,7 @@ def strategy_records(study: optuna.Study) -> pd.DataFrame:
             groups.setdefault(name, []).append(trial)
     rows = []
     for name, trials in groups.items():
-        winner = strategy_best(study, trials)
+        winner = best_trial(study, trials)
         seconds = pd.Series([_number(t.user_attrs.get("train_seconds")) for t in trials], dtype="float64")
         shares = pd.Series([share_trained(t) for t in trials], dtype="float64")
         states = [t.state for t in trials]
@@ -376,13 +365,6 @@ def strategy_records(study: optuna.Study) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     frame = frame.sort_values(["best", "strategy"], ascending=[False, True], na_position="last")
     return frame.reset_index(drop=True)
-
-
-def strategy_best(study: optuna.Study, trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """The best complete trial among one strategy's ``trials`` by the study's rule (``autotl.trials.best``)."""
-    complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE and t.values}
-    winner = best([Standing.of(t) for t in complete.values()], study.directions, accuracy_index(study))
-    return complete[winner.number] if winner is not None else None
 
 
 def trial_strategy(trial: FrozenTrial) -> str | None:

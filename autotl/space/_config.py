@@ -91,6 +91,17 @@ class TrialConfig:
         )
 
 
+# The settings that mean something under some strategies only (a recipe stores them all).
+# A frozen depth of 0 or 1 is full fine-tuning or a linear probe, so it means something there too.
+STRATEGY_SETTINGS = {
+    "frozen_depth": ("full", "frozen_prefix", "linear_probe"),
+    "probe_epochs": ("lp_ft",),
+    "probe_lr_scale": ("lp_ft",),
+    "surgical_group": ("surgical",),
+    "lora_rank": ("lora",),
+    "lora_alpha": ("lora",),
+    "lora_layers": ("lora",),
+}
 VOCABULARY = {
     "optimizer": OPTIMIZERS,
     "lr_schedule": LR_SCHEDULES,
