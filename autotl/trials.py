@@ -128,12 +128,11 @@ class TrialRecord:
     val_images: int | None = None  # the validation images its metrics count (the best-trial rule's tolerance)
     strategy: str | None = None  # what trained (TrialConfig.strategy), for grouping trials by strategy
     warm_start: str | None = None  # written by the search when it enqueues a warm-start recipe
-    final_run_of: int | None = None  # written by the search: the trial whose recipe this final, longer run repeats
     error: str | None = None  # written by the search when the trial failed
 
     def attrs(self) -> dict:
-        """The user attrs the trial loop stores (the search writes ``warm_start``, ``final_run_of`` and ``error``)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("warm_start", "final_run_of", "error")}
+        """The user attrs the trial loop stores (the search writes ``warm_start`` and ``error`` itself)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("warm_start", "error")}
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:

@@ -131,19 +131,6 @@ def test_a_trial_is_compared_only_with_trials_of_its_own_strategy():
     assert _run_with_curve(study, "linear_probe", [0.5, 0.5, 0.5, 0.5]), "a bad probe is still pruned"
 
 
-def test_the_final_run_of_a_search_is_never_pruned():
-    study = optuna.create_study(direction="maximize", pruner=make_pruner("median", 4))
-    for _ in range(4):
-        assert not _run_with_curve(study, "full", [0.9, 0.9, 0.9, 0.9])
-    assert _run_with_curve(study, "full", [0.5, 0.6, 0.7, 0.95]), "behind at every step: pruned"
-    trial = study.ask()
-    trial.set_user_attr("strategy", "full")
-    trial.set_user_attr("final_run_of", 0)  # the same curve, as the longer final run of trial 0's recipe
-    for step, value in enumerate([0.5, 0.6, 0.7, 0.95], start=1):
-        trial.report(value, step)
-        assert not trial.should_prune()
-
-
 def test_spaces_written_before_strategies_keep_their_meaning(tmp_path):
     assert TrialConfig.from_dict({"frozen_depth": 1.0}).strategy == "linear_probe"
     assert TrialConfig.from_dict({"frozen_depth": 0.0}).strategy == "full"

@@ -225,31 +225,6 @@ def test_a_new_trial_needs_room_for_its_first_epoch_before_the_deadline():
     assert _room_for_a_trial(only_probes) == 0.03
 
 
-def test_on_a_large_dataset_the_last_of_the_time_trains_the_best_recipe_again(photo_folder, tmp_path):
-    text = (Path(autotl.__file__).parent / "search_spaces" / "quick.yaml").read_text()
-    (tmp_path / "large.yaml").write_text(text + "report_every_images: 6\n")  # 36 training images: 6 reports' worth
-    result = autotl.search(
-        str(photo_folder),
-        space=tmp_path / "large.yaml",
-        timeout=40,
-        max_epochs=40,
-        n_trials=100,
-        out=tmp_path / "run",
-        progress=False,
-    )
-    trials = result.study.trials
-    finals = [t for t in trials if t.user_attrs.get("final_run_of") is not None]
-    assert len(finals) == 1
-    final = finals[0]
-    origin = trials[final.user_attrs["final_run_of"]]
-    assert origin.state.name == "COMPLETE" and origin.number < final.number
-    assert final.params == origin.params and final.state.name == "COMPLETE"
-    exploring = [t for t in trials if t.number < final.number]
-    assert all(0 < t.user_attrs["time_budget_s"] <= 0.07 * 40 for t in exploring), "a share of --timeout each"
-    assert final.user_attrs["time_budget_s"] is None, "the final run trains until the deadline"
-    assert final.user_attrs["epochs_run"] >= max(t.user_attrs["epochs_run"] for t in exploring)
-
-
 def test_the_warm_start_trains_a_large_dataset_of_small_images_at_a_small_resolution(photo_folder, tmp_path):
     from autotl.search._run import resolution_for_small_images
     from autotl.space import load_space

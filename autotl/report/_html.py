@@ -665,7 +665,6 @@ def _trials_table(trials: pd.DataFrame, best_trial: int | None, front: set[int] 
         ("params_trainable", "trainable params"),
         ("end_reason", "end reason"),
         ("warm_start", "warm start"),
-        ("final_run_of", "final run of trial"),
     ]
     params = [c for c in trials.columns if c.startswith("param_") and trials[c].notna().any()]
     if "param_backbone" in params and trials["param_backbone"].equals(trials["backbone"]):

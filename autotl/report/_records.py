@@ -35,7 +35,6 @@ TRIAL_COLUMNS = [
     "model_mb",
     "end_reason",
     "warm_start",
-    "final_run_of",
     "backbone",
     "strategy",
     "error",
@@ -119,7 +118,6 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
             "model_mb": _number(record.model_mb),
             "end_reason": _text(record.end_reason),
             "warm_start": _text(record.warm_start),
-            "final_run_of": _integer(record.final_run_of),
             "backbone": _text(record.backbone or trial.params.get("backbone")),
             "strategy": trial_strategy(trial),
             "error": _text(record.error),
@@ -133,7 +131,7 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
     for column in ("value", "val_loss", "wall_seconds", "train_seconds", "latency_ms", "model_mb"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    for column in ("number", "best_epoch", "epochs_run", "params_total", "params_trainable", "final_run_of"):
+    for column in ("number", "best_epoch", "epochs_run", "params_total", "params_trainable"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     return frame
 

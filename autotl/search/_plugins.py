@@ -43,19 +43,13 @@ def strategy_of(trial: optuna.trial.FrozenTrial) -> str | None:
     return trial.user_attrs.get("strategy") or trial.params.get("strategy")
 
 
-def is_final_run(trial) -> bool:
-    """Whether ``trial`` is a search's final, longer run of its best recipe so far."""
-    return getattr(trial, "user_attrs", {}).get("final_run_of") is not None
-
-
 class PeerPruner(optuna.pruners.BasePruner):
     """Prune a trial only by comparison with trials of its own strategy.
 
     A linear probe is near its best after one report, a full fine-tune is not: compared
     across strategies, the early bar set by probes prunes every slower recipe that would
     end better. Each strategy gets its own pruner (``make()``), which sees the study
-    through a storage that lists only that strategy's trials. A final run is never pruned:
-    its schedule is longer than its peers', so it is behind them at every step but the last.
+    through a storage that lists only that strategy's trials.
     """
 
     def __init__(self, make):
@@ -63,8 +57,6 @@ class PeerPruner(optuna.pruners.BasePruner):
         self.pruners: dict = {}
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        if is_final_run(trial):
-            return False
         strategy = strategy_of(trial)
         pruner = self.pruners.setdefault(strategy, self.make())
         peers = optuna.Study(

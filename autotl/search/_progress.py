@@ -17,7 +17,10 @@ class Progress:
             print(self.prefix + text, file=self.stream, flush=True)
 
     def trial_started(self, position: int, number: int, config, note: str | None = None) -> None:
-        self.say(f"[trial {position}/{self.total}] #{number}: {config.describe()}" + (f"  ({note})" if note else ""))
+        self.say(
+            f"[trial {position}/{self.total}] #{number}: {config.describe()}"
+            + (f"  (warm start: {note})" if note else "")
+        )
 
     def epoch(self, record: dict, best: dict, max_epochs: int) -> None:
         done = record.get("epochs_done", record["epoch"])

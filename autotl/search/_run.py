@@ -30,7 +30,7 @@ from ..train import TrialResult, fit, resolve_device
 from ..trials import best_trial, score
 from ._best import add_onnx, keep_best
 from ._options import OBJECTIVES, SearchOptions, parse_objectives
-from ._plugins import is_final_run, make_pruner, make_sampler
+from ._plugins import make_pruner, make_sampler
 from ._progress import Progress
 from ._rank import MAX_IMAGES, kept, rank_backbones
 from ._retrain import refit_best
@@ -41,8 +41,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REPORT_RESERVE_S = 10.0  # time kept back from --timeout to write the report and the model
 LARGE_DATASET_REPORTS = 4  # a dataset of more training images than this many reports' worth is large
 RANK_SCALE = 0.5  # backbones are ranked at this resolution scale at least, except on large datasets of small images
-TRIAL_SHARE = 0.07  # on a large dataset, no exploring trial may use more than this share of --timeout
-FINAL_SHARE = 0.5  # on a large dataset, the last share of --timeout trains the best recipe so far once more, longer
+TRIAL_SHARE = 0.25  # on a large dataset, no trial may use more than this share of --timeout (its schedule fits it)
 WAIT_S = 5.0
 WORKER_SEED_STEP = 7919  # worker i samples with seed + WORKER_SEED_STEP * (i + 1): no two draw the same recipes
 
@@ -93,15 +92,7 @@ class SearchContext:
     objectives: tuple = ("accuracy",)
     soup: bool = False
     compile: bool = False
-    trial_budget: float | None = None  # seconds one exploring trial may take, at most
-    explore_until: float | None = None  # exploring trials end by then; the rest of the time is the final run's
-
-    def budget(self, trial) -> float | None:
-        """Seconds this trial may train: the final run gets what is left before the deadline, others a share."""
-        if self.trial_budget is None or is_final_run(trial):
-            return None
-        left = self.explore_until - time.time() if self.explore_until is not None else self.trial_budget
-        return max(1.0, min(self.trial_budget, left))
+    trial_budget: float | None = None  # seconds one trial may take, at most
 
     def suggest(self, trial) -> TrialConfig:
         """Sample the search space into a TrialConfig the caller may change before fitting."""
@@ -109,12 +100,12 @@ class SearchContext:
 
     def fit(self, trial, config: TrialConfig) -> TrialResult:
         """Fine-tune with ``config``, reporting each epoch to ``trial``; raises TrialPruned when pruned."""
-        budget = self.budget(trial)
         if hasattr(trial, "set_user_attr"):
             trial.set_user_attr("strategy", config.strategy)  # the pruner compares a trial with its strategy's
-            trial.set_user_attr("time_budget_s", budget)
         if self.progress is not None:
-            self.progress.trial_started(self.progress.position, trial.number, config, _note(trial))
+            self.progress.trial_started(
+                self.progress.position, trial.number, config, getattr(trial, "user_attrs", {}).get("warm_start")
+            )
         on_epoch = (
             (lambda record, best: self.progress.epoch(record, best, config.max_epochs)) if self.progress else None
         )
@@ -130,7 +121,7 @@ class SearchContext:
             interrupt=self.interrupt,
             soup=self.soup,
             compile=self.compile,
-            time_budget=budget,
+            time_budget=self.trial_budget,
             progress=self.progress is not None and self.progress.enabled,
         )
         try:
@@ -148,13 +139,6 @@ class SearchContext:
             trial.set_user_attr(key, value)
         self.results[trial.number] = result
         return result
-
-
-def _note(trial) -> str | None:
-    attrs = getattr(trial, "user_attrs", {})
-    if is_final_run(trial):
-        return f"final run: trial #{attrs['final_run_of']}'s recipe, trained for the rest of the time"
-    return f"warm start: {attrs['warm_start']}" if attrs.get("warm_start") else None
 
 
 def default_objective(trial, ctx: SearchContext):
@@ -213,7 +197,7 @@ def _worker_search(dataset: str, options: SearchOptions, objective, index: int) 
     setup = _load(dataset, options, worker=index)
     study = _open_study(setup, options, worker=index)
     show = Progress(options.n_trials, enabled=options.progress, prefix=f"[worker {index}] ")
-    _run_trials(study, setup, options, objective, started, show, final_run=index == 0)
+    _run_trials(study, setup, options, objective, started, show)
 
 
 @dataclass
@@ -297,33 +281,21 @@ def _introduce(study, setup: _Setup, options: SearchOptions, show: Progress) -> 
         )
 
 
-def _run_trials(
-    study, setup: _Setup, options: SearchOptions, objective, started: float, show: Progress, final_run: bool = True
-) -> None:
-    """Run the trials in this process, or in ``options.workers`` processes that share the study (the first of
-    them makes the final run)."""
+def _run_trials(study, setup: _Setup, options: SearchOptions, objective, started: float, show: Progress) -> None:
+    """Run the trials in this process, or in ``options.workers`` processes that share the study."""
     if study.user_attrs.get("backbone_ranking"):
         setup.space.keep_backbones(kept(study.user_attrs["backbone_ranking"]))
     deadline = started + options.timeout - REPORT_RESERVE_S if options.timeout else None
     if options.workers == 1:
-        _run_trials_here(study, setup, options, objective, deadline, show, final_run)
+        _run_trials_here(study, setup, options, objective, deadline, show)
         return
     timeout = (deadline - time.time() + REPORT_RESERVE_S) if deadline else None  # the workers' deadline is ours
     each = dataclasses.replace(options, workers=1, timeout=timeout, out=setup.run_dir)
     run_workers(options.workers, setup.device, _worker_search, (setup.dataset, each, objective))
 
 
-def _run_trials_here(
-    study, setup: _Setup, options: SearchOptions, objective, deadline, show: Progress, final_run: bool
-) -> None:
-    """Run trials in this process; the first Ctrl-C ends the running trial, and the report is written before leaving.
-
-    On a large dataset with a --timeout, exploring trials are short, and the last FINAL_SHARE
-    of the time (when ``final_run``) trains the best recipe so far once more, on a schedule
-    as long as that time allows: short trials rank recipes, the winner gets the time to
-    converge.
-    """
-    budget = _trial_budget(options.timeout, setup.space, setup.data)
+def _run_trials_here(study, setup: _Setup, options: SearchOptions, objective, deadline, show: Progress) -> None:
+    """Run trials in this process; the first Ctrl-C ends the running trial, and the report is written before leaving."""
     ctx = SearchContext(
         setup.space,
         setup.data,
@@ -335,8 +307,7 @@ def _run_trials_here(
         objectives=setup.goals,
         soup=options.soup,
         compile=options.compile,
-        trial_budget=budget,
-        explore_until=deadline - FINAL_SHARE * options.timeout if budget and final_run else None,
+        trial_budget=_trial_budget(options.timeout, setup.space, setup.data),
     )
     try:
         with first_ctrl_c_sets(ctx.interrupt):
@@ -472,24 +443,12 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, setup: _Setup, sho
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if finished >= n_trials:
             return
-        if ctx.explore_until is not None and time.time() + _room_for_a_trial(study) > ctx.explore_until:
-            ctx.explore_until = None  # exploring is over, whether or not a trial has completed
-            _enqueue_final_run(study, show)
         if deadline is not None and time.time() + _room_for_a_trial(study) > deadline:
             return
         if finished + running >= n_trials:
             time.sleep(WAIT_S)  # the remaining trials run in other workers: wait for them
             continue
         study.optimize(wrapped, n_trials=1, callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)
-
-
-def _enqueue_final_run(study, show: Progress) -> None:
-    """Queue the best recipe so far to train again, for the rest of the time (no trial completed: nothing)."""
-    best = best_trial(study)
-    if best is None:
-        return
-    study.enqueue_trial(best.params, user_attrs={"final_run_of": best.number}, skip_if_exists=False)
-    show.say(f"exploring is over: trial #{best.number}'s recipe trains once more, for the rest of the time")
 
 
 def _device(device: str):
