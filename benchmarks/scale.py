@@ -117,9 +117,17 @@ def import_floor() -> dict:
     )
 
 
-def _pids_of(parent: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def _pids_under(parent: int) -> dict[int, int]:
+    """Every live process below ``parent``, each with its own parent's pid (workers are forked from a server)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    parent_of = dict(map(int, line.split()) for line in out.splitlines() if line.strip())
+    under, found = {}, True
+    while found:
+        found = False
+        for pid, ppid in parent_of.items():
+            if pid not in under and (ppid == parent or ppid in under):
+                under[pid], found = ppid, True
+    return under
 
 
 def _peak(pid: int) -> tuple[float, float]:
@@ -134,21 +142,32 @@ def _peak(pid: int) -> tuple[float, float]:
 
 
 def workers_memory(folder: Path, work: Path, env: dict) -> dict:
-    """Peak RSS (and largest PSS seen) of each worker of --workers 2, against one worker's run."""
+    """Peak RSS and PSS of each worker of --workers 2 against one worker's run, and the PSS of the whole process
+    tree (main process, fork server, workers) sampled at once: what the machine holds."""
 
     def watch(args):
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         peaks: dict[int, list] = {}
+        parents: dict[int, int] = {}
+        tree_pss = 0.0
         while process.poll() is None:
-            for pid in [process.pid] + _pids_of(process.pid):
+            parents.update(_pids_under(process.pid))
+            now = 0.0
+            for pid in [process.pid, *parents]:
                 rss, pss = _peak(pid)
                 old = peaks.setdefault(pid, [0.0, 0.0])
                 peaks[pid] = [max(old[0], rss), max(old[1], pss)]
+                now += pss
+            tree_pss = max(tree_pss, now)
             time.sleep(0.5)
         err = process.stderr.read()
         if process.returncode != 0:
             raise RuntimeError(f"{args} failed: {err[-2000:]}")
-        return process.pid, peaks
+        has_children = set(parents.values())
+        workers = {  # the processes that ran trials: not the main process, the fork server or small helpers
+            pid: v for pid, v in peaks.items() if pid != process.pid and pid not in has_children and v[0] > 0.2
+        }
+        return peaks[process.pid], workers, tree_pss
 
     base = [
         *AUTOTL,
@@ -163,10 +182,8 @@ def workers_memory(folder: Path, work: Path, env: dict) -> dict:
         "--cache-dir",
         str(work / "cache"),
     ]
-    one_pid, one = watch([*base, "--out", str(work / "one_worker")])
-    two_pid, two = watch([*base, "--out", str(work / "two_workers"), "--workers", "2"])
-    workers = {pid: v for pid, v in two.items() if pid != two_pid and v[0] > 0.2}  # the spawned workers, not helpers
-    single = one[one_pid]
+    single, _, one_tree = watch([*base, "--out", str(work / "one_worker")])
+    _, workers, two_tree = watch([*base, "--out", str(work / "two_workers"), "--workers", "2"])
     return dict(
         one_worker_rss_gb=round(single[0], 3),
         one_worker_pss_gb=round(single[1], 3),
@@ -174,6 +191,8 @@ def workers_memory(folder: Path, work: Path, env: dict) -> dict:
         worker_pss_gb=[round(v[1], 3) for v in workers.values()],
         summed_rss_ratio=round(sum(v[0] for v in workers.values()) / single[0], 3),
         summed_pss_ratio=round(sum(v[1] for v in workers.values()) / single[1], 3),
+        tree_pss_gb=dict(one_worker=round(one_tree, 3), two_workers=round(two_tree, 3)),
+        tree_pss_ratio=round(two_tree / one_tree, 3),
     )
 
 
