@@ -372,8 +372,16 @@ def write_results(result: dict) -> None:
                 f"**workers** (`--workers 2`, quick space, 4 trials): one worker's peak RSS "
                 f"{w['one_worker_rss_gb']} GB (PSS {w['one_worker_pss_gb']} GB); the two workers' peak RSS "
                 f"{w['worker_rss_gb']} GB, summed **{w['summed_rss_ratio']}x** one worker's (target <= 1.5x); "
-                f"summed PSS {w['summed_pss_ratio']}x. Every process first imports torch and timm "
-                f"(the import row above), which the image cache cannot share.",
+                f"summed PSS {w['summed_pss_ratio']}x."
+                + (
+                    f" The whole process tree (the main process, which waits, and the workers), PSS sampled at once: "
+                    f"{w['tree_pss_gb']['two_workers']} GB against {w['tree_pss_gb']['one_worker']} GB for one "
+                    f"worker, {w['tree_pss_ratio']}x."
+                    if "tree_pss_gb" in w
+                    else ""
+                )
+                + " Every process first imports torch and timm (the import row above), which the image cache "
+                "cannot share.",
                 "",
             ]
         )
