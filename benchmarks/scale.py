@@ -103,7 +103,8 @@ IMPORT_PROBE = (
 
 def import_floor() -> dict:
     """What every autotl process pays before its first line of work: the seconds and memory of importing it (torch,
-    timm, optuna, scikit-learn). Measured twice; the second, with the files in the page cache, is kept."""
+    timm, optuna; scikit-learn comes later, with the first split). Measured twice; the second, with the files in the
+    page cache, is kept."""
     for _ in range(2):
         started = time.time()
         out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, check=True).stdout
@@ -352,7 +353,7 @@ def write_results(result: dict) -> None:
         f0 = p.get("import_floor")
         if f0:
             lines += [
-                f"| `python -c 'import autotl.cli'` (torch, timm, optuna, scikit-learn), files in the page cache: "
+                f"| `python -c 'import autotl.cli'` (torch, timm, optuna), files in the page cache: "
                 f"seconds; peak RSS (private / file-backed) | {f0['seconds']} s; {f0['rss_gb']} GB "
                 f"({f0['private_gb']} / {f0['file_gb']}) | |",
             ]

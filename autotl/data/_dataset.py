@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from ..errors import DatasetError
 from . import _decode
@@ -173,6 +172,8 @@ def _split_off_val(
             f"class {classes[rare[0]]!r} has fewer than 2 training images, too few to hold one out for "
             f"validation: add images or give a val/ folder"
         )
+    from sklearn.model_selection import train_test_split  # here, not at the top: loading a model never splits
+
     n_val = max(len(counts), round(len(train) * val_fraction))
     _, val = train_test_split(train, test_size=n_val, stratify=labels[train], random_state=seed)
     split_of = split_of.copy()

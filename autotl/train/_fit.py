@@ -23,7 +23,6 @@ import optuna
 import timm.optim
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from .. import backbones
@@ -158,6 +157,8 @@ def validation_check(dataset: ImageDataset, size: int | None = None) -> np.ndarr
     val = dataset.indices("val")
     if len(val) <= size:
         return val
+    from sklearn.model_selection import train_test_split  # here, not at the top: see _metrics
+
     labels = dataset.labels[val]
     try:
         part, _ = train_test_split(val, train_size=size, stratify=labels, random_state=dataset.seed)

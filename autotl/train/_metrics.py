@@ -1,18 +1,25 @@
-"""Classification metrics, scikit-learn's: one definition for the trial loop and the report's analysis."""
+"""Classification metrics, scikit-learn's: one definition for the trial loop and the report's analysis.
+
+scikit-learn is imported where it is used: its import is a large share of autotl's, and commands that only load a
+model (predict, export) never need it.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 
 def macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
     """F1 averaged over the classes that occur (in the truth or the predictions), each class weighing the same."""
+    from sklearn.metrics import f1_score
+
     return float(f1_score(truth, predicted, average="macro", zero_division=0))
 
 
 def per_class(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict:
     """Confusion matrix (rows: true class) and per-class precision, recall, F1 and support, for every class."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     labels = list(range(num_classes))
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
     return dict(
