@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +135,14 @@ def test_a_folder_of_the_first_schema_still_loads_and_predicts(tmp_path, held_ou
     assert np.abs(loaded.predict_proba(held_out[:6]) - expected).max() < 1e-5
     with pytest.raises(autotl.ModelDirError, match="has no model.onnx"):
         autotl.load_model(model_dir, runtime="onnx")
+
+
+def test_loading_a_model_and_predicting_never_imports_scikit_learn(finished_run, held_out):
+    """scikit-learn is imported only by what splits or scores: predicting does neither, and skips its import time."""
+    probe = (
+        "import sys, autotl; "
+        f"autotl.load_model({str(finished_run.model_dir)!r}).predict({[str(p) for p in held_out[:2]]!r}); "
+        "print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
