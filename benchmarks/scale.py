@@ -118,17 +118,9 @@ def import_floor() -> dict:
     )
 
 
-def _pids_under(parent: int) -> dict[int, int]:
-    """Every live process below ``parent``, each with its own parent's pid (workers are forked from a server)."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-    parent_of = dict(map(int, line.split()) for line in out.splitlines() if line.strip())
-    under, found = {}, True
-    while found:
-        found = False
-        for pid, ppid in parent_of.items():
-            if pid not in under and (ppid == parent or ppid in under):
-                under[pid], found = ppid, True
-    return under
+def _pids_of(parent: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
 
 
 def _peak(pid: int) -> tuple[float, float]:
@@ -144,17 +136,15 @@ def _peak(pid: int) -> tuple[float, float]:
 
 def workers_memory(folder: Path, work: Path, env: dict) -> dict:
     """Peak RSS and PSS of each worker of --workers 2 against one worker's run, and the PSS of the whole process
-    tree (main process, fork server, workers) sampled at once: what the machine holds."""
+    tree (the main process and its children) sampled at once: what the machine holds."""
 
     def watch(args):
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         peaks: dict[int, list] = {}
-        parents: dict[int, int] = {}
         tree_pss = 0.0
         while process.poll() is None:
-            parents.update(_pids_under(process.pid))
             now = 0.0
-            for pid in [process.pid, *parents]:
+            for pid in [process.pid] + _pids_of(process.pid):
                 rss, pss = _peak(pid)
                 old = peaks.setdefault(pid, [0.0, 0.0])
                 peaks[pid] = [max(old[0], rss), max(old[1], pss)]
@@ -164,10 +154,7 @@ def workers_memory(folder: Path, work: Path, env: dict) -> dict:
         err = process.stderr.read()
         if process.returncode != 0:
             raise RuntimeError(f"{args} failed: {err[-2000:]}")
-        has_children = set(parents.values())
-        workers = {  # the processes that ran trials: not the main process, the fork server or small helpers
-            pid: v for pid, v in peaks.items() if pid != process.pid and pid not in has_children and v[0] > 0.2
-        }
+        workers = {pid: v for pid, v in peaks.items() if pid != process.pid and v[0] > 0.2}  # not small helpers
         return peaks[process.pid], workers, tree_pss
 
     base = [
@@ -373,16 +360,10 @@ def write_results(result: dict) -> None:
                 f"**workers** (`--workers 2`, quick space, 4 trials): one worker's peak RSS "
                 f"{w['one_worker_rss_gb']} GB (PSS {w['one_worker_pss_gb']} GB); the two workers' peak RSS "
                 f"{w['worker_rss_gb']} GB, summed **{w['summed_rss_ratio']}x** one worker's (target <= 1.5x); "
-                f"summed PSS {w['summed_pss_ratio']}x."
-                + (
-                    f" The whole process tree (the main process, which waits, and the workers), PSS sampled at once: "
-                    f"{w['tree_pss_gb']['two_workers']} GB against {w['tree_pss_gb']['one_worker']} GB for one "
-                    f"worker, {w['tree_pss_ratio']}x."
-                    if "tree_pss_gb" in w
-                    else ""
-                )
-                + " Every process first imports torch and timm (the import row above), which the image cache "
-                "cannot share.",
+                f"summed PSS {w['summed_pss_ratio']}x. The whole process tree (the main process, which waits, and "
+                f"the workers), PSS sampled at once: {w['tree_pss_gb']['two_workers']} GB against "
+                f"{w['tree_pss_gb']['one_worker']} GB for one worker, {w['tree_pss_ratio']}x. Every process first "
+                f"imports torch and timm (the import row above), which the image cache cannot share.",
                 "",
             ]
         )

@@ -157,7 +157,7 @@ def validation_check(dataset: ImageDataset, size: int | None = None) -> np.ndarr
     val = dataset.indices("val")
     if len(val) <= size:
         return val
-    from sklearn.model_selection import train_test_split  # here, not at the top: see _metrics
+    from sklearn.model_selection import train_test_split  # here, not at the top: predicting never needs it
 
     labels = dataset.labels[val]
     try:

@@ -1,7 +1,7 @@
 """Classification metrics, scikit-learn's: one definition for the trial loop and the report's analysis.
 
-scikit-learn is imported where it is used: its import is a large share of autotl's, and commands that only load a
-model (predict, export) never need it.
+scikit-learn is imported where it is used: its import is a large share of autotl's, and loading a model to predict
+never needs it.
 """
 
 from __future__ import annotations
