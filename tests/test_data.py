@@ -169,3 +169,56 @@ def test_csv_paths_cannot_leave_the_csv_folder_unless_allowed(tmp_path, photo_fo
     with pytest.raises(DatasetError, match="outside the CSV's folder"):
         load_dataset(str(inner / "outside.csv"))
     assert len(load_dataset(str(inner / "outside.csv"), allow_outside_paths=True).labels) == 48
+
+
+def _hand_resize(pixels, size, interpolation="bicubic"):
+    """autotl's resize before it called torchvision: Resize(size) + CenterCrop(size) arithmetic by hand, on PIL."""
+    modes = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+    height, width = pixels.shape[:2]
+    if height == width == size:
+        return pixels
+    short, long = min(height, width), max(height, width)
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
+    image = Image.fromarray(pixels)
+    if (new_h, new_w) != (height, width):
+        image = image.resize((new_w, new_h), modes.get(interpolation, Image.BICUBIC))
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def _hand_resize_batch(images, size, interpolation="bicubic"):
+    """autotl's resize_batch before it called torchvision (PIL per image to enlarge, torch interpolate to shrink)."""
+    modes = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+    if images.shape[-1] == size:
+        return images
+    if size > images.shape[-1]:
+        resample = modes.get(interpolation, Image.BICUBIC)
+        rows = images.permute(0, 2, 3, 1).numpy()
+        enlarged = [np.asarray(Image.fromarray(row).resize((size, size), resample)) for row in rows]
+        return torch.from_numpy(np.stack(enlarged)).permute(0, 3, 1, 2).contiguous()
+    mode = interpolation if interpolation in ("bilinear", "bicubic") else "bicubic"
+    out = torch.nn.functional.interpolate(
+        images.float(), size=(size, size), mode=mode, align_corners=False, antialias=True
+    )
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+INTERPOLATIONS = ["bilinear", "bicubic", "nearest", "lanczos", "hamming"]  # hamming: an unknown name, bicubic
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+def test_torchvision_resize_gives_the_hand_written_resizes_pixels(interpolation):
+    from autotl.data._decode import resize_batch
+
+    rng = np.random.default_rng(0)
+    shapes = [(37, 23), (23, 50), (40, 40), (10, 14), (31, 47), (47, 31), (32, 50), (17, 17), (1, 9)]
+    for height, width in shapes:
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        for size in (16, 17, 32, 64):
+            got, expected = resize(pixels, size, interpolation), _hand_resize(pixels, size, interpolation)
+            assert np.array_equal(got, expected), (height, width, size)
+    squares = torch.from_numpy(rng.integers(0, 256, (4, 3, 40, 40), dtype=np.uint8))
+    for size in (13, 24, 40, 57, 80):  # shrink (one batch, as a tensor), the same, enlarge (per image, PIL)
+        got, expected = resize_batch(squares, size, interpolation), _hand_resize_batch(squares, size, interpolation)
+        assert got.dtype == torch.uint8 and torch.equal(got, expected), size

@@ -3,6 +3,7 @@
 from ._augment import augment, mixup
 from ._dataset import ImageDataset, load_dataset
 from ._decode import decode, model_input, resize, to_rgb, unreadable_because
+from ._sources import printable
 
 __all__ = [
     "ImageDataset",
@@ -12,6 +13,7 @@ __all__ = [
     "model_input",
     "to_rgb",
     "unreadable_because",
+    "printable",
     "augment",
     "mixup",
 ]

@@ -12,15 +12,11 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms import InterpolationMode
 
-_INTERPOLATION = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")  # any other name is taken as bicubic
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:
@@ -65,42 +61,37 @@ def side(path) -> int:
         return min(image.size)
 
 
+def _mode(interpolation: str) -> InterpolationMode:
+    return InterpolationMode(interpolation if interpolation in _INTERPOLATIONS else "bicubic")
+
+
 def resize(pixels: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:
     """Resize the shorter side to ``size`` and centre-crop a ``size`` x ``size`` square.
 
-    The arithmetic is torchvision's ``Resize(size)`` + ``CenterCrop(size)``, the eval
-    transform timm builds from an exported model's config, so the two give the same pixels.
+    torchvision's ``Resize(size)`` + ``CenterCrop(size)`` on the PIL image: the eval transform
+    timm builds from an exported model's config, so the two give the same pixels.
     """
-    height, width = pixels.shape[:2]
-    if height == width == size:
+    if pixels.shape[0] == pixels.shape[1] == size:
         return pixels
-    short, long = min(height, width), max(height, width)
-    new_long = int(size * long / short)
-    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
-    image = Image.fromarray(pixels)
-    if (new_h, new_w) != (height, width):
-        image = image.resize((new_w, new_h), _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC))
-    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    image = TF.resize(Image.fromarray(pixels), size, _mode(interpolation))
+    return np.asarray(TF.center_crop(image, size), dtype=np.uint8)
 
 
 def resize_batch(images: torch.Tensor, size: int, interpolation: str = "bicubic") -> torch.Tensor:
     """uint8 N x 3 x S x S squares -> uint8 N x 3 x size x size.
 
-    Shrinking resizes the whole batch at once (antialiased). Enlarging (images smaller than
-    the model's input) goes image by image through PIL, the kernel of timm's transform, so
-    that an exported model given a small image through timm sees the pixels it trained on.
+    Shrinking resizes the whole batch at once, as a tensor (antialiased; bilinear or bicubic,
+    the modes torchvision's tensor resize antialiases). Enlarging (images smaller than the
+    model's input) goes image by image through ``resize``, timm's transform on PIL, so that
+    an exported model given a small image through timm sees the pixels it trained on.
     """
     if images.shape[-1] == size:
         return images
     if size > images.shape[-1]:
-        resample = _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC)
-        rows = images.permute(0, 2, 3, 1).numpy()
-        enlarged = [np.asarray(Image.fromarray(row).resize((size, size), resample)) for row in rows]
+        enlarged = [resize(row, size, interpolation) for row in images.permute(0, 2, 3, 1).numpy()]
         return torch.from_numpy(np.stack(enlarged)).permute(0, 3, 1, 2).contiguous()
-    mode = interpolation if interpolation in ("bilinear", "bicubic") else "bicubic"
-    out = F.interpolate(images.float(), size=(size, size), mode=mode, align_corners=False, antialias=True)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+    mode = InterpolationMode(interpolation) if interpolation in ("bilinear", "bicubic") else InterpolationMode.BICUBIC
+    return TF.resize(images, [size, size], mode, antialias=True)
 
 
 def square(pixels: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:

@@ -43,7 +43,13 @@ class Sample:
 
     @property
     def name(self) -> str:
-        return str(self.path) if self.path is not None else f"<{self.label}>"
+        return printable(self.path) if self.path is not None else f"<{self.label}>"
+
+
+def printable(name) -> str:
+    """A file or class name as text that any stream, JSON, HTML or Markdown takes: bytes that are not valid UTF-8
+    (names made on other systems reach Python as surrogate escapes, as os.fsdecode gives them) become ``\\xNN``."""
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def find_samples(spec: str, allow_outside_paths: bool = False) -> list[Sample]:
@@ -83,12 +89,13 @@ def _class_folders(root: Path, split: str | None) -> list[Sample]:
         files = [p for p in _visible(folder) if p.is_file()]
         if not files:
             raise DatasetError(f"class folder {folder} holds no images: add images or remove the folder")
-        samples += [Sample(label=folder.name, split=split, path=p) for p in files]
+        samples += [Sample(label=printable(folder.name), split=split, path=p) for p in files]
     return samples
 
 
 def _csv(path: Path, allow_outside_paths: bool = False) -> list[Sample]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    # surrogateescape: a path that is not valid UTF-8 (as ``autotl predict`` writes one) names its file's bytes
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in ("path", "label") if c not in columns]
@@ -114,7 +121,7 @@ def _csv(path: Path, allow_outside_paths: bool = False) -> list[Sample]:
             split = (row.get("split") or "").strip().lower() or None
             if split is not None and split not in SPLITS:
                 raise DatasetError(f"CSV {path} line {line} has split {split!r}: use train, val or test")
-            samples.append(Sample(label=row["label"].strip(), split=split, path=file))
+            samples.append(Sample(label=printable(row["label"].strip()), split=split, path=file))
     if not samples:
         raise DatasetError(f"CSV {path} has no rows: add one row per image (path,label)")
     return samples

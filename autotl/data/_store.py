@@ -86,7 +86,8 @@ def fingerprint(samples: list[Sample]) -> str:
     for sample in samples:
         if sample.path is not None:
             stat = sample.path.stat()
-            digest.update(f"{sample.path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            # os.fsencode, not str.encode: a name that is not valid UTF-8 arrives with surrogate escapes
+            digest.update(os.fsencode(sample.path.resolve()) + f"\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         else:
             digest.update(repr(sample.pixels.shape).encode())
             digest.update(np.ascontiguousarray(sample.pixels).tobytes())

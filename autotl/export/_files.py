@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import unreadable_because
+from ..data import printable, unreadable_because
 from ..errors import AutoTLError
 from ..long_work import announcer, bar
 from ._loaded import DECODE_THREADS, LoadedModel
@@ -42,7 +42,8 @@ def image_paths(arguments: list[str]) -> list[Path]:
 
 def _listed(path: Path) -> list[Path]:
     """The ``path`` column of a CSV, relative to the CSV's folder; rows naming no file are warned about and left out."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    # surrogateescape: a path that is not valid UTF-8 (as predict_files writes one) names its file's bytes
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in reader.fieldnames or []]
         if "path" not in columns:
@@ -53,7 +54,7 @@ def _listed(path: Path) -> list[Path]:
     if missing:
         warnings.warn(
             f"{len(missing)} file(s) listed in {path} do not exist and are skipped: "
-            f"{', '.join(str(f) for f in missing[:5])}{' ...' if len(missing) > 5 else ''}",
+            f"{', '.join(printable(f) for f in missing[:5])}{' ...' if len(missing) > 5 else ''}",
             stacklevel=2,
         )
     return [f for f in files if f.is_file()]
@@ -69,7 +70,8 @@ def predict_files(
 ) -> int:
     """Write one CSV row per readable file to ``out`` (a text stream); returns how many were predicted.
 
-    The next batch is decoded while the model runs on this one.
+    The next batch is decoded while the model runs on this one. Open ``out`` with errors="surrogateescape":
+    a path that is not valid UTF-8 is then written as its own bytes, where a strict stream stops the job.
     """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header(model, top_k))
@@ -96,7 +98,7 @@ def predict_files(
     seconds = time.time() - started
     say(f"predicted {done} files in {seconds:.1f} s ({done / max(seconds, 1e-9):.0f} img/s)")
     if skipped:
-        shown = ", ".join(f"{p} ({why})" for p, why in skipped[:5]) + (
+        shown = ", ".join(f"{printable(p)} ({why})" for p, why in skipped[:5]) + (
             f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         )
         warnings.warn(f"skipped {len(skipped)} file(s) that are not readable images: {shown}", stacklevel=2)
