@@ -47,14 +47,14 @@ def _predict(args) -> int:
     if args.top_k < 1:
         raise AutoTLError(f"--top-k must be at least 1, got {args.top_k}")
     paths = image_paths(args.paths)
-    if args.out is None:
+    if args.out is None:  # main() made stdout write names that are not valid UTF-8 as their bytes
         predict_files(model, paths, sys.stdout, top_k=args.top_k, batch_size=args.batch_size, progress=True)
         return 0
     out = Path(args.out)
     if out.is_dir():
         raise AutoTLError(f"--out {out} is a folder: pass a file name for the CSV, e.g. predictions.csv")
     partial = out.with_name(out.name + ".partial")  # a stopped job leaves no file that looks finished
-    with open(partial, "w", newline="") as handle:
+    with open(partial, "w", newline="", errors="surrogateescape") as handle:  # see predict_files
         count = predict_files(model, paths, handle, top_k=args.top_k, batch_size=args.batch_size, progress=True)
     partial.replace(out)
     print(f"{count} predictions in {out}", file=sys.stderr)
@@ -131,6 +131,7 @@ def _export(args) -> int:
         _load_study(args),
         args.trial,
         out,
+        run_dir=args.run_dir,
         device=args.device,
         weights_dir=args.weights_dir,
         say=lambda text: print(text, file=sys.stderr),
@@ -150,7 +151,12 @@ class _OneLineErrors(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     main = _OneLineErrors(prog="autotl", description="Search fine-tuning strategies for pretrained image models.")
     commands = main.add_subparsers(dest="command", required=True)
+    for add in (_add_search, _add_backbones, _add_predict, _add_evaluate, _add_report, _add_export):
+        add(commands)
+    return main
 
+
+def _add_search(commands) -> None:
     s = commands.add_parser("search", help="search fine-tuning recipes for a dataset and export the best model")
     default = SearchOptions()  # the Python API's defaults are the command's
     s.add_argument(
@@ -193,6 +199,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--study-name", default=default.study_name, help="study name inside the storage (default: %(default)s)"
     )
+    _add_search_data_and_extras(s, default)
+    s.set_defaults(run=_search)
+
+
+def _add_search_data_and_extras(s, default: SearchOptions) -> None:
+    """search's flags after the run's own: how the data is split and read, and the optional steps of a search."""
     s.add_argument(
         "--val-fraction",
         type=float,
@@ -226,12 +238,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--refit",
         action="store_true",
-        help="retrain the best recipe on train + validation for its best epoch count before exporting",
+        help="retrain the best recipe on train + validation for as many reports as its best one before exporting",
     )
     s.add_argument(
         "--soup",
         action="store_true",
-        help="average each trial's best epochs greedily (a model soup), kept when validation does not drop",
+        help="average each trial's best reports greedily (a model soup), kept when validation does not drop",
+    )
+    s.add_argument(
+        "--keep-models",
+        type=int,
+        default=default.keep_models,
+        metavar="N",
+        help="keep the weights of the N best trials in RUN_DIR/trials/, for export --trial (default: %(default)s)",
     )
     s.add_argument(
         "--compile",
@@ -244,14 +263,17 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="where decoded images are cached, shared by later runs (default: ~/.cache/autotl/images)",
     )
-    s.set_defaults(run=_search)
 
+
+def _add_backbones(commands) -> None:
     b = commands.add_parser("backbones", help="list candidate backbones and whether their weights are here")
     b.add_argument("names", nargs="*", help="timm model names (default: the offline catalog)")
     b.add_argument("--space", default=None, help="list the backbones of this search space instead")
     b.add_argument("--weights-dir", default=None)
     b.set_defaults(run=_backbones)
 
+
+def _add_predict(commands) -> None:
     p = commands.add_parser("predict", help="predict the class of images with an exported model, as CSV rows")
     p.add_argument("--model", required=True, help="an exported model folder (RUN_DIR/best_model)")
     p.add_argument(
@@ -271,6 +293,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.set_defaults(run=_predict)
 
+
+def _add_evaluate(commands) -> None:
     e = commands.add_parser("evaluate", help="accuracy of an exported model on a dataset's test (or other) split")
     e.add_argument("--model", required=True)
     e.add_argument("--dataset", required=True)
@@ -287,13 +311,19 @@ def parser() -> argparse.ArgumentParser:
     )
     e.set_defaults(run=_evaluate)
 
+
+def _add_report(commands) -> None:
     r = commands.add_parser("report", help="rebuild RUN_DIR/report.html from the study's storage")
     r.add_argument("run_dir")
     r.add_argument("--storage", default=None, help="storage URL (default: sqlite:///RUN_DIR/study.db)")
     r.add_argument("--study-name", default="autotl")
     r.set_defaults(run=_report)
 
-    x = commands.add_parser("export", help="export any trial of a search as a model (its recipe is trained again)")
+
+def _add_export(commands) -> None:
+    x = commands.add_parser(
+        "export", help="export any trial of a search as a model (its kept weights, or its recipe trained again)"
+    )
     x.add_argument("run_dir")
     x.add_argument("--trial", type=int, required=True, help="the trial's number, as in the report")
     x.add_argument("--out", default=None, help="model folder (default: RUN_DIR/trial_N_model)")
@@ -302,11 +332,14 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--storage", default=None, help="storage URL (default: sqlite:///RUN_DIR/study.db)")
     x.add_argument("--study-name", default="autotl")
     x.set_defaults(run=_export)
-    return main
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    # A file name that is not valid UTF-8 reaches Python with surrogate escapes (os.fsdecode); a strict stdout
+    # stops at it with UnicodeEncodeError. surrogateescape writes the name's own bytes: the path a shell can use.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
     try:

@@ -4,16 +4,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data import printable
 from ..space import TrialConfig
 
 
 def write_card(model_dir: Path, config) -> Path:
     """Write ``model_dir/README.md`` from the folder's config (a ``ModelConfig``)."""
+    lines = _summary(config) + _timm_usage()
+    onnx = config.record.get("onnx")
+    if onnx:
+        lines += _onnx_usage(onnx, config.preprocessing.size)
+    lines += [
+        "",
+        "With autotl: `autotl predict --model path/to/this/folder photos/ --out predictions.csv`, or",
+        "`autotl.load_model(folder).predict([...])`.",
+        "",
+    ]
+    path = Path(model_dir) / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _summary(config) -> list[str]:
+    """The Hub metadata, then what the model is: dataset and classes, recipe, metrics, refit, input."""
     record, pre = config.record, config.preprocessing
     metrics = record.get("metrics") or {}
     recipe = record.get("hyperparameters")
     refit = record.get("refit")
-    onnx = record.get("onnx")
     lines = [
         "---",
         "library_name: timm",
@@ -25,7 +42,7 @@ def write_card(model_dir: Path, config) -> Path:
         "",
         f"# {config.architecture} fine-tuned by autotl",
         "",
-        f"Dataset: `{record.get('dataset', 'unknown')}`. "
+        f"Dataset: `{printable(record.get('dataset', 'unknown'))}`. "  # a folder name may not be valid UTF-8
         f"{len(config.classes)} classes: {', '.join(config.classes[:20])}{' ...' if len(config.classes) > 20 else ''}.",
         "",
         f"Recipe (trial {record.get('trial', '?')}): "
@@ -42,13 +59,19 @@ def write_card(model_dir: Path, config) -> Path:
     if refit:
         lines += [
             "",
-            f"Refit on train + validation ({refit.get('train_images')} images, {refit.get('epochs')} "
-            f"epochs) after the search: the metrics above are the trial's, measured before the refit.",
+            f"Refit on train + validation ({refit.get('train_images')} images, "
+            f"{refit.get('reports', refit.get('epochs'))} reports) after the search: the metrics above are the "
+            f"trial's, measured before the refit.",
         ]
-    lines += [
+    return lines + [
         "",
         f"Input: RGB, shorter side resized to {pre.size} px ({pre.interpolation}), centre crop {pre.size} x "
         f"{pre.size}, scaled to [0, 1], mean {list(pre.mean)}, std {list(pre.std)}.",
+    ]
+
+
+def _timm_usage() -> list[str]:
+    return [
         "",
         "## Load it with timm",
         "",
@@ -63,28 +86,21 @@ def write_card(model_dir: Path, config) -> Path:
         'label = model.pretrained_cfg["label_names"][probabilities.argmax(1).item()]',
         "```",
     ]
-    if onnx:
-        lines += [
-            "",
-            "## Run it with ONNX Runtime",
-            "",
-            f"`model.onnx` takes `pixels` (float32, N x 3 x {pre.size} x {pre.size}, normalised as above; any N) "
-            f"and gives `logits`. Checked after export: largest probability difference from PyTorch "
-            f"{onnx.get('max_probability_difference')} on {onnx.get('checked_images')} validation images.",
-            "",
-            "```python",
-            "import onnxruntime",
-            "",
-            'session = onnxruntime.InferenceSession("model.onnx")',
-            'logits = session.run(None, {"pixels": x.numpy()})[0]',
-            "```",
-        ]
-    lines += [
+
+
+def _onnx_usage(onnx: dict, size: int) -> list[str]:
+    return [
         "",
-        "With autotl: `autotl predict --model path/to/this/folder photos/ --out predictions.csv`, or",
-        "`autotl.load_model(folder).predict([...])`.",
+        "## Run it with ONNX Runtime",
         "",
+        f"`model.onnx` takes `pixels` (float32, N x 3 x {size} x {size}, normalised as above; any N) "
+        f"and gives `logits`. Checked after export: largest probability difference from PyTorch "
+        f"{onnx.get('max_probability_difference')} on {onnx.get('checked_images')} validation images.",
+        "",
+        "```python",
+        "import onnxruntime",
+        "",
+        'session = onnxruntime.InferenceSession("model.onnx")',
+        'logits = session.run(None, {"pixels": x.numpy()})[0]',
+        "```",
     ]
-    path = Path(model_dir) / "README.md"
-    path.write_text("\n".join(lines))
-    return path
