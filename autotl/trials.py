@@ -3,27 +3,30 @@
 A study optimizes validation accuracy, or accuracy and latency. The best trial is the
 most accurate complete one, where trials within one validation image of each other tie
 and the lower validation loss wins; then the better other objectives, then the earlier
-trial. This module imports nothing from autotl, so every part of it can use the rule.
+trial. This module imports only ``autotl.records``, so every part of autotl can use the rule.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .records import StudyRecord, TrialRecord
+
 
 def objective_names(study: optuna.Study) -> list[str]:
-    """One name per objective: the study's ``objectives`` attr when it fits, else generic names.
+    """One name per objective: the study's metric names (``study.set_metric_names``; older studies: their
+    ``objectives`` attr) when they fit, else generic names.
 
-    A two-objective study without the attr is taken to be the search's (accuracy, latency).
+    A two-objective study without names is taken to be the search's (accuracy, latency).
     """
     count = len(study.directions)
-    names = study.user_attrs.get("objectives")
-    if isinstance(names, (list, tuple)) and len(names) == count:
-        return [str(name) for name in names]
+    for names in (study.metric_names, StudyRecord.of(study).objectives):
+        if names and len(names) == count:
+            return [str(name) for name in names]
     if count == 2:
         return ["accuracy", "latency"]
     return ["score"] if count == 1 else [f"objective {i + 1}" for i in range(count)]
@@ -51,8 +54,9 @@ class Standing:
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> Standing:
-        metrics = trial.user_attrs.get("metrics") or {}
-        return cls(tuple(trial.values or ()), trial.number, metrics.get("loss"), trial.user_attrs.get("val_images"))
+        record = TrialRecord.of(trial, "metrics", "val_images")
+        loss = record.metrics.loss if record.metrics is not None else None
+        return cls(tuple(trial.values or ()), trial.number, loss, record.val_images)
 
 
 def best(standings, directions, accuracy: int = 0) -> Standing | None:
@@ -99,43 +103,3 @@ def score(trial: FrozenTrial | None, study: optuna.Study | None = None) -> float
         return None
     index = accuracy_index(study) if study is not None else 0
     return trial.values[index] if index < len(trial.values) else None
-
-
-@dataclass
-class TrialRecord:
-    """What a trial stores in the study (its user attrs): the trial loop writes it, the report reads it back.
-
-    Every field may be missing in storage (a trial can die at any point, or come from an
-    older version): ``of`` gives None (or an empty list) for those.
-    """
-
-    history: list = field(default_factory=list)  # one dict per report: epoch, images, losses, accuracy, seconds
-    best_epoch: int | None = None  # the report whose weights were kept
-    epochs_run: int | None = None  # reports made
-    wall_seconds: float | None = None
-    train_seconds: float | None = None
-    latency_ms: float | None = None  # one image's prediction, PyTorch, on the search's device
-    model_mb: float | None = None
-    params_total: int | None = None
-    params_trainable: int | None = None
-    end_reason: str | None = None
-    backbone: str | None = None
-    config: dict | None = None  # the TrialConfig, as a dict
-    metrics: dict | None = None  # the kept weights on the whole validation split
-    feature_cache: str | None = None  # 'hit', 'miss' or 'off'
-    soup_epochs: list = field(default_factory=list)
-    first_report_seconds: float | None = None
-    val_images: int | None = None  # the validation images its metrics count (the best-trial rule's tolerance)
-    strategy: str | None = None  # what trained (TrialConfig.strategy), for grouping trials by strategy
-    warm_start: str | None = None  # written by the search when it enqueues a warm-start recipe
-    error: str | None = None  # written by the search when the trial failed
-
-    def attrs(self) -> dict:
-        """The user attrs the trial loop stores (the search writes ``warm_start`` and ``error`` itself)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("warm_start", "error")}
-
-    @classmethod
-    def of(cls, trial: FrozenTrial) -> TrialRecord:
-        """The record a trial stored; what it did not store is None."""
-        stored = trial.user_attrs
-        return cls(**{f.name: stored[f.name] for f in fields(cls) if stored.get(f.name) is not None})

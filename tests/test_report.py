@@ -17,6 +17,7 @@ from plotly.offline import get_plotlyjs
 
 from autotl import report
 from autotl.cli import main
+from autotl.records import DatasetInfo, Metrics, Report, StudyRecord, TrialRecord
 from autotl.report import _figures, _html, _records
 from autotl.space import STRATEGIES, TrialConfig
 
@@ -35,16 +36,20 @@ def _png(seed: int, side: int = 32) -> str:
 
 
 def _history(accuracies):
+    """A curve with two reports per epoch."""
     return [
-        {
-            "epoch": epoch,
-            "train_loss": 1.0 / epoch,
-            "val_loss": 1.2 / epoch,
-            "val_accuracy": accuracy,
-            "val_macro_f1": accuracy - 0.05,
-            "seconds": 2.0,
-        }
-        for epoch, accuracy in enumerate(accuracies, start=1)
+        Report(
+            report=number,
+            epoch=number / 2,
+            images=64 * number,
+            train_loss=1.0 / number,
+            val_loss=1.2 / number,
+            val_accuracy=accuracy,
+            val_macro_f1=accuracy - 0.05,
+            seconds=2.0,
+            train_seconds=1.5,
+        )
+        for number, accuracy in enumerate(accuracies, start=1)
     ]
 
 
@@ -81,22 +86,21 @@ def _ask(study, i, backbones=("resnet18", "convnext_atto", EVIL)):
 
 
 def _finish(study, trial, accuracies, state=TrialState.COMPLETE):
-    for epoch, accuracy in enumerate(accuracies, start=1):
-        trial.report(accuracy, epoch)
+    for step, accuracy in enumerate(accuracies, start=1):
+        trial.report(accuracy, step)
     best = max(accuracies)
-    for key, value in {
-        "history": _history(accuracies),
-        "best_epoch": accuracies.index(best) + 1,
-        "epochs_run": len(accuracies),
-        "wall_seconds": 2.0 * len(accuracies),
-        "params_total": 11_000_000,
-        "params_trainable": 500_000,
-        "end_reason": "completed" if state == TrialState.COMPLETE else "pruned after epoch 1",
-        "backbone": trial.params["backbone"],
-        "config": _config(trial),
-        "metrics": {"accuracy": best, "macro_f1": best - 0.05, "loss": 0.5, "epoch": 1},
-    }.items():
-        trial.set_user_attr(key, value)
+    TrialRecord(
+        history=_history(accuracies),
+        best_report=accuracies.index(best) + 1,
+        reports=len(accuracies),
+        wall_seconds=2.0 * len(accuracies),
+        params_total=11_000_000,
+        params_trainable=500_000,
+        end_reason="completed" if state == TrialState.COMPLETE else "pruned after report 1",
+        backbone=trial.params["backbone"],
+        config=_config(trial),
+        metrics=Metrics(accuracy=best, macro_f1=best - 0.05, loss=0.5),
+    ).write(trial)
     if state == TrialState.COMPLETE:
         study.tell(trial, best)
     else:
@@ -147,37 +151,36 @@ def make_study(
     study = optuna.create_study(
         direction="maximize", study_name=study_name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=0)
     )
-    for key, value in {
-        "dataset": {
-            "path": f"/data/{EVIL}",
-            "classes": list(classes),
-            "n_train": 80,
-            "n_val": 20,
-            "n_test": 10,
-            "val_fraction": 0.2,
-            "seed": 0,
-            "skipped": 0,
-        },
-        "space": "default",
-        "max_epochs": 3,
-        "device": "cpu",
-        "n_trials": 6,
-        "timeout": None,
-        "model_dir": "/somewhere/run/best_model",
-        "started_at": "2024-01-01T00:00:00+00:00",
-    }.items():
-        study.set_user_attr(key, value)
+    StudyRecord(
+        dataset=DatasetInfo(
+            path=f"/data/{EVIL}",
+            classes=list(classes),
+            n_train=80,
+            n_val=20,
+            n_test=10,
+            val_fraction=0.2,
+            seed=0,
+            skipped=0,
+        ),
+        space="default",
+        max_epochs=3,
+        device="cpu",
+        n_trials=6,
+        timeout=None,
+        model_dir="/somewhere/run/best_model",
+        started_at="2024-01-01T00:00:00+00:00",
+    ).write(study)
     for i in range(n_complete):
         _finish(study, _ask(study, i, backbones), [0.5, 0.6 + 0.05 * i, 0.62 + 0.05 * i])
     for i in range(n_pruned if pruned else 0):
         trial = _ask(study, 10 + i, backbones)
         trial.report(0.3, 1)
-        trial.set_user_attr("end_reason", "pruned by the pruner after epoch 1")
+        trial.set_user_attr("end_reason", "pruned by the pruner after report 1")
         study.tell(trial, state=TrialState.PRUNED)  # no history: curves fall back to reports
     if failed:
         trial = _ask(study, 11, backbones)
         trial.set_user_attr("error", f"RuntimeError: {EVIL}")
-        trial.set_user_attr("end_reason", "non-finite loss at epoch 1")
+        trial.set_user_attr("end_reason", "non-finite loss at report 1")
         study.tell(trial, state=TrialState.FAIL)
     if best_analysis and n_complete:
         study.set_user_attr("best_model_trial", n_complete - 1)
@@ -211,12 +214,15 @@ def test_config_records_use_plain_recipe_names():
 def test_curve_records_use_history_and_fall_back_to_reports():
     curves = report.curve_records(make_study())
     assert list(curves.columns) == _records.CURVE_COLUMNS
-    assert len(curves) == 4 * 3 + 1  # 4 complete trials x 3 epochs + 1 pruned report
+    assert len(curves) == 4 * 3 + 1  # 4 complete trials x 3 reports + 1 pruned report
     pruned = curves[curves["state"] == "pruned"]
-    assert pruned["epoch"].tolist() == [1]
+    assert pruned["report"].tolist() == [1]
     assert pruned["val_accuracy"].tolist() == [0.3]
-    assert pruned["val_loss"].isna().all()
-    assert curves[curves["trial"] == 0]["val_macro_f1"].notna().all()
+    assert pruned["val_loss"].isna().all() and pruned["epoch"].isna().all()
+    first = curves[curves["trial"] == 0]
+    assert first["val_macro_f1"].notna().all()
+    assert first["report"].tolist() == [1, 2, 3] and first["epoch"].tolist() == [0.5, 1.0, 1.5]
+    assert str(curves["report"].dtype) == "Int64" and str(curves["epoch"].dtype) == "float64"
 
 
 def test_time_records_track_best_so_far_in_order_of_ending():
@@ -265,7 +271,8 @@ def test_summary_counts_best_recipe_and_model():
     assert "adamw at" in info["best_words"] and "batch 32" in info["best_words"]
     assert info["model_dir"] == "best_model"  # relative: the same page wherever the run dir is
     assert info["wall_seconds"] >= 0 and info["trial_seconds"] >= 0
-    assert info["user_attrs"]["dataset"]["n_train"] == 80
+    assert info["record"].dataset.n_train == 80
+    assert info["best_report"] == 3 and info["best_metrics"].loss == 0.5
 
 
 def test_write_makes_one_self_contained_escaped_page(tmp_path):
@@ -287,6 +294,8 @@ def test_write_makes_one_self_contained_escaped_page(tmp_path):
     assert "best_model/ in the run directory" in page and "/somewhere/run" not in page
     table = page[page.index('<table class="sortable">') :]
     assert table.count("<th>backbone</th>") == 1  # param_backbone duplicates the backbone column
+    assert "<th>best report</th>" in table and "<th>reports</th>" in table and "<th>epochs</th>" not in table
+    assert "report 3 (epoch 1.50)" in page and "best epoch" not in page  # the curves' hover: reports, in epochs
     assert "RuntimeError: " + EVIL_TEXT in page  # the failed trial's error, escaped
 
 
@@ -522,7 +531,7 @@ FRONT = [0, 1, 6]
 def make_pareto_study(storage=None):
     """An accuracy-latency study as the search makes it with two objectives: no pruning, no reports."""
     study = optuna.create_study(directions=["maximize", "minimize"], study_name="pareto", storage=storage)
-    study.set_user_attr("objectives", ["accuracy", "latency"])
+    study.set_metric_names(["accuracy", "latency"])
     backbones = ["resnet18", "convnext_atto", EVIL]
     lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
     for number in range(8):
@@ -533,7 +542,7 @@ def make_pareto_study(storage=None):
             trial = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=attrs)
         else:
             accuracy, latency = PARETO[number]
-            attrs.update(latency_ms=latency, history=_history([accuracy - 0.1, accuracy]))
+            attrs.update(latency_ms=latency, **TrialRecord(history=_history([accuracy - 0.1, accuracy])).attrs())
             trial = optuna.trial.create_trial(
                 values=[accuracy, latency],
                 params={"lr": 10 ** -(1 + number % 3)},
@@ -646,16 +655,15 @@ def test_a_malformed_ranking_does_not_break_the_page(ranking):
 
 def _strategy_trial(value, strategy, state=TrialState.COMPLETE, train_seconds=None, trainable=None, **changes):
     """A finished trial that stored its recipe (``TrialConfig``) with ``strategy``, its cost and its loss."""
-    attrs = {
-        "config": TrialConfig(strategy=strategy, **changes).to_dict(),
-        "params_total": 1_000_000,
-        "metrics": {"accuracy": value, "loss": 0.25},
-    }
-    if train_seconds is not None:
-        attrs["train_seconds"] = train_seconds
-    if trainable is not None:
-        attrs["params_trainable"] = trainable
-    return optuna.trial.create_trial(state=state, value=None if state == TrialState.FAIL else value, user_attrs=attrs)
+    record = TrialRecord(
+        config=TrialConfig(strategy=strategy, **changes).to_dict(),
+        params_total=1_000_000,
+        params_trainable=trainable,
+        train_seconds=train_seconds,
+        metrics=Metrics(accuracy=value, loss=0.25),
+    )
+    value = None if state == TrialState.FAIL else value
+    return optuna.trial.create_trial(state=state, value=value, user_attrs=record.attrs())
 
 
 def make_strategy_study():
@@ -714,8 +722,30 @@ def test_settings_a_strategy_does_not_use_are_left_out_of_the_plots():
     assert "lora_rank" in settings.columns
     ranks = dict(zip(settings["number"], settings["lora_rank"]))
     assert (ranks[0], ranks[1]) == (4, 16) and pd.isna(ranks[3]) and pd.isna(ranks[5])
-    fig = _figures.recipe_figure(_records.applicable_settings(report.config_records(study)), 3)
-    assert "strategy (what trains)" in [annotation.text for annotation in fig.layout.annotations]
+    configs = report.config_records(study)
+    assert pd.isna(configs.loc[configs["number"] == 3, "lora_rank"].item())  # a full fine-tune has no rank
+    fig = _figures.recipe_figure(configs, 3)
+    titles = [annotation.text for annotation in fig.layout.annotations]
+    assert "strategy (what trains)" in titles and "LoRA rank" in titles
+
+
+def test_recipe_plots_show_the_settings_the_trials_chose_between_in_the_order_trial_config_declares():
+    configs = report.config_records(make_study())
+    assert configs.loc[configs["regularizer"] == "none", "regularizer_strength"].isna().all()  # means nothing
+    assert configs["regularizer_strength"].notna().any()
+    fig = _figures.recipe_figure(configs, 3)
+    assert [annotation.text for annotation in fig.layout.annotations] == [
+        "strategy (what trains)",
+        "frozen depth (share of blocks)",
+        "learning rate",
+        "schedule",
+        "regularizer",
+        "regularizer strength",
+    ]  # not the optimizer, batch size, ... every trial shared, nor the backbone (a section of its own)
+    one = optuna.create_study(direction="maximize")
+    one.add_trial(_strategy_trial(0.5, "lora"))
+    assert _figures.recipe_figure(report.config_records(one)) is None
+    assert "No two complete trials that stored their recipe differ in a setting yet." in _html.render(one)
 
 
 def test_the_strategies_section_shows_score_cost_and_the_lora_share():
@@ -761,3 +791,48 @@ def test_strategies_without_a_complete_trial_or_with_one_strategy_stay_short():
 )
 def test_share_text(share, text):
     assert _figures.share_text(share) == text
+
+
+# --- studies stored by earlier versions -----------------------------------------------------------
+
+
+def make_old_study():
+    """A two-objective study as an earlier version stored it: objectives named by the study attr
+    ``objectives``, reports called epochs (``best_epoch``, ``epochs_run``, history entries whose ``epoch``
+    counted reports and ``epochs_done`` epochs)."""
+    study = optuna.create_study(directions=["minimize", "maximize"], study_name="old")
+    study.set_user_attr("objectives", ["latency", "accuracy"])  # the accuracy second: only the attr says so
+    for latency, accuracy in [(12.0, 0.7), (30.0, 0.9), (20.0, 0.6)]:
+        history = [
+            {"epoch": number, "epochs_done": number / 4, "val_accuracy": accuracy - 0.1 * (3 - number)}
+            for number in (1, 2, 3)
+        ]
+        attrs = {
+            "best_epoch": 3,
+            "epochs_run": 3,
+            "history": history,
+            "metrics": {"accuracy": accuracy, "loss": 0.3, "epoch": 3},
+            "backbone": "resnet18",
+            "latency_ms": latency,
+        }
+        study.add_trial(optuna.trial.create_trial(values=[latency, accuracy], user_attrs=attrs))
+    return study
+
+
+def test_an_old_study_with_the_old_keys_renders_with_its_numbers():
+    study = make_old_study()
+    trials = report.trial_records(study)
+    assert trials["value"].tolist() == [0.7, 0.9, 0.6]  # the accuracy, second objective by the attr
+    assert trials["best_report"].tolist() == [3, 3, 3] and trials["reports"].tolist() == [3, 3, 3]
+    curves = report.curve_records(study)
+    assert curves["report"].tolist()[:3] == [1, 2, 3] and curves["epoch"].tolist()[:3] == [0.25, 0.5, 0.75]
+    pareto = report.pareto_records(study)
+    assert pareto["accuracy"].tolist() == [0.7, 0.9, 0.6] and pareto["latency_ms"].tolist() == [12.0, 30.0, 20.0]
+    assert pareto.loc[pareto["on_front"], "number"].tolist() == [0, 1]
+    page = _html.render(study)
+    assert "0.9 validation accuracy (trial 1; latency 30 ms, val-loss 0.3, at report 3)" in page
+    assert "maximize accuracy, minimize latency" not in page and "minimize latency, maximize accuracy" in page
+    table = page[page.index('<section id="trials">') :]
+    assert "<th>best report</th>" in table and "<th>reports</th>" in table
+    assert table.count('<td class="num" data-v="3.0">3</td>') == 6  # best report and reports of 3 trials
+    assert "report 2 (epoch 0.50)" in page  # the curves' hover

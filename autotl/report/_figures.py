@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import html
 import math
+from dataclasses import fields
 from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
+
+from ..space import TrialConfig
 
 _STATE_COLORS = {"complete": "#1f77b4", "pruned": "#999999", "fail": "#d62728", "running": "#2ca02c"}
 _STATE_DASH = {"complete": "solid", "pruned": "dash", "fail": "dot", "running": "solid"}
@@ -27,16 +30,8 @@ _HEIGHT = 420
 _TEMPLATE = "plotly_white"
 _NA = -0.12  # where a trial without a value of a (conditional) param sits on its axis
 _MARGIN = {"t": 30, "b": 50, "l": 60, "r": 20}
-# (column, panel title, kind) for the "score against ..." grid; kind: number, log or category.
-_RECIPE_PANELS = [
-    ("strategy", "strategy (what trains)", "category"),
-    ("frozen_depth", "frozen depth (share of blocks)", "number"),
-    ("lr", "learning rate", "log"),
-    ("lr_schedule", "schedule", "category"),
-    ("regularizer", "regularizer", "category"),
-    ("regularizer_strength", "regularizer strength", "log"),
-    ("optimizer", "optimizer", "category"),
-]
+# How the report names each recipe setting; a param that is no setting keeps its own name.
+_TITLES = {f.name: f.metadata["title"] for f in fields(TrialConfig)}
 
 
 def history_figure(trials: pd.DataFrame, direction: str = "maximize") -> go.Figure | None:
@@ -124,11 +119,12 @@ def time_figure(times: pd.DataFrame) -> go.Figure | None:
 
 
 def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Figure | None:
-    """Validation accuracy per epoch, one line per trial.
+    """Validation accuracy per report, one line per trial.
 
     Pruned trials are dashed grey with a red 'x' where they stopped; failed trials are
     dotted; the best trial is drawn thick and orange, on top. The legend has one entry
-    per kind of trial (click it to hide that kind); hovering a line names its trial.
+    per kind of trial (click it to hide that kind); hovering a point names its trial, its
+    report and the epochs of training done by then.
     """
     curves = curves[curves["val_accuracy"].notna()]
     if curves.empty:
@@ -144,42 +140,45 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
         kind = "best" if is_best else state
         name = f"trial {trial}" + (" (best)" if is_best else "" if state == "complete" else f" ({_label(state)})")
         color = _BEST_COLOR if is_best else _STATE_COLORS.get(state, "#7f7f7f")
-        epochs = group["epoch"].astype(int).tolist()
+        reports = group["report"].astype(int).tolist()
         accuracy = group["val_accuracy"].tolist()
         fig.add_trace(
             go.Scatter(
-                x=epochs,
+                x=reports,
                 y=accuracy,
+                text=[_report_text(r, e) for r, e in zip(reports, group["epoch"])],
                 mode="lines+markers",
                 name=f"best trial ({trial})" if is_best else _label(f"{state} trials"),
                 legendgroup=kind,
                 showlegend=kind not in shown,
-                line={
-                    "color": color,
-                    "width": 4 if is_best else 1.5,
-                    "dash": _STATE_DASH.get(state, "solid"),
-                },
+                line={"color": color, "width": 4 if is_best else 1.5, "dash": _STATE_DASH.get(state, "solid")},
                 marker={"size": 4, "color": color},
                 opacity=1.0 if is_best or state == "complete" else 0.7,
-                hovertemplate=name + "<br>epoch %{x}<br>val accuracy %{y:.4f}<extra></extra>",
+                hovertemplate=name + "<br>%{text}<br>val accuracy %{y:.4f}<extra></extra>",
             )
         )
         shown.add(kind)
         if state == "pruned":
             fig.add_trace(
                 go.Scatter(
-                    x=epochs[-1:],
+                    x=reports[-1:],
                     y=accuracy[-1:],
                     mode="markers",
                     legendgroup=kind,
                     showlegend=False,
                     marker={"symbol": "x", "size": 11, "color": "#d62728"},
-                    hovertemplate=name + "<br>pruned after epoch %{x}<extra></extra>",
+                    hovertemplate=name + "<br>pruned after report %{x}<extra></extra>",
                 )
             )
-    _layout(fig, xaxis_title="epoch", yaxis_title="validation accuracy")
-    fig.update_xaxes(dtick=1)
+    _layout(fig, xaxis_title="report", yaxis_title="validation accuracy")
+    if curves["report"].max() < 20:
+        fig.update_xaxes(dtick=1)  # whole report numbers only
     return fig
+
+
+def _report_text(report: int, epoch: float | None) -> str:
+    """'report 3 (epoch 1.50)', or 'report 3' when the epochs done are not known."""
+    return f"report {report}" if _missing(epoch) else f"report {report} (epoch {epoch:.2f})"
 
 
 def importance_figure(importances: pd.DataFrame) -> go.Figure | None:
@@ -209,25 +208,24 @@ def importance_figure(importances: pd.DataFrame) -> go.Figure | None:
 def parallel_figure(settings: pd.DataFrame, best_trial: int | None = None) -> go.Figure | None:
     """Parallel coordinates over the settings and score of complete trials, drawn in SVG.
 
-    ``settings`` is ``_records.parallel_records``: number, value, one column per axis.
-    One line per trial, coloured by score (the best trial thick and orange, on top).
-    Each axis runs from the lowest to the highest value: categorical settings are spread
-    evenly in sorted order, numeric ones spanning more than 100x are on a log scale, and
-    a trial without a value (a conditional param) sits at "n/a" below the axis. Plain
-    lines rather than Plotly's WebGL ``parcoords``, so the page draws fast anywhere.
+    ``settings`` is ``_records.parallel_records``: number, value, one column per axis,
+    each axis titled as ``TrialConfig`` names its setting (a param by its name). One line
+    per trial, coloured by score (the best trial thick and orange, on top). Each axis runs
+    from the lowest to the highest value: categorical settings are spread evenly in sorted
+    order, numeric ones spanning more than 100x are on a log scale, and a trial without a
+    value (a conditional param) sits at "n/a" below the axis. Plain lines rather than
+    Plotly's WebGL ``parcoords``, so the page draws fast anywhere.
     """
     if settings.empty:
         return None
     complete = settings.sort_values("value", kind="stable")  # best lines drawn last, on top
-    axes = [_axis(column, complete[column]) for column in complete.columns[2:]]
+    axes = [_axis(_TITLES.get(column, column), complete[column]) for column in complete.columns[2:]]
     axes.append(_axis("score", complete["value"]))
     scores = complete["value"].astype(float)
     low, high = scores.min(), scores.max()
     shades = [0.5 if high == low else (v - low) / (high - low) for v in scores]
-    colors = sample_colorscale("Viridis", shades)
     fig = go.Figure()
-    for row, (_, trial) in enumerate(complete.iterrows()):
-        number = int(trial["number"])
+    for row, (number, color) in enumerate(zip(complete["number"].astype(int), sample_colorscale("Viridis", shades))):
         is_best = best_trial is not None and number == best_trial
         fig.add_trace(
             go.Scatter(
@@ -235,7 +233,7 @@ def parallel_figure(settings: pd.DataFrame, best_trial: int | None = None) -> go
                 y=[axis["positions"][row] for axis in axes],
                 text=[axis["texts"][row] for axis in axes],
                 mode="lines+markers",
-                line={"color": _BEST_COLOR if is_best else colors[row], "width": 4 if is_best else 1.5},
+                line={"color": _BEST_COLOR if is_best else color, "width": 4 if is_best else 1.5},
                 marker={"size": 5 if is_best else 3},
                 opacity=1.0 if is_best else 0.75,
                 name=f"trial {number}" + (" (best)" if is_best else ""),
@@ -258,6 +256,12 @@ def parallel_figure(settings: pd.DataFrame, best_trial: int | None = None) -> go
             },
         )
     )
+    _draw_axes(fig, axes)
+    return fig
+
+
+def _draw_axes(fig: go.Figure, axes: list[dict[str, Any]]) -> None:
+    """The vertical axes of parallel coordinates, their ticks, and titles on top (room made for long ones)."""
     lowest = -0.15 if any(axis["missing"] for axis in axes) else 0.0
     for index, axis in enumerate(axes):
         fig.add_shape(type="line", x0=index, x1=index, y0=lowest, y1=1, line={"color": "#444", "width": 1})
@@ -282,105 +286,97 @@ def parallel_figure(settings: pd.DataFrame, best_trial: int | None = None) -> go
         range=[-0.3, len(axes) - 0.4],
     )
     fig.update_yaxes(visible=False, range=[lowest - 0.05, 1.05])
+    lines = max(axis["label"].count("<br>") + 1 for axis in axes)
     _layout(fig, height=_HEIGHT + 40)
     fig.update_layout(
-        margin={"t": 70, "l": 20, "r": 20, "b": 20},
+        margin={"t": 30 + 14 * lines, "l": 20, "r": 20, "b": 20},
         hovermode="closest",
         legend={"orientation": "h", "y": -0.02, "x": 1, "xanchor": "right"},
     )
-    return fig
+
+
+def recipe_panels(configs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(column, title, scale) of each recipe setting ``TrialConfig`` shows that took more than one value in
+    ``configs``, in its order: the settings a search chose between (scale: number, log or category)."""
+    return [
+        (f.name, f.metadata["title"], f.metadata["scale"])
+        for f in fields(TrialConfig)
+        if f.metadata["shown"] and f.name in configs and configs[f.name].nunique() > 1
+    ]
 
 
 def recipe_figure(configs: pd.DataFrame, best_trial: int | None = None) -> go.Figure | None:
-    """Score of complete trials against strategy, frozen depth, learning rate, schedule, regularizer, ...
+    """Score of complete trials against each recipe setting they chose between (strategy, learning rate, ...).
 
-    ``configs`` is ``_records.applicable_settings``, so a setting shows only for the
-    trials that used it. One small panel per recipe setting that has values (``_RECIPE_PANELS``); numeric
-    settings are scatter plots (log x when they span more than 20x), categorical ones
-    show every trial as a point over a box. The best trial is an orange star.
+    ``configs`` is ``_records.config_records``, so a setting shows only for the trials
+    that used it. One small panel per setting (``recipe_panels``); numeric settings are
+    scatter plots (log x when ``TrialConfig`` says so and they span more than 20x),
+    categorical ones show every trial as a point over a box. The best trial is an orange
+    star.
     """
     complete = configs[(configs["state"] == "complete") & configs["value"].notna()]
-    panels = [p for p in _RECIPE_PANELS if p[0] in complete and complete[p[0]].notna().any()]
-    if complete.empty or not panels:
+    panels = recipe_panels(complete)
+    if not panels:
         return None
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     fig = make_subplots(
         rows=rows,
         cols=columns,
-        subplot_titles=[title for _, title, _ in panels],
+        subplot_titles=[_label(title) for _, title, _ in panels],
         shared_yaxes=True,
         horizontal_spacing=0.04,
-        vertical_spacing=0.16,
+        vertical_spacing=min(0.16, 0.5 / rows),  # at most 1 / (rows - 1)
     )
-    best = complete[complete["number"] == best_trial] if best_trial is not None else complete.iloc[:0]
-    for index, (column, title, kind) in enumerate(panels):
-        row, col = index // columns + 1, index % columns + 1
-        frame = complete[complete[column].notna()]
-        if column == "regularizer_strength" and "regularizer" in frame:
-            frame = frame[frame["regularizer"] != "none"]  # strength means nothing without one
-        hover = "trial %{customdata}<br>" + _label(title) + " %{x}<br>score %{y:.4f}<extra></extra>"
-        if kind == "category":
-            x = [_label(v) for v in frame[column]]
-            fig.add_trace(
-                go.Box(
-                    x=x,
-                    y=frame["value"].tolist(),
-                    boxpoints="all",
-                    jitter=0.4,
-                    pointpos=0,
-                    marker={"color": "#1f77b4", "size": 6, "opacity": 0.7},
-                    line={"color": "#c7d7e8"},
-                    fillcolor="rgba(0,0,0,0)",
-                    customdata=frame["number"].astype(int).tolist(),
-                    hovertemplate=hover,
-                    showlegend=False,
-                ),
-                row=row,
-                col=col,
-            )
-            fig.update_xaxes(type="category", row=row, col=col)
-        else:
-            fig.add_trace(
-                go.Scatter(
-                    x=frame[column].tolist(),
-                    y=frame["value"].tolist(),
-                    mode="markers",
-                    marker={"color": "#1f77b4", "size": 7, "opacity": 0.7},
-                    customdata=frame["number"].astype(int).tolist(),
-                    text=[_label(v) for v in frame["regularizer"]] if "regularizer" in frame else None,
-                    hovertemplate=hover.replace("%{x}", "%{x:.3g}").replace("<br>score", " (%{text})<br>score")
-                    if column == "regularizer_strength"
-                    else hover.replace("%{x}", "%{x:.3g}"),
-                    showlegend=False,
-                ),
-                row=row,
-                col=col,
-            )
-            low, high = frame[column].min(), frame[column].max()
-            if kind == "log" and len(frame) and low > 0 and high / low > 20:
-                fig.update_xaxes(type="log", row=row, col=col)
-        shown = best[best[column].notna()] if not best.empty else best
-        if column == "regularizer_strength" and not shown.empty:
-            shown = shown[shown["regularizer"] != "none"]
-        if not shown.empty:
-            fig.add_trace(
-                go.Scatter(
-                    x=[_label(v) for v in shown[column]] if kind == "category" else shown[column].tolist(),
-                    y=shown["value"].tolist(),
-                    mode="markers",
-                    marker={"color": _BEST_COLOR, "symbol": "star", "size": 14},
-                    name="best trial",
-                    showlegend=False,
-                    hovertemplate=f"best trial {best_trial}<br>score %{{y:.4f}}<extra></extra>",
-                ),
-                row=row,
-                col=col,
-            )
+    for index, panel in enumerate(panels):
+        _recipe_panel(fig, complete, panel, best_trial, index // columns + 1, index % columns + 1)
     fig.update_yaxes(title_text="score", col=1)
     _layout(fig, height=60 + 300 * rows)
     fig.update_layout(margin={"t": 50})
     return fig
+
+
+def _recipe_panel(
+    fig: go.Figure, complete: pd.DataFrame, panel: tuple[str, str, str], best_trial: int | None, row: int, col: int
+) -> None:
+    """One setting's panel of ``recipe_figure``: the trials that used it, and the best one as a star."""
+    column, title, scale = panel
+    frame = complete[complete[column].notna()]
+    category = scale == "category"
+    x = [_label(v) for v in frame[column]] if category else frame[column].tolist()
+    common = {
+        "y": frame["value"].tolist(),
+        "customdata": frame["number"].astype(int).tolist(),
+        "hovertemplate": f"trial %{{customdata}}<br>{_label(title)} %{{x{'' if category else ':.3g'}}}"
+        "<br>score %{y:.4f}<extra></extra>",
+        "showlegend": False,
+    }
+    if category:
+        box = {"boxpoints": "all", "jitter": 0.4, "pointpos": 0, "fillcolor": "rgba(0,0,0,0)"}
+        marker = {"color": "#1f77b4", "size": 6, "opacity": 0.7}
+        fig.add_trace(go.Box(x=x, marker=marker, line={"color": "#c7d7e8"}, **box, **common), row=row, col=col)
+        fig.update_xaxes(type="category", row=row, col=col)
+    else:
+        marker = {"color": "#1f77b4", "size": 7, "opacity": 0.7}
+        fig.add_trace(go.Scatter(x=x, mode="markers", marker=marker, **common), row=row, col=col)
+        low, high = frame[column].min(), frame[column].max()
+        if scale == "log" and low > 0 and high / low > 20:
+            fig.update_xaxes(type="log", row=row, col=col)
+    best = frame[frame["number"] == best_trial] if best_trial is not None else frame.iloc[:0]
+    if not best.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=[_label(v) for v in best[column]] if category else best[column].tolist(),
+                y=best["value"].tolist(),
+                mode="markers",
+                marker={"color": _BEST_COLOR, "symbol": "star", "size": 14},
+                name="best trial",
+                showlegend=False,
+                hovertemplate=f"best trial {best_trial}<br>score %{{y:.4f}}<extra></extra>",
+            ),
+            row=row,
+            col=col,
+        )
 
 
 def backbone_figure(configs: pd.DataFrame, backbones: pd.DataFrame) -> go.Figure | None:
@@ -649,18 +645,20 @@ def _layout(fig: go.Figure, *, height: int = _HEIGHT, **titles: str) -> None:
     fig.update_layout(height=height, margin=_MARGIN, template=_TEMPLATE, **titles)
 
 
-def _axis(name: str, values: pd.Series, max_ticks: int = 12) -> dict[str, Any]:
+def _axis(title: str, values: pd.Series, max_ticks: int = 12) -> dict[str, Any]:
     """One parallel-coordinates axis: each trial's position in [0, 1] (``_NA`` when it lacks
-    the value), hover text per trial, and the tick labels to write along the axis."""
+    the value), hover text per trial, and the tick labels to write along the axis.
+
+    Numeric columns (by dtype; booleans are categories) are placed by value, others evenly in sorted order.
+    """
     present = values.dropna()
-    numeric = pd.to_numeric(present, errors="coerce")
-    label = name
-    if numeric.notna().all() and not any(isinstance(v, bool) for v in present):
-        low, high = float(numeric.min()), float(numeric.max())
+    label = title
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        low, high = float(present.min()), float(present.max())
         log = low > 0 and high / low > 100
         scale = math.log10 if log else float
         span = scale(high) - scale(low)
-        label = f"{name} (log)" if log else name
+        label = f"{title} (log)" if log else title
 
         def position(value: Any) -> float:
             return 0.5 if span == 0 else (scale(float(value)) - scale(low)) / span
@@ -681,7 +679,7 @@ def _axis(name: str, values: pd.Series, max_ticks: int = 12) -> dict[str, Any]:
     return {
         "label": _wrap(label.replace("_", " ")),
         "positions": [_NA if gone else round(position(v), 5) for v, gone in zip(values, missing)],
-        "texts": [_label(f"{name} {'n/a' if gone else text}") for text, gone in zip(texts, missing)],
+        "texts": [_label(f"{title} {'n/a' if gone else text}") for text, gone in zip(texts, missing)],
         "ticks": [(round(p, 5), _label(t)) for p, t in ticks] + ([(_NA, "n/a")] if any(missing) else []),
         "missing": any(missing),
     }

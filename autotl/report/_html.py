@@ -19,6 +19,7 @@ import numbers
 import os
 import pathlib
 import tempfile
+from dataclasses import fields
 from typing import Any
 
 import optuna
@@ -26,6 +27,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from autotl.records import DatasetInfo, TrialRecord
 from autotl.report import _figures, _records
 
 _CONFIG = {"displaylogo": False, "responsive": True}
@@ -106,7 +108,8 @@ def write(study: optuna.Study, path: str | os.PathLike[str]) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
+        # a path from a file system that is not UTF-8 (surrogate escapes) shows as \udcXX, never a crash
+        with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as file:
             file.write(page)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -120,95 +123,17 @@ def render(study: optuna.Study) -> str:
     """The whole report page as one HTML string."""
     info = _records.summary(study)
     trials = _records.trial_records(study)
-    curves = _records.curve_records(study)
     configs = _records.config_records(study)
-    times = _records.time_records(study)
-    backbones = _records.backbone_records(configs)
-    strategies = _records.strategy_records(study)
-    ranking = _records.ranking_records(study)
     pareto = _records.pareto_records(study)
-    importances, why_no_importances = _records.param_importances(study)
-    best = _records.best_model_records(study)
-    dataset = _dataset(info)
-    title = f"autotl report: {dataset.get('path') or info['study_name']}"
-
+    title = f"autotl report: {(info['record'].dataset or DatasetInfo()).path or info['study_name']}"
     sections = [
         _summary_section(info, pareto),
         _pareto_section(pareto) if info["objectives"] else None,
-        _section(
-            "history",
-            "Optimization history",
-            "Is the search still finding better recipes? A best-so-far line that has gone flat "
-            "says more trials (or another hour) would likely buy little.",
-            _figure_block(
-                "Score of each trial, in the order they ran",
-                "Markers are trials (x = pruned, at its last reported score); the orange step "
-                "line is the best complete score so far.",
-                _figures.history_figure(trials, info["direction"]),
-                "history",
-                "No trial has a score yet.",
-            ),
-            _figure_block(
-                "Best score against wall time",
-                _time_note(times),
-                _figures.time_figure(times),
-                "time",
-                "No trial has completed yet.",
-            ),
-        ),
-        _section(
-            "curves",
-            "Learning curves",
-            "Validation accuracy after each epoch of every trial: dashed grey lines were pruned "
-            "(red x where they stopped), dotted lines failed, the thick orange line is the best "
-            "trial; curves still rising at the end suggest more epochs would help.",
-            _figure_or_note(
-                _figures.curves_figure(curves, info["best_trial"]),
-                "curves",
-                "No trial has reported a validation accuracy yet.",
-            ),
-        ),
-        _section(
-            "mattered",
-            "What mattered",
-            "Which choices moved the score: the longest importance bar first, then how the score "
-            "changes with each setting and with each backbone (complete trials only).",
-            _figure_block(
-                "Parameter importances",
-                "Share of the score's variation across complete trials that each sampled "
-                "parameter explains (fANOVA); conditional parameters are left out.",
-                _figures.importance_figure(importances),
-                "importance",
-                f"No parameter importances: {why_no_importances}",
-            ),
-            _figure_block(
-                "Parallel coordinates",
-                "One line per complete trial, coloured by score (the best one orange); follow the "
-                "bright lines to see which values the best trials share.",
-                _figures.parallel_figure(_records.parallel_records(trials, configs), info["best_trial"]),
-                "parallel",
-                "No trial has completed yet.",
-            ),
-            _figure_block(
-                "Score against the recipe",
-                "Each point is a complete trial; the orange star is the best one. A cloud that "
-                "rises to one side shows the direction to search next.",
-                _figures.recipe_figure(_records.applicable_settings(configs), info["best_trial"]),
-                "recipe",
-                "No complete trial stored its recipe.",
-            ),
-            _figure_block(
-                "Backbones",
-                "Score and cost of each backbone: a slightly lower score at a fraction of the "
-                "seconds per trial may be the better deal.",
-                _figures.backbone_figure(configs, backbones),
-                "backbones",
-                "No trial stored its backbone.",
-            ),
-            _ranking_block(_records.ranking_settings(study), ranking),
-        ),
-        _strategies_section(strategies, info["best_trial"]),
-        _best_model_section(best, info),
+        _history_section(trials, _records.time_records(study), info),
+        _curves_section(_records.curve_records(study), info),
+        _mattered_section(study, trials, configs, info),
+        _strategies_section(_records.strategy_records(study), info["best_trial"]),
+        _best_model_section(_records.best_model_records(study), info),
         _section(
             "trials",
             "All trials",
@@ -241,6 +166,94 @@ def render(study: optuna.Study) -> str:
             "</html>",
             "",
         ]
+    )
+
+
+def _history_section(trials: pd.DataFrame, times: pd.DataFrame, info: dict[str, Any]) -> tuple[str, str, str, str]:
+    """Each trial's score in order, and the best score against wall time."""
+    return _section(
+        "history",
+        "Optimization history",
+        "Is the search still finding better recipes? A best-so-far line that has gone flat "
+        "says more trials (or another hour) would likely buy little.",
+        _figure_block(
+            "Score of each trial, in the order they ran",
+            "Markers are trials (x = pruned, at its last reported score); the orange step "
+            "line is the best complete score so far.",
+            _figures.history_figure(trials, info["direction"]),
+            "history",
+            "No trial has a score yet.",
+        ),
+        _figure_block(
+            "Best score against wall time",
+            _time_note(times),
+            _figures.time_figure(times),
+            "time",
+            "No trial has completed yet.",
+        ),
+    )
+
+
+def _curves_section(curves: pd.DataFrame, info: dict[str, Any]) -> tuple[str, str, str, str]:
+    """Every trial's validation accuracy per report."""
+    return _section(
+        "curves",
+        "Learning curves",
+        "Validation accuracy at each report of every trial (a report every few thousand training images, or "
+        "each epoch): dashed grey lines were pruned (red x where they stopped), dotted lines failed, the thick "
+        "orange line is the best trial; curves still rising at the end suggest more epochs would help.",
+        _figure_or_note(
+            _figures.curves_figure(curves, info["best_trial"]),
+            "curves",
+            "No trial has reported a validation accuracy yet.",
+        ),
+    )
+
+
+def _mattered_section(
+    study: optuna.Study, trials: pd.DataFrame, configs: pd.DataFrame, info: dict[str, Any]
+) -> tuple[str, str, str, str]:
+    """Importances, parallel coordinates, score against each recipe setting, backbones and their ranking."""
+    importances, why_no_importances = _records.param_importances(study)
+    return _section(
+        "mattered",
+        "What mattered",
+        "Which choices moved the score: the longest importance bar first, then how the score "
+        "changes with each setting and with each backbone (complete trials only).",
+        _figure_block(
+            "Parameter importances",
+            "Share of the score's variation across complete trials that each sampled "
+            "parameter explains (fANOVA); conditional parameters are left out.",
+            _figures.importance_figure(importances),
+            "importance",
+            f"No parameter importances: {why_no_importances}",
+        ),
+        _figure_block(
+            "Parallel coordinates",
+            "One line per complete trial, coloured by score (the best one orange); follow the "
+            "bright lines to see which values the best trials share.",
+            _figures.parallel_figure(_records.parallel_records(trials, configs), info["best_trial"]),
+            "parallel",
+            "No trial has completed yet.",
+        ),
+        _figure_block(
+            "Score against the recipe",
+            "Each point is a complete trial; the orange star is the best one. A cloud that "
+            "rises to one side shows the direction to search next. Settings a trial's strategy "
+            "does not use are left out, as are settings every complete trial shares.",
+            _figures.recipe_figure(configs, info["best_trial"]),
+            "recipe",
+            "No two complete trials that stored their recipe differ in a setting yet.",
+        ),
+        _figure_block(
+            "Backbones",
+            "Score and cost of each backbone: a slightly lower score at a fraction of the "
+            "seconds per trial may be the better deal.",
+            _figures.backbone_figure(configs, _records.backbone_records(configs)),
+            "backbones",
+            "No trial stored its backbone.",
+        ),
+        _ranking_block(_records.ranking_settings(study), _records.ranking_records(study)),
     )
 
 
@@ -277,21 +290,15 @@ def _numbered(sections: list[tuple[str, str, str, str] | None]) -> list[str]:
     ]
 
 
-def _dataset(info: dict[str, Any]) -> dict[str, Any]:
-    dataset = info["user_attrs"].get("dataset")
-    return dataset if isinstance(dataset, dict) else {}
-
-
 def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, str, str, str]:
     """Dataset, run settings, outcome, the best recipe in words and where the model is."""
-    attrs = info["user_attrs"]
-    dataset = _dataset(info)
-    images = ", ".join(
-        f"{split} {_text(dataset.get('n_' + key))}"
-        for split, key in (("train", "train"), ("validation", "val"), ("test", "test"))
-    )
-    if dataset.get("skipped"):
-        images += f" ({_text(dataset.get('skipped'))} unreadable files skipped)"
+    record = info["record"]
+    dataset = record.dataset or DatasetInfo()
+    counts = (("train", dataset.n_train), ("validation", dataset.n_val), ("test", dataset.n_test))
+    images = ", ".join(f"{split} {_text(count)}" for split, count in counts)
+    if dataset.skipped:
+        images += f" ({dataset.skipped} unreadable files skipped)"
+    timeout = _duration(record.timeout) if record.timeout is not None else "none"
     best_score = _best_score(info)
     if info["best_trial"] is None:
         recipe = "none yet"
@@ -307,15 +314,14 @@ def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, s
         if info["model_trial"] is not None:
             where += f' (trial {info["model_trial"]}); load it with autotl.load_model("RUN_DIR/{model}")'
     rows = [
-        ("Dataset", _text(dataset.get("path"))),
-        ("Classes", _classes(dataset.get("classes"))),
+        ("Dataset", _text(dataset.path)),
+        ("Classes", _classes(dataset.classes)),
         ("Images per split", images),
-        ("Device", _text(attrs.get("device"))),
+        ("Device", _text(record.device)),
         (
             "Budget",
-            f"{_text(attrs.get('n_trials'))} trials, timeout {_timeout(attrs.get('timeout'))}, "
-            f"up to {_text(attrs.get('max_epochs'))} epochs per trial; search space "
-            f"{_text(attrs.get('space'))}",
+            f"{_text(record.n_trials)} trials, timeout {timeout}, "
+            f"up to {_text(record.max_epochs)} epochs per trial; search space {_text(record.space)}",
         ),
         ("Wall time", _wall_time(info)),
         (
@@ -351,17 +357,21 @@ def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, s
 
 
 def _best_score(info: dict[str, Any]) -> str:
-    """'0.93 validation accuracy (trial 7; macro-F1 0.92, val-loss 0.21, at epoch 3)'."""
+    """'0.93 validation accuracy (trial 7; macro-F1 0.92, val-loss 0.21, at report 3)'."""
     if info["best_trial"] is None:
         return "no trial completed yet"
     value, metrics = info["best_value"], info["best_metrics"]
     details = [
-        f"{name} {_text(metrics[key])}"
-        for key, name in (("macro_f1", "macro-F1"), ("loss", "val-loss"), ("epoch", "at epoch"))
-        if metrics.get(key) is not None
+        f"{name} {_text(number)}"
+        for name, number in (
+            ("macro-F1", metrics.macro_f1),
+            ("val-loss", metrics.loss),
+            ("at report", info["best_report"]),
+        )
+        if number is not None
     ]
-    accuracy = metrics.get("accuracy")
-    what = " validation accuracy" if isinstance(accuracy, (int, float)) and abs(accuracy - value) < 1e-9 else ""
+    accurate = metrics.accuracy is not None and abs(metrics.accuracy - value) < 1e-9
+    what = " validation accuracy" if accurate else ""
     if info["objectives"]:  # several objectives: the best is the most accurate trial
         what = " validation accuracy"
         details = [
@@ -635,62 +645,46 @@ def _gallery(items: list[dict[str, Any]]) -> str:
         probability = item["probability"]
         sure = f" ({probability:.0%})" if probability is not None else ""
         figures.append(
-            f"<figure>{image}<figcaption>true: {html.escape(item['true'])}<br>"
-            f"predicted: {html.escape(item['predicted'])}{html.escape(sure)}</figcaption></figure>"
+            f"<figure>{image}<figcaption>true: {html.escape(_text(item['true']))}<br>"
+            f"predicted: {html.escape(_text(item['predicted']))}{html.escape(sure)}</figcaption></figure>"
         )
     return '<div class="gallery">\n' + "\n".join(figures) + "\n</div>"
 
 
 def _trials_table(trials: pd.DataFrame, best_trial: int | None, front: set[int] | None = None) -> str:
-    """Every trial, sortable: state, score, validation loss, best epoch, time, cost, strategy, end reason, params.
+    """Every trial, sortable: state, score, validation loss, then its record's fields that have a title (best
+    report, time, cost, backbone, strategy, end reason, ...), its params and its error.
 
-    The cost columns (train time, latency, size) and warm start show only when some trial
-    stored them; ``front`` (the Pareto front of a multi-objective study) adds a column.
+    A column shows only when some trial has a value in it, so the cost columns of an older
+    search stay out; ``front`` (the Pareto front of a multi-objective study) adds a column.
     """
     if trials.empty:
         return '<p class="note">No trials yet.</p>'
-    fixed = [
-        ("number", "trial"),
-        ("state", "state"),
-        ("value", "score"),
-        ("val_loss", "val loss"),
-        ("best_epoch", "best epoch"),
-        ("epochs_run", "epochs"),
-        ("wall_seconds", "time (s)"),
-        ("train_seconds", "train time (s)"),
-        ("latency_ms", "PyTorch latency (ms, batch 1)"),
-        ("model_mb", "size (MB)"),
-        ("backbone", "backbone"),
-        ("strategy", "strategy"),
-        ("params_trainable", "trainable params"),
-        ("end_reason", "end reason"),
-        ("warm_start", "warm start"),
-    ]
-    params = [c for c in trials.columns if c.startswith("param_") and trials[c].notna().any()]
+    columns = [("number", "trial"), ("state", "state"), ("value", "score"), ("val_loss", "val loss")]
+    columns += [(f.name, f.metadata["title"]) for f in fields(TrialRecord) if "title" in f.metadata]
+    params = [c for c in trials.columns if c.startswith("param_")]
     if "param_backbone" in params and trials["param_backbone"].equals(trials["backbone"]):
         params.remove("param_backbone")  # the trainer copies it into the backbone column
     if "param_strategy" in params:
         params.remove("param_strategy")  # the strategy column is this param, normalised
+    columns += [(c, c[len("param_") :]) for c in params] + [("error", "error")]
     if front is not None:
         trials = trials.assign(front=["yes" if int(n) in front else None for n in trials["number"]])
-        fixed.insert(3, ("front", "Pareto front"))
-    columns = [(c, h) for c, h in fixed if trials[c].notna().any()]
-    columns += [(c, c[len("param_") :]) for c in params]
-    if trials["error"].notna().any():
-        columns.append(("error", "error"))
-    rows, classes = [], []
+        columns.insert(3, ("front", "Pareto front"))
+    columns = [(c, h) for c, h in columns if trials[c].notna().any()]
+    trials = trials.assign(error=trials["error"].map(_shorten, na_action="ignore"))  # whole below the table
+    rows, sort_keys, classes = [], [], []
     for _, row in trials.iterrows():
-        cells = []
-        for column, _ in columns:
-            text = _cell(row[column])
-            if column == "error" and len(text) > _MAX_ERROR_IN_TABLE:
-                text = text[: _MAX_ERROR_IN_TABLE - 1] + "\u2026"
-            cells.append(text)
-        rows.append(cells)
+        rows.append([_cell(row[column]) for column, _ in columns])
+        sort_keys.append([_sort_key(row[column]) for column, _ in columns])
         best = best_trial is not None and int(row["number"]) == best_trial
         classes.append(str(row["state"]) + (" best" if best else ""))
-    sort_keys = [[_sort_key(row[column]) for column, _ in columns] for _, row in trials.iterrows()]
     return _table([h for _, h in columns], rows, sort_keys=sort_keys, row_classes=classes)
+
+
+def _shorten(text: str) -> str:
+    """Long text (an error) cut to its first characters, to keep the table's rows short."""
+    return text if len(text) <= _MAX_ERROR_IN_TABLE else text[: _MAX_ERROR_IN_TABLE - 1] + "\u2026"
 
 
 def _errors(trials: pd.DataFrame) -> str:
@@ -789,22 +783,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _classes(classes: Any) -> str:
-    if not isinstance(classes, (list, tuple)):
+def _classes(classes: list[str]) -> str:
+    if not classes:
         return "unknown"
-    names = [str(name) for name in classes]
-    shown = ", ".join(names[:_MAX_CLASSES_SHOWN])
-    more = len(names) - _MAX_CLASSES_SHOWN
-    return f"{len(names)}: {shown}" + (f", ... and {more} more" if more > 0 else "")
-
-
-def _timeout(timeout: Any) -> str:
-    if timeout is None:
-        return "none"
-    try:
-        return _duration(float(timeout))
-    except (TypeError, ValueError):
-        return str(timeout)
+    shown = ", ".join(classes[:_MAX_CLASSES_SHOWN])
+    more = len(classes) - _MAX_CLASSES_SHOWN
+    return f"{len(classes)}: {shown}" + (f", ... and {more} more" if more > 0 else "")
 
 
 def _cell(value: Any) -> str:

@@ -1,76 +1,132 @@
 """Tables of what a study did, read from the study alone.
 
-Everything the report shows is computed here first, as plain pandas DataFrames and
-dicts, so it can be checked (and reused, e.g. in a notebook) without any drawing.
-The only input is an ``optuna.Study`` loaded from storage; every key the trainer
-writes may be missing, because a trial can die at any point. Nothing here reads the
-clock or the file system, so the same storage always gives the same records.
+Everything the report shows is computed here first, as pandas DataFrames and dicts, so it
+can be checked (and reused, e.g. in a notebook) without any drawing. The only input is an
+``optuna.Study`` loaded from storage, read through its records (``TrialRecord.of`` per
+trial, ``StudyRecord.of`` for the study), which give every stored value its declared type
+or None, whatever a trial stored or an older version wrote. The tables take their dtypes
+from declarations too: the records', ``TrialConfig``'s for a recipe's settings, and the
+dataclasses below for the columns the report computes. Nothing here reads the clock or
+the file system, so the same storage always gives the same records.
 """
 
 from __future__ import annotations
 
-import math
 import pathlib
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from ..space import FIELD_NAMES, STRATEGY_SETTINGS, TrialConfig
-from ..trials import TrialRecord, accuracy_index, best_trial, multi_objective, objective_names, score
+from .. import records
+from ..records import BackboneScore, ClassScore, Metrics, Report, StudyRecord, TrialRecord
+from ..space import FIELD_NAMES, TrialConfig
+from ..space._config import SETTING_TYPES
+from ..trials import accuracy_index, best_trial, multi_objective, objective_names
 
-TRIAL_COLUMNS = [
-    "number",
-    "state",
-    "value",
-    "val_loss",
-    "best_epoch",
-    "epochs_run",
-    "wall_seconds",
-    "params_total",
-    "params_trainable",
-    "train_seconds",
-    "latency_ms",
-    "model_mb",
-    "end_reason",
-    "warm_start",
-    "backbone",
-    "strategy",
-    "error",
-]
-CURVE_COLUMNS = [
-    "trial",
-    "state",
-    "epoch",
-    "val_accuracy",
-    "val_macro_f1",
-    "val_loss",
-    "train_loss",
-    "seconds",
-]
+
+@dataclass
+class TrialRow:
+    """The columns the report adds to a trial's record: how it ended and its score."""
+
+    number: int
+    state: str  # complete, pruned, fail, running or waiting
+    value: float | None  # the validation accuracy (a pruned trial: its last report's)
+    val_loss: float | None  # the kept weights' validation loss: it breaks near-ties between the most accurate
+
+
+@dataclass
+class CurvePoint:
+    """Which trial a point of a learning curve (a ``Report``) belongs to."""
+
+    trial: int
+    state: str
+
+
+@dataclass
+class TimePoint:
+    """A finished trial in the order they ended."""
+
+    number: int
+    state: str
+    value: float | None
+    elapsed_seconds: float  # from the earliest trial start to this trial's end, gaps between runs included
+    best_so_far: float | None  # the best complete score at that moment
+
+
+@dataclass
+class StrategyRow:
+    """One strategy: its trials by state, its best complete trial and what its trials cost."""
+
+    strategy: str
+    trials: int
+    complete: int
+    pruned: int
+    failed: int
+    best: float | None  # the validation accuracy of its best complete trial
+    best_trial: int | None
+    median_train_seconds: float | None  # over every trial that recorded it: pruned trials cost time too
+    train_seconds: float | None  # the total
+    share_trained: float | None  # the median share of parameters trained
+
+
+@dataclass
+class BackboneRow:
+    """One backbone: its trials, the scores of the complete ones and the mean seconds per trial."""
+
+    backbone: str
+    trials: int
+    complete: int
+    best: float | None
+    median: float | None
+    seconds_per_trial: float | None
+
+
+@dataclass
+class Searched:
+    """What a ranked backbone then did in the search (the ranking's columns are ``BackboneScore``'s)."""
+
+    trials: int
+    complete: int
+    best: float | None  # the best validation accuracy of its complete trials
+
+
+@dataclass
+class ParetoPoint:
+    """A complete trial of an accuracy-latency study (its other columns are its record's)."""
+
+    number: int
+    accuracy: float
+    latency_ms: float
+    on_front: bool  # no other trial is both more accurate and faster
+
+
+def _names(kind) -> list[str]:
+    return [f.name for f in fields(kind)]
+
+
+# A trial's record, as a row: its plain fields (lists and nested records are left out).
+RECORD_COLUMNS = list(records.dtypes(TrialRecord))
+TRIAL_COLUMNS = _names(TrialRow) + RECORD_COLUMNS
+CURVE_COLUMNS = _names(CurvePoint) + _names(Report)
 CONFIG_COLUMNS = list(FIELD_NAMES)  # a stored recipe's settings: TrialConfig's fields
-TIME_COLUMNS = ["number", "state", "value", "elapsed_seconds", "best_so_far"]
-STRATEGY_COLUMNS = [
-    "strategy",
-    "trials",
-    "complete",
-    "pruned",
-    "failed",
-    "best",
-    "best_trial",
-    "median_train_seconds",
-    "train_seconds",
-    "share_trained",
-]
-BACKBONE_COLUMNS = ["backbone", "trials", "complete", "best", "median", "seconds_per_trial"]
-RANKING_COLUMNS = ["rank", "backbone", "logme", "seconds", "dropped", "trials", "complete", "best"]
+TIME_COLUMNS = _names(TimePoint)
+STRATEGY_COLUMNS = _names(StrategyRow)
+BACKBONE_COLUMNS = _names(BackboneRow)
+RANKING_COLUMNS = ["rank", "backbone", "logme", "seconds", "dropped", *_names(Searched)]
 PARETO_COLUMNS = ["number", "backbone", "accuracy", "latency_ms", "on_front", "train_seconds", "model_mb", "warm_start"]
-PER_CLASS_COLUMNS = ["cls", "precision", "recall", "f1", "support"]
+PER_CLASS_COLUMNS = _names(ClassScore)
 THUMBNAIL_PREFIX = "data:image/png;base64,"
 MAX_THUMBNAILS = 24
-_HISTORY_KEYS = ["val_accuracy", "val_macro_f1", "val_loss", "train_loss", "seconds"]
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def _frame(rows: list[dict], columns: list[str], *kinds) -> pd.DataFrame:
+    """``records.frame`` typed by several declarations: the report's own columns and a record's fields."""
+    table = records.frame(rows, kinds[0], columns)
+    return table.astype({k: v for kind in kinds[1:] for k, v in records.dtypes(kind).items() if k in table})
 
 
 def state_word(trial: FrozenTrial) -> str:
@@ -79,128 +135,90 @@ def state_word(trial: FrozenTrial) -> str:
 
 
 def trial_value(trial: FrozenTrial, index: int = 0) -> float | None:
-    """The trial's objective value number ``index`` (the first by default), or None without one.
+    """The trial's objective value number ``index`` (the first by default), or None without a finite one.
 
     Pruned trials told without a value carry their last reported accuracy. Reads
     ``trial.values``, never ``trial.value``, which raises in multi-objective studies.
     """
     if not trial.values or index >= len(trial.values):
         return None
-    return _number(trial.values[index])
+    return records.load(float, trial.values[index])
 
 
 def trial_records(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial, with its outcome, cost and sampled params (``param_<name>``).
+    """One row per trial: ``TrialRow``'s columns, its record's plain fields, then its params (``param_<name>``).
 
-    ``value`` is the validation accuracy (in a multi-objective study, the accuracy
-    objective) and ``val_loss`` the kept weights' validation loss, which breaks near-ties
-    between the most accurate trials; ``strategy`` is what trained (``trial_strategy``).
-    The cost columns (``train_seconds``, ``latency_ms``, ``model_mb``) and ``warm_start``
-    are blank for trials that did not store them, e.g. from older searches.
+    ``wall_seconds`` falls back to the trial's own datetimes, ``backbone`` to its recipe's
+    or param (``trial_backbone``), and ``strategy`` is what trained, normalised
+    (``trial_strategy``). Fields a trial did not store (e.g. the cost of an older
+    search's trials) are blank.
     """
-    rows = []
-    param_names: list[str] = []
+    rows, params = [], {}
     index = accuracy_index(study)
     for trial in study.trials:
         record = TrialRecord.of(trial)
-        row: dict[str, Any] = {
-            "number": trial.number,
-            "state": state_word(trial),
-            "value": trial_value(trial, index),
-            "val_loss": _number(record.metrics.get("loss")) if isinstance(record.metrics, dict) else None,
-            "best_epoch": _integer(record.best_epoch),
-            "epochs_run": _integer(record.epochs_run),
-            "wall_seconds": _number(record.wall_seconds if record.wall_seconds is not None else _duration(trial)),
-            "params_total": _integer(record.params_total),
-            "params_trainable": _integer(record.params_trainable),
-            "train_seconds": _number(record.train_seconds),
-            "latency_ms": _number(record.latency_ms),
-            "model_mb": _number(record.model_mb),
-            "end_reason": _text(record.end_reason),
-            "warm_start": _text(record.warm_start),
-            "backbone": _text(record.backbone or trial.params.get("backbone")),
-            "strategy": trial_strategy(trial),
-            "error": _text(record.error),
-        }
-        for name, value in trial.params.items():
-            if name not in param_names:
-                param_names.append(name)
-            row["param_" + name] = value
+        row = {name: getattr(record, name) for name in RECORD_COLUMNS}
+        row.update(
+            number=trial.number,
+            state=state_word(trial),
+            value=trial_value(trial, index),
+            val_loss=record.metrics.loss if record.metrics is not None else None,
+            wall_seconds=record.wall_seconds if record.wall_seconds is not None else _duration(trial),
+            backbone=trial_backbone(trial, record),
+            strategy=trial_strategy(trial, record),
+        )
+        row.update({"param_" + name: value for name, value in trial.params.items()})
+        params.update(dict.fromkeys(trial.params))
         rows.append(row)
-    columns = TRIAL_COLUMNS + ["param_" + name for name in param_names]
-    frame = pd.DataFrame(rows, columns=columns)
-    for column in ("value", "val_loss", "wall_seconds", "train_seconds", "latency_ms", "model_mb"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    for column in ("number", "best_epoch", "epochs_run", "params_total", "params_trainable"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
-    return frame
+    return _frame(rows, TRIAL_COLUMNS + ["param_" + name for name in params], TrialRecord, TrialRow)
 
 
 def config_records(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial that stored its recipe (``user_attrs["config"]``), in plain names.
+    """One row per trial that stored its recipe: number, state, value, wall_seconds, then ``CONFIG_COLUMNS``.
 
-    Columns: number, state, value, wall_seconds, then ``CONFIG_COLUMNS``. Unlike the
-    Optuna params (``adamw.lr``), the recipe names every setting the same way in every
-    trial, so it is what the "score against ..." plots use. ``strategy`` is the normalised
-    name (``trial_strategy``), so a recipe stored before strategies existed has one too.
+    Unlike the Optuna params (``adamw.lr``), the recipe names every setting the same way in
+    every trial, so it is what the "score against ..." plots and parallel coordinates use.
+    The settings are typed as ``TrialConfig`` declares them and blank where they mean
+    nothing for the trial's recipe (``recipe_settings``), so plots show only real choices;
+    ``strategy`` is the normalised name (``trial_strategy``), so a recipe stored before
+    strategies existed has one too.
     """
     trials = trial_records(study).set_index("number")
     rows = []
     for trial in study.trials:
-        config = trial.user_attrs.get("config")
-        if not isinstance(config, dict):
+        record = TrialRecord.of(trial)
+        if record.config is None:
             continue
-        row = {
-            "number": trial.number,
-            "state": trials.at[trial.number, "state"],
-            "value": trials.at[trial.number, "value"],
-            "wall_seconds": trials.at[trial.number, "wall_seconds"],
-        }
-        row.update({name: config.get(name) for name in CONFIG_COLUMNS})
-        row["strategy"] = trial_strategy(trial)
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=["number", "state", "value", "wall_seconds"] + CONFIG_COLUMNS)
-    for column in (
-        "value",
-        "wall_seconds",
-        "resolution_scale",
-        "frozen_depth",
-        "probe_lr_scale",
-        "lora_alpha",
-        "lr",
-        "layer_decay",
-        "regularizer_strength",
-        "augment_strength",
-    ):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    for column in (
-        "number",
-        "probe_epochs",
-        "lora_rank",
-        "warmup_epochs",
-        "batch_size",
-        "max_epochs",
-        "report_every_images",
-    ):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
-    for column in ("backbone", "strategy", "surgical_group", "lora_layers", "optimizer", "lr_schedule", "regularizer"):
-        frame[column] = frame[column].map(lambda v: None if v is None else str(v)).astype("object")
-    return frame
+        outcome = {name: trials.at[trial.number, name] for name in ("state", "value", "wall_seconds")}
+        settings = recipe_settings(record.config)
+        rows.append({"number": trial.number, **outcome, **settings, "strategy": trial_strategy(trial, record)})
+    columns = ["number", "state", "value", "wall_seconds", *CONFIG_COLUMNS]
+    return _frame(rows, columns, TrialConfig, TrialRow, TrialRecord)
+
+
+def recipe_settings(config: dict) -> dict[str, Any]:
+    """A stored recipe's settings, None where they mean nothing for it (``TrialConfig.applicable``: a LoRA rank
+    of a full fine-tune); a recipe this version does not accept, as stored. Typed as TrialConfig declares."""
+    try:
+        config = TrialConfig.from_dict(config).applicable()
+    except (TypeError, ValueError):  # e.g. a name this version does not know
+        pass
+    return {name: records.load(kind, config.get(name)) for name, kind in SETTING_TYPES.items()}
 
 
 def parallel_records(trials: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFrame:
     """Complete trials with the settings worth an axis in parallel coordinates.
 
     Columns: number, value, then one column per setting. When every complete trial
-    stored its recipe, the settings are the recipe's that took more than one value, where
-    they apply (``applicable_settings``); otherwise they are the sampled Optuna params.
-    Empty when no trial completed.
+    stored its recipe, the settings are the recipe's (``config_records``) that took more
+    than one value; otherwise they are the sampled Optuna params. Empty when no trial
+    completed.
     """
     complete = trials[(trials["state"] == "complete") & trials["value"].notna()]
     recipes = configs[configs["number"].isin(complete["number"])]
     if not complete.empty and len(recipes) == len(complete):
-        frame = applicable_settings(recipes)
-        columns = [c for c in CONFIG_COLUMNS if frame[c].dropna().map(repr).nunique() > 1]
+        frame = recipes
+        columns = [c for c in CONFIG_COLUMNS if frame[c].nunique() > 1]
     else:
         params = [c for c in complete.columns if c.startswith("param_") and complete[c].notna().any()]
         columns = [c[len("param_") :] for c in params]
@@ -209,68 +227,36 @@ def parallel_records(trials: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFram
     return frame[["number", "value"] + columns].reset_index(drop=True)
 
 
-def applicable_settings(configs: pd.DataFrame) -> pd.DataFrame:
-    """``config_records`` with the settings a trial did not use blanked, so plots show only real choices.
-
-    A recipe stores every setting, e.g. a LoRA rank for a full fine-tune and a regularizer
-    strength without a regularizer; plotted, those defaults would look like choices.
-    """
-    frame = configs.copy()
-    if "regularizer" in frame:
-        frame["regularizer_strength"] = frame["regularizer_strength"].where(frame["regularizer"] != "none")
-    for column, strategies in STRATEGY_SETTINGS.items():
-        if column in frame and "strategy" in frame:
-            frame[column] = frame[column].where(frame["strategy"].isna() | frame["strategy"].isin(strategies))
-    return frame
-
-
 def curve_records(study: optuna.Study) -> pd.DataFrame:
-    """One row per (trial, epoch) from the trial's ``history`` user attr.
+    """One row per (trial, report) from the trial's ``history``: ``CurvePoint``'s columns, then ``Report``'s.
 
-    A trial without history (e.g. written by an older trainer, or one that died
-    before saving it) falls back to its reported intermediate values, which are
-    validation accuracy per epoch; the other columns are then empty.
+    A trial without history (e.g. written by an older trainer, or one that died before
+    saving it) falls back to its reported intermediate values, which are validation
+    accuracy per report; the other columns are then empty.
     """
     rows = []
     for trial in study.trials:
-        state = state_word(trial)
-        history = trial.user_attrs.get("history")
-        if isinstance(history, list) and history:
-            for index, entry in enumerate(history):
-                if not isinstance(entry, dict):
-                    continue
-                row = {"trial": trial.number, "state": state}
-                row["epoch"] = _integer(entry.get("epoch", index + 1))
-                for key in _HISTORY_KEYS:
-                    row[key] = _number(entry.get(key))
-                rows.append(row)
-        else:
-            for epoch, accuracy in sorted(trial.intermediate_values.items()):
-                row = {"trial": trial.number, "state": state, "epoch": int(epoch)}
-                row.update({key: None for key in _HISTORY_KEYS})
-                row["val_accuracy"] = _number(accuracy)
-                rows.append(row)
-    frame = pd.DataFrame(rows, columns=CURVE_COLUMNS)
-    for column in ("trial", "epoch"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
-    for column in _HISTORY_KEYS:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    return frame.sort_values(["trial", "epoch"], kind="stable").reset_index(drop=True)
+        point = {"trial": trial.number, "state": state_word(trial)}
+        history = TrialRecord.of(trial).history
+        for number, report in enumerate(history, start=1):
+            rows.append({**asdict(report), **point, "report": number if report.report is None else report.report})
+        if not history:
+            for step, accuracy in sorted(trial.intermediate_values.items()):
+                rows.append({**point, "report": step, "val_accuracy": records.load(float, accuracy)})
+    frame = _frame(rows, CURVE_COLUMNS, Report, CurvePoint)
+    return frame.sort_values(["trial", "report"], kind="stable").reset_index(drop=True)
 
 
 def time_records(study: optuna.Study) -> pd.DataFrame:
-    """Finished trials in the order they ended, with the wall time since the first trial began.
+    """Finished trials in the order they ended (``TimePoint``), with the wall time since the first trial began.
 
-    ``elapsed_seconds`` is measured from the earliest trial start to this trial's end
-    (gaps between resumed runs included); ``best_so_far`` is the best complete score
-    at that moment (NaN before the first complete trial).
+    ``best_so_far`` is NaN before the first complete trial.
     """
-    starts = [t.datetime_start for t in study.trials if t.datetime_start is not None]
-    ended = [t for t in study.get_trials(deepcopy=False, states=_FINISHED) if t.datetime_complete is not None]
-    if not starts or not ended:
-        return pd.DataFrame(columns=TIME_COLUMNS)
-    origin = min(starts)
-    ended.sort(key=lambda t: (t.datetime_complete, t.number))
+    origin = min((t.datetime_start for t in study.trials if t.datetime_start is not None), default=None)
+    finished = study.get_trials(deepcopy=False, states=_FINISHED) if origin is not None else []
+    ended = sorted(
+        (t for t in finished if t.datetime_complete is not None), key=lambda t: (t.datetime_complete, t.number)
+    )
     minimize = direction_word(study) == "minimize"
     index = accuracy_index(study)
     best, rows = None, []
@@ -279,162 +265,127 @@ def time_records(study: optuna.Study) -> pd.DataFrame:
         if trial.state == TrialState.COMPLETE and value is not None:
             if best is None or (value < best if minimize else value > best):
                 best = value
-        rows.append(
-            {
-                "number": trial.number,
-                "state": state_word(trial),
-                "value": value,
-                "elapsed_seconds": (trial.datetime_complete - origin).total_seconds(),
-                "best_so_far": best,
-            }
-        )
-    frame = pd.DataFrame(rows, columns=TIME_COLUMNS)
-    for column in ("value", "elapsed_seconds", "best_so_far"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    return frame
+        elapsed = (trial.datetime_complete - origin).total_seconds()
+        rows.append(TimePoint(trial.number, state_word(trial), value, elapsed, best))
+    return records.frame([asdict(row) for row in rows], TimePoint, TIME_COLUMNS)
 
 
 def backbone_records(configs: pd.DataFrame) -> pd.DataFrame:
-    """Per backbone: trials tried, how many completed, best and median score, mean seconds per trial.
+    """Per backbone (``BackboneRow``): trials tried, how many completed, best and median score, mean seconds.
 
     Scores are of complete trials only; seconds are over every trial that reports them.
     Sorted by best score, best first.
     """
-    if configs.empty or configs["backbone"].isna().all():
-        return pd.DataFrame(columns=BACKBONE_COLUMNS)
     rows = []
     for backbone, group in configs[configs["backbone"].notna()].groupby("backbone", sort=True):
-        scores = group.loc[group["state"] == "complete", "value"].dropna()
-        rows.append(
-            {
-                "backbone": str(backbone),
-                "trials": len(group),
-                "complete": int((group["state"] == "complete").sum()),
-                "best": scores.max() if len(scores) else None,
-                "median": scores.median() if len(scores) else None,
-                "seconds_per_trial": group["wall_seconds"].dropna().mean()
-                if group["wall_seconds"].notna().any()
-                else None,
-            }
+        done = group[group["state"] == "complete"]
+        scores = done["value"].dropna()
+        row = BackboneRow(
+            str(backbone), len(group), len(done), scores.max(), scores.median(), group["wall_seconds"].mean()
         )
-    frame = pd.DataFrame(rows, columns=BACKBONE_COLUMNS)
-    for column in ("best", "median", "seconds_per_trial"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        rows.append(asdict(row))
+    frame = records.frame(rows, BackboneRow, BACKBONE_COLUMNS)
     frame = frame.sort_values(["best", "backbone"], ascending=[False, True], na_position="last")
     return frame.reset_index(drop=True)
 
 
 def strategy_records(study: optuna.Study) -> pd.DataFrame:
-    """Per strategy that some trial used: trials by state, best score, training cost and share of parameters trained.
+    """Per strategy that some trial used (``StrategyRow``): trials by state, best score, training cost and share
+    of parameters trained.
 
-    One row per strategy (``STRATEGY_COLUMNS``): ``best`` is the validation accuracy of its
-    best complete trial (``autotl.trials.best_trial``), ``best_trial`` that trial's number (both blank
-    when none completed); ``median_train_seconds`` and ``train_seconds`` (the total) are over
-    every trial that recorded its training time, since pruned trials cost time too;
-    ``share_trained`` is the median of ``params_trainable / params_total``. Best first.
+    ``best`` and ``best_trial`` are of its best complete trial by ``autotl.trials.best_trial``
+    (blank when none completed); ``share_trained`` is the median of
+    ``params_trainable / params_total``. Best first.
     """
-    groups: dict[str, list[FrozenTrial]] = {}
+    groups: dict[str, list[tuple[FrozenTrial, TrialRecord]]] = {}
     for trial in study.trials:
-        name = trial_strategy(trial)
+        record = TrialRecord.of(trial)
+        name = trial_strategy(trial, record)
         if name is not None:
-            groups.setdefault(name, []).append(trial)
+            groups.setdefault(name, []).append((trial, record))
+    index = accuracy_index(study)
     rows = []
-    for name, trials in groups.items():
-        winner = best_trial(study, trials)
-        seconds = pd.Series([_number(t.user_attrs.get("train_seconds")) for t in trials], dtype="float64")
-        shares = pd.Series([share_trained(t) for t in trials], dtype="float64")
-        states = [t.state for t in trials]
-        rows.append(
-            {
-                "strategy": name,
-                "trials": len(trials),
-                "complete": states.count(TrialState.COMPLETE),
-                "pruned": states.count(TrialState.PRUNED),
-                "failed": states.count(TrialState.FAIL),
-                "best": _number(score(winner, study)),
-                "best_trial": winner.number if winner is not None else None,
-                "median_train_seconds": seconds.median(),
-                "train_seconds": seconds.sum() if seconds.notna().any() else None,
-                "share_trained": shares.median(),
-            }
+    for name, group in groups.items():
+        winner = best_trial(study, [trial for trial, _ in group])
+        seconds = pd.Series([record.train_seconds for _, record in group], dtype="float64")
+        shares = pd.Series([_share_trained(record) for _, record in group], dtype="float64")
+        states = [trial.state for trial, _ in group]
+        row = StrategyRow(
+            strategy=name,
+            trials=len(group),
+            complete=states.count(TrialState.COMPLETE),
+            pruned=states.count(TrialState.PRUNED),
+            failed=states.count(TrialState.FAIL),
+            best=trial_value(winner, index) if winner is not None else None,
+            best_trial=winner.number if winner is not None else None,
+            median_train_seconds=seconds.median(),
+            train_seconds=seconds.sum(min_count=1),
+            share_trained=shares.median(),
         )
-    frame = pd.DataFrame(rows, columns=STRATEGY_COLUMNS)
-    for column in ("best", "median_train_seconds", "train_seconds", "share_trained"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    for column in ("trials", "complete", "pruned", "failed", "best_trial"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+        rows.append(asdict(row))
+    frame = records.frame(rows, StrategyRow, STRATEGY_COLUMNS)
     frame = frame.sort_values(["best", "strategy"], ascending=[False, True], na_position="last")
     return frame.reset_index(drop=True)
 
 
-def trial_strategy(trial: FrozenTrial) -> str | None:
-    """What a trial trained, as one of ``STRATEGIES``: from its stored recipe, else its params, else its attrs.
+def trial_strategy(trial: FrozenTrial, record: TrialRecord | None = None) -> str | None:
+    """What a trial trained, as one of ``STRATEGIES``: from its stored recipe, else its params, else its record.
 
     Normalised by ``TrialConfig``, so a recipe from before strategies existed (only a
     ``frozen_depth``) counts as the strategy it was. None when nothing says.
     """
-    for source in (trial.user_attrs.get("config"), trial.params, trial.user_attrs):
-        name = _strategy_of(source) if isinstance(source, dict) else None
+    record = record or TrialRecord.of(trial)
+    for source in (record.config or {}, trial.params, {"strategy": record.strategy}):
+        name = TrialConfig.strategy_named(source)
         if name is not None:
             return name
     return None
 
 
-def _strategy_of(settings: dict[str, Any]) -> str | None:
-    """The normalised strategy of a recipe's ``strategy`` and ``frozen_depth``; None without either."""
-    given = {key: settings[key] for key in ("strategy", "frozen_depth") if settings.get(key) is not None}
-    if not given:
-        return None
-    try:
-        return TrialConfig.from_dict(given).strategy
-    except (TypeError, ValueError):  # a name this version does not know: show it as stored
-        return _text(given.get("strategy"))
+def trial_backbone(trial: FrozenTrial, record: TrialRecord | None = None) -> str | None:
+    """The backbone a trial used: its record's, else its stored recipe's, else its param."""
+    record = record or TrialRecord.of(trial)
+    named = (record.backbone, (record.config or {}).get("backbone"), trial.params.get("backbone"))
+    return next((str(name) for name in named if name is not None), None)
 
 
-def share_trained(trial: FrozenTrial) -> float | None:
+def _share_trained(record: TrialRecord) -> float | None:
     """The share of the model's parameters the trial trained; None unless it recorded both counts."""
-    record = TrialRecord.of(trial)
-    total, trainable = _number(record.params_total), _number(record.params_trainable)
-    if total is None or trainable is None or total <= 0:
+    if record.params_total is None or record.params_trainable is None or record.params_total <= 0:
         return None
-    return trainable / total
+    return record.params_trainable / record.params_total
 
 
 def ranking_settings(study: optuna.Study) -> dict[str, Any] | None:
     """How the backbones were ranked before training, or None when they were not.
 
-    From the study attr ``backbone_ranking``: ``method`` (e.g. "LogME"), ``images`` and
+    From the study's ``backbone_ranking``: ``method`` (LogME unless it says), ``images`` and
     ``resolution_scale`` used to score, total ``seconds`` and the drop ``margin`` (each
     None when missing), and ``dropped``, how many backbones the ranking removed.
     """
-    ranking = study.user_attrs.get("backbone_ranking")
-    if not isinstance(ranking, dict):
+    ranking = StudyRecord.of(study).backbone_ranking
+    if ranking is None:
         return None
-    scores = ranking.get("scores")
-    entries = [entry for entry in scores if isinstance(entry, dict)] if isinstance(scores, list) else []
     return {
-        "method": _text(ranking.get("method")) or "LogME",
-        "images": _integer(ranking.get("images")),
-        "resolution_scale": _number(ranking.get("resolution_scale")),
-        "seconds": _number(ranking.get("seconds")),
-        "margin": _number(ranking.get("margin")),
-        "dropped": sum(entry.get("dropped") is True for entry in entries),
+        "method": ranking.method or "LogME",
+        "images": ranking.images,
+        "resolution_scale": ranking.resolution_scale,
+        "seconds": ranking.seconds,
+        "margin": ranking.margin,
+        "dropped": sum(score.dropped is True for score in ranking.scores),
     }
 
 
 def ranking_records(study: optuna.Study) -> pd.DataFrame:
     """The backbone ranking made before training, next to what each backbone then did.
 
-    One row per ranked backbone (``RANKING_COLUMNS``), best ranked first: its rank,
-    LogME score, seconds to score it and whether ``--drop-backbones`` removed it, then
-    from the search itself the trials that used it (``user_attrs["backbone"]``, else
-    the stored recipe's, else the sampled param), how many completed, and the best
-    validation accuracy among those (NaN when none). Empty when there is no ranking.
+    One row per ranked backbone (``RANKING_COLUMNS``), best ranked first: its rank (its
+    place in the ranking when it has none), LogME score, seconds to score it and whether
+    ``--drop-backbones`` removed it, then from the search itself (``Searched``) the trials
+    that used it (``trial_backbone``), how many completed, and the best validation accuracy
+    among those (NaN when none). Empty when there is no ranking.
     """
-    ranking = study.user_attrs.get("backbone_ranking")
-    scores = ranking.get("scores") if isinstance(ranking, dict) else None
-    if not isinstance(scores, list):
-        return pd.DataFrame(columns=RANKING_COLUMNS)
+    ranking = StudyRecord.of(study).backbone_ranking
     index = accuracy_index(study)
     used: dict[str, list[FrozenTrial]] = {}
     for trial in study.trials:
@@ -442,32 +393,16 @@ def ranking_records(study: optuna.Study) -> pd.DataFrame:
         if name is not None:
             used.setdefault(name, []).append(trial)
     rows = []
-    for position, entry in enumerate(scores):
-        if not isinstance(entry, dict) or entry.get("backbone") is None:
+    for position, score in enumerate(ranking.scores if ranking is not None else [], start=1):
+        if score.backbone is None:
             continue
-        backbone = str(entry["backbone"])
-        trials = used.get(backbone, [])
+        trials = used.get(score.backbone, [])
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         accuracies = [v for v in (trial_value(t, index) for t in complete) if v is not None]
-        rank = _integer(entry.get("rank"))
-        rows.append(
-            {
-                "rank": rank if rank is not None else position + 1,
-                "backbone": backbone,
-                "logme": _number(entry.get("logme")),
-                "seconds": _number(entry.get("seconds")),
-                "dropped": entry.get("dropped") is True,
-                "trials": len(trials),
-                "complete": len(complete),
-                "best": max(accuracies) if accuracies else None,
-            }
-        )
-    frame = pd.DataFrame(rows, columns=RANKING_COLUMNS)
-    for column in ("logme", "seconds", "best"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    for column in ("rank", "trials", "complete"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
-    frame["dropped"] = frame["dropped"].astype("bool")
+        searched = Searched(len(trials), len(complete), max(accuracies) if accuracies else None)
+        rank = score.rank if score.rank is not None else position
+        rows.append({**asdict(score), **asdict(searched), "rank": rank, "dropped": score.dropped is True})
+    frame = _frame(rows, RANKING_COLUMNS, BackboneScore, Searched)
     return frame.sort_values("rank", kind="stable").reset_index(drop=True)
 
 
@@ -475,122 +410,62 @@ def pareto_records(study: optuna.Study) -> pd.DataFrame:
     """Complete trials of an accuracy-latency study, and which of them are on the Pareto front.
 
     One row per complete trial with both objective values (``PARETO_COLUMNS``):
-    ``accuracy`` and ``latency_ms`` are its objective values (as named by the study attr
-    ``objectives``), ``on_front`` whether Optuna counts it among ``study.best_trials``
-    (no other trial is both more accurate and faster). Empty for single-objective studies.
+    ``accuracy`` and ``latency_ms`` are its objective values (as the study names them,
+    ``autotl.trials.objective_names``), ``on_front`` whether Optuna counts it among
+    ``study.best_trials`` (no other trial is both more accurate and faster). Empty for
+    single-objective studies.
     """
-    if not multi_objective(study):
-        return pd.DataFrame(columns=PARETO_COLUMNS)
-    names = objective_names(study)
-    accuracy = accuracy_index(study)
-    others = [i for i in range(len(names)) if i != accuracy]
-    latency = names.index("latency") if "latency" in names else others[0]
-    try:
-        front = {trial.number for trial in study.best_trials}
-    except (ValueError, RuntimeError):
-        front = set()
     rows = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        values = (trial_value(trial, accuracy), trial_value(trial, latency))
-        if None in values:
-            continue
-        attrs = trial.user_attrs
-        rows.append(
-            {
-                "number": trial.number,
-                "backbone": trial_backbone(trial),
-                "accuracy": values[0],
-                "latency_ms": values[1],
-                "on_front": trial.number in front,
-                "train_seconds": _number(attrs.get("train_seconds")),
-                "model_mb": _number(attrs.get("model_mb")),
-                "warm_start": _text(attrs.get("warm_start")),
-            }
-        )
-    frame = pd.DataFrame(rows, columns=PARETO_COLUMNS)
-    for column in ("accuracy", "latency_ms", "train_seconds", "model_mb"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    frame["number"] = pd.to_numeric(frame["number"], errors="coerce").astype("Int64")
-    frame["on_front"] = frame["on_front"].astype("bool")
-    return frame
-
-
-def trial_backbone(trial: FrozenTrial) -> str | None:
-    """The backbone a trial used: its ``backbone`` attr, else its stored recipe's, else its param."""
-    name = trial.user_attrs.get("backbone")
-    config = trial.user_attrs.get("config")
-    if name is None and isinstance(config, dict):
-        name = config.get("backbone")
-    if name is None:
-        name = trial.params.get("backbone")
-    return _text(name)
+    if multi_objective(study):
+        names = objective_names(study)
+        accuracy = accuracy_index(study)
+        others = [i for i in range(len(names)) if i != accuracy]
+        latency = names.index("latency") if "latency" in names else others[0]
+        try:
+            front = {trial.number for trial in study.best_trials}
+        except (ValueError, RuntimeError):
+            front = set()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            point = ParetoPoint(
+                trial.number, trial_value(trial, accuracy), trial_value(trial, latency), trial.number in front
+            )
+            if point.accuracy is not None and point.latency_ms is not None:
+                record = TrialRecord.of(trial)
+                rows.append({**asdict(record), **asdict(point), "backbone": trial_backbone(trial, record)})
+    return _frame(rows, PARETO_COLUMNS, ParetoPoint, TrialRecord)
 
 
 def best_model_records(study: optuna.Study) -> dict[str, Any] | None:
-    """The exported best model's validation analysis, checked and tidied; None when absent.
+    """The exported best model's validation analysis, tidied; None when absent.
 
     Returns ``trial`` (number or None), ``classes`` (list of str), ``confusion`` (a
-    DataFrame, rows = true class, columns = predicted class), ``per_class`` (a
-    DataFrame with ``PER_CLASS_COLUMNS``), ``misclassified`` (at most 24 dicts of
-    true, predicted, probability, thumbnail; a thumbnail that is not a base64 PNG
-    data URI becomes None) and ``n_val``.
+    DataFrame, rows = true class, columns = predicted class; None unless it is square
+    over the classes), ``per_class`` (a DataFrame of ``ClassScore``s), ``misclassified``
+    (at most 24 dicts of true, predicted, probability, thumbnail; a thumbnail that is not
+    a base64 PNG data URI becomes None) and ``n_val``.
     """
-    analysis = study.user_attrs.get("best_model_analysis")
-    if not isinstance(analysis, dict) or not isinstance(analysis.get("classes"), list):
+    stored = StudyRecord.of(study)
+    analysis = stored.best_model_analysis
+    if analysis is None or not analysis.classes:
         return None
-    classes = [str(name) for name in analysis["classes"]]
-    confusion = None
-    matrix = analysis.get("confusion")
-    if (
-        isinstance(matrix, list)
-        and len(matrix) == len(classes)
-        and all(isinstance(row, list) and len(row) == len(classes) for row in matrix)
-    ):
-        confusion = pd.DataFrame([[_integer(v) or 0 for v in row] for row in matrix], index=classes, columns=classes)
-    per_class = pd.DataFrame(
-        [
-            {
-                "cls": str(entry.get("cls")),
-                "precision": _number(entry.get("precision")),
-                "recall": _number(entry.get("recall")),
-                "f1": _number(entry.get("f1")),
-                "support": _integer(entry.get("support")),
-            }
-            for entry in analysis.get("per_class") or []
-            if isinstance(entry, dict)
-        ],
-        columns=PER_CLASS_COLUMNS,
-    )
-    for column in ("precision", "recall", "f1"):
-        per_class[column] = pd.to_numeric(per_class[column], errors="coerce").astype("float64")
-    per_class["support"] = pd.to_numeric(per_class["support"], errors="coerce").astype("Int64")
-    misclassified = []
-    for entry in (analysis.get("misclassified") or [])[:MAX_THUMBNAILS]:
-        if not isinstance(entry, dict):
-            continue
-        thumbnail = entry.get("thumbnail")
-        misclassified.append(
-            {
-                "true": str(entry.get("true")),
-                "predicted": str(entry.get("predicted")),
-                "probability": _number(entry.get("probability")),
-                "thumbnail": thumbnail if safe_thumbnail(thumbnail) else None,
-            }
-        )
-    trial = study.user_attrs.get("best_model_trial")
+    classes, matrix = analysis.classes, analysis.confusion
+    square = len(matrix) == len(classes) and all(len(row) == len(classes) for row in matrix)
     return {
-        "trial": _integer(trial),
+        "trial": stored.best_model_trial,
         "classes": classes,
-        "confusion": confusion,
-        "per_class": per_class,
-        "misclassified": misclassified,
-        "n_val": _integer(analysis.get("n_val")),
+        "confusion": pd.DataFrame(matrix, index=classes, columns=classes) if square else None,
+        "per_class": records.frame([asdict(s) for s in analysis.per_class], ClassScore, PER_CLASS_COLUMNS),
+        "misclassified": [
+            {**asdict(m), "thumbnail": m.thumbnail if safe_thumbnail(m.thumbnail) else None}
+            for m in analysis.misclassified[:MAX_THUMBNAILS]
+        ],
+        "n_val": analysis.n_val,
     }
 
 
-def safe_thumbnail(value: Any) -> bool:
+def safe_thumbnail(value: str | None) -> bool:
     """True for a base64 PNG data URI (the only thing the page embeds as an image)."""
-    if not isinstance(value, str) or not value.startswith(THUMBNAIL_PREFIX):
+    if not value or not value.startswith(THUMBNAIL_PREFIX):
         return False
     payload = value[len(THUMBNAIL_PREFIX) :]
     alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
@@ -598,26 +473,25 @@ def safe_thumbnail(value: Any) -> bool:
 
 
 def summary(study: optuna.Study) -> dict[str, Any]:
-    """Counts per state, the best complete trial, wall time and the study's own attrs.
+    """Counts per state, the best complete trial, wall time and the study's record.
 
     ``best_value``/``best_trial``/``best_params``/``best_config`` are None/None/{}/None
-    when no trial completed; ``best_words`` is the best recipe in words (or None).
-    ``wall_seconds`` runs from the first trial's start to the last trial's end, and
-    ``trial_seconds`` adds up the trials' own durations. ``model_dir`` is where the
-    search exported the best model, as ``model_location`` describes it. In a
+    when no trial completed; ``best_words`` is the best recipe in words (or None), and
+    ``best_metrics`` and ``best_report`` are how its kept weights scored and which report
+    they are of. ``wall_seconds`` runs from the first trial's start to the last trial's
+    end, and ``trial_seconds`` adds up the trials' own durations. ``model_dir`` is where
+    the search exported the best model, as ``model_location`` describes it. In a
     multi-objective study the best trial is the most accurate one and ``objectives``
     lists (name, direction, the best trial's value, whether it is the score) per
-    objective; it is None otherwise.
+    objective; it is None otherwise. ``record`` is the study's ``StudyRecord``.
     """
     states = [trial.state for trial in study.trials]
     best = best_trial(study)
-    index = accuracy_index(study)
-    config = best.user_attrs.get("config") if best is not None else None
-    metrics = best.user_attrs.get("metrics") if best is not None else None
+    record = TrialRecord.of(best) if best is not None else TrialRecord()
+    stored = StudyRecord.of(study)
     starts = [t.datetime_start for t in study.trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in study.trials if t.datetime_complete is not None]
     durations = [d for d in (_duration(t) for t in study.trials) if d is not None]
-    attrs = dict(study.user_attrs)
     return {
         "study_name": study.study_name,
         "direction": direction_word(study),
@@ -626,25 +500,26 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         "pruned": states.count(TrialState.PRUNED),
         "failed": states.count(TrialState.FAIL),
         "running": states.count(TrialState.RUNNING),
-        "best_value": trial_value(best, index) if best is not None else None,
+        "best_value": trial_value(best, accuracy_index(study)) if best is not None else None,
         "best_trial": best.number if best is not None else None,
         "best_params": dict(best.params) if best is not None else {},
-        "best_config": dict(config) if isinstance(config, dict) else None,
-        "best_words": describe_config(config),
-        "best_metrics": dict(metrics) if isinstance(metrics, dict) else {},
+        "best_config": record.config,
+        "best_words": describe_config(record.config),
+        "best_metrics": record.metrics or Metrics(),
+        "best_report": record.best_report,
         "wall_seconds": (max(ends) - min(starts)).total_seconds() if starts and ends else None,
         "trial_seconds": sum(durations) if durations else None,
         "first_start": min(starts).isoformat(timespec="seconds") if starts else None,
-        "model_dir": model_location(attrs.get("model_dir")),
-        "model_trial": _integer(attrs.get("best_model_trial")),
+        "model_dir": model_location(stored.model_dir),
+        "model_trial": stored.best_model_trial,
         "objectives": _objectives(study),
-        "user_attrs": attrs,
+        "record": stored,
     }
 
 
-def describe_config(config: Any) -> str | None:
+def describe_config(config: dict | None) -> str | None:
     """A stored recipe in words (``TrialConfig.describe``), or None when it cannot be read."""
-    if not isinstance(config, dict):
+    if config is None:
         return None
     try:
         return TrialConfig.from_dict(config).describe()
@@ -652,7 +527,7 @@ def describe_config(config: Any) -> str | None:
         return None
 
 
-def model_location(model_dir: Any) -> str | None:
+def model_location(model_dir: str | None) -> str | None:
     """Where the exported model is, relative to the run directory (the search puts it there).
 
     The search stores ``RUN_DIR/best_model``; showing only its last part keeps the page
@@ -660,8 +535,7 @@ def model_location(model_dir: Any) -> str | None:
     """
     if not model_dir:
         return None
-    name = pathlib.PurePath(str(model_dir)).name
-    return name or str(model_dir)
+    return pathlib.PurePath(model_dir).name or model_dir
 
 
 def direction_word(study: optuna.Study) -> str:
@@ -737,23 +611,3 @@ def _duration(trial: FrozenTrial) -> float | None:
     if trial.datetime_start is None or trial.datetime_complete is None:
         return None
     return (trial.datetime_complete - trial.datetime_start).total_seconds()
-
-
-def _number(value: Any) -> float | None:
-    """A finite float, or None for missing, non-numeric or non-finite values."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _integer(value: Any) -> int | None:
-    number = _number(value)
-    return int(number) if number is not None else None
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)

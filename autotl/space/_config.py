@@ -1,8 +1,17 @@
-"""TrialConfig: everything one fine-tuning run needs to know, as plain values."""
+"""TrialConfig: everything one fine-tuning run needs to know, as plain values.
+
+Each setting is declared once, here: its type (how a space samples it and how the
+report types its column), its default, and how the report shows it (``title``,
+``scale``: number, log or category; ``strategies``: the strategies it means something
+under). Adding a setting means adding a field here and, to search it, a line in the
+YAML spaces; the sampler, the stored record and the report's table, recipe plots and
+parallel coordinates pick it up.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import typing
+from dataclasses import asdict, dataclass, field, fields
 
 OPTIMIZERS = ("adamw", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine", "inv_sqrt")
@@ -12,31 +21,43 @@ SURGICAL_GROUPS = ("early", "middle", "late")  # thirds of the backbone's blocks
 LORA_LAYERS = ("all", "late")  # every linear and 1x1 convolution of the body, or those in its later half
 
 
+def setting(default, title: str, scale: str = "number", strategies: tuple = (), shown: bool = True):
+    """A TrialConfig field with how the report shows it; ``strategies``: where it means something (default: all).
+
+    ``shown=False`` keeps it out of the report's recipe plots (it has a section of its own, or is a budget).
+    """
+    return field(default=default, metadata=dict(title=title, scale=scale, strategies=strategies, shown=shown))
+
+
 @dataclass
 class TrialConfig:
     """One fine-tuning recipe. Defaults are a known-good recipe for small image datasets."""
 
-    backbone: str = "tf_efficientnet_lite0"
-    resolution_scale: float = 0.75
-    strategy: str = "frozen_prefix"  # what trains: see STRATEGIES and backbones.trainable
-    frozen_depth: float = 0.5  # frozen_prefix: share of blocks frozen from the input side
-    probe_epochs: int = 1  # lp_ft: epochs of training the head alone before everything trains
-    probe_lr_scale: float = 10.0  # lp_ft: the head's learning rate while probing, as a multiple of lr
-    surgical_group: str = "late"  # surgical: the one third of the blocks that trains (with the head)
-    lora_rank: int = 8  # lora: rank of the low-rank update of each adapted weight
-    lora_alpha: float = 16.0  # lora: the update is scaled by alpha / rank
-    lora_layers: str = "all"  # lora: which linear and 1x1 convolution layers are adapted
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
-    warmup_epochs: int = 1
-    layer_decay: float = 1.0
-    regularizer: str = "label_smoothing"
-    regularizer_strength: float = 0.1
-    batch_size: int = 32
-    augment_strength: float = 0.3
-    max_epochs: int = 8
-    report_every_images: int = 4096  # the pruner's unit: a report after this many training images, or each epoch
+    backbone: str = setting("tf_efficientnet_lite0", "backbone", "category", shown=False)
+    resolution_scale: float = setting(0.75, "resolution (share of the pretrained input)")
+    strategy: str = setting("frozen_prefix", "strategy (what trains)", "category")  # see STRATEGIES
+    # a frozen depth of 0 or 1 is full fine-tuning or a linear probe, so it means something there too
+    frozen_depth: float = setting(
+        0.5, "frozen depth (share of blocks)", strategies=("full", "frozen_prefix", "linear_probe")
+    )
+    probe_epochs: int = setting(1, "LP-FT: probe epochs", strategies=("lp_ft",))  # the head alone, then everything
+    probe_lr_scale: float = setting(10.0, "LP-FT: probe learning-rate multiple", "log", strategies=("lp_ft",))
+    surgical_group: str = setting("late", "surgical: blocks trained", "category", strategies=("surgical",))
+    lora_rank: int = setting(8, "LoRA rank", "log", strategies=("lora",))
+    lora_alpha: float = setting(16.0, "LoRA alpha", "log", strategies=("lora",))  # the update is scaled by alpha/rank
+    lora_layers: str = setting("all", "LoRA layers", "category", strategies=("lora",))
+    optimizer: str = setting("adamw", "optimizer", "category")
+    lr: float = setting(1e-3, "learning rate", "log")
+    lr_schedule: str = setting("cosine", "schedule", "category")
+    warmup_epochs: int = setting(1, "warmup epochs")
+    layer_decay: float = setting(1.0, "layer-wise learning-rate decay")
+    regularizer: str = setting("label_smoothing", "regularizer", "category")
+    regularizer_strength: float = setting(0.1, "regularizer strength", "log")
+    batch_size: int = setting(32, "batch size", "log")
+    augment_strength: float = setting(0.3, "augmentation strength")
+    max_epochs: int = setting(8, "most epochs", shown=False)
+    # a report (to the pruner, and a point of the curve) after this many training images, or each epoch
+    report_every_images: int = setting(4096, "training images per report", "log", shown=False)
 
     def __post_init__(self):
         for name, allowed in VOCABULARY.items():
@@ -58,10 +79,33 @@ class TrialConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def applicable(self) -> dict:
+        """The settings as a dict, None where they mean nothing for this recipe (a LoRA rank of a full fine-tune,
+        a strength without a regularizer): stored defaults that, plotted, would look like choices."""
+        values = self.to_dict()
+        for f in fields(self):
+            if f.metadata["strategies"] and self.strategy not in f.metadata["strategies"]:
+                values[f.name] = None
+        if self.regularizer == "none":
+            values["regularizer_strength"] = None
+        return values
+
     @classmethod
     def from_dict(cls, values: dict) -> TrialConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def strategy_named(cls, settings: dict) -> str | None:
+        """The strategy that ``settings`` (a stored recipe, or a trial's params) name, normalised; None when they
+        name none. A recipe from before strategies existed names it by its frozen depth alone."""
+        given = {k: settings[k] for k in ("strategy", "frozen_depth") if settings.get(k) is not None}
+        if not given:
+            return None
+        try:
+            return cls.from_dict(given).strategy
+        except (TypeError, ValueError):  # a name this version does not know: as stored
+            return None if given.get("strategy") is None else str(given["strategy"])
 
     def strategy_words(self) -> str:
         """What trains, in words, e.g. 'first 50% of blocks frozen' or 'LoRA rank 8 on all layers'."""
@@ -91,17 +135,6 @@ class TrialConfig:
         )
 
 
-# The settings that mean something under some strategies only (a recipe stores them all).
-# A frozen depth of 0 or 1 is full fine-tuning or a linear probe, so it means something there too.
-STRATEGY_SETTINGS = {
-    "frozen_depth": ("full", "frozen_prefix", "linear_probe"),
-    "probe_epochs": ("lp_ft",),
-    "probe_lr_scale": ("lp_ft",),
-    "surgical_group": ("surgical",),
-    "lora_rank": ("lora",),
-    "lora_alpha": ("lora",),
-    "lora_layers": ("lora",),
-}
 VOCABULARY = {
     "optimizer": OPTIMIZERS,
     "lr_schedule": LR_SCHEDULES,
@@ -111,3 +144,6 @@ VOCABULARY = {
     "lora_layers": LORA_LAYERS,
 }
 FIELD_NAMES = tuple(f.name for f in fields(TrialConfig))
+SETTING_TYPES = typing.get_type_hints(TrialConfig)  # name -> int, float or str: how a space samples it
+# The settings that mean something under some strategies only (a recipe stores them all).
+STRATEGY_SETTINGS = {f.name: f.metadata["strategies"] for f in fields(TrialConfig) if f.metadata["strategies"]}

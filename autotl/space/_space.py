@@ -8,10 +8,9 @@ from pathlib import Path
 import yaml
 
 from ..errors import SpaceError
-from ._config import FIELD_NAMES, VOCABULARY, TrialConfig
+from ._config import FIELD_NAMES, SETTING_TYPES, VOCABULARY, TrialConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-_INTS = {"warmup_epochs", "batch_size", "max_epochs", "report_every_images", "probe_epochs", "lora_rank"}
 
 
 @dataclass
@@ -105,7 +104,7 @@ def _sample_into(trial, params, parent, values):
             value = param.value
         elif param.kind == "choice":
             value = trial.suggest_categorical(name, param.choices)
-        elif param.name in _INTS:
+        elif SETTING_TYPES[param.name] is int:
             value = trial.suggest_int(name, int(param.low), int(param.high), log=param.log)
         else:
             value = trial.suggest_float(name, param.low, param.high, log=param.log)
