@@ -4,6 +4,7 @@ and a trial is compared only with trials of its own strategy."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from autotl.report import strategy_records
 from autotl.search._best import keep_best
 from autotl.search._plugins import make_pruner
 from autotl.space import load_space
-from autotl.train import fit
+from autotl.train import Setup, fit
 from autotl.trials import Standing, best, best_trial
 
 MAXIMIZE = [optuna.study.StudyDirection.MAXIMIZE]
@@ -68,20 +69,11 @@ def test_of_two_equally_accurate_trials_the_lower_loss_one_is_exported_and_repor
     model_dir = tmp_path / "best_model"
     results = []
     for number, loss in ((0, 0.40), (1, 0.10), (2, 0.25)):  # the second is best, whatever the order
-        result = fit(TrialConfig(**QUICK), photos, pretrained=False, number=number)
-        result.metrics = dict(result.metrics, accuracy=1.0, loss=loss)
+        result = fit(TrialConfig(**QUICK), photos, setup=Setup(pretrained=False), number=number)
+        result.record.metrics = dataclasses.replace(result.record.metrics, accuracy=1.0, loss=loss)
         results.append(result)
         keep_best(study, result, photos, model_dir, number, 1.0)
-        study.add_trial(
-            create_trial(
-                value=1.0,
-                user_attrs={
-                    "metrics": result.metrics,
-                    "val_images": result.val_images,
-                    "config": result.config.to_dict(),
-                },
-            )
-        )
+        study.add_trial(create_trial(value=1.0, user_attrs=result.record.attrs("metrics", "val_images", "config")))
     assert export.record(model_dir)["trial"] == 1
     assert best_trial(study).number == 1
     strategies = strategy_records(study)
@@ -107,7 +99,7 @@ def test_no_trial_is_pruned_during_its_warmup(photos, settings, first_prunable_r
     trial = study.ask()
     config = TrialConfig(**{**QUICK, "max_epochs": 4, **settings})
     with pytest.raises(optuna.TrialPruned, match=f"after report {first_prunable_report}$"):
-        fit(config, photos, trial, pretrained=False)
+        fit(config, photos, trial, setup=Setup(pretrained=False))
 
 
 def _run_with_curve(study, strategy: str, curve: list[float]) -> bool:

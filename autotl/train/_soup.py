@@ -1,15 +1,15 @@
-"""Greedy model soup over one run's best epochs (Wortsman et al., ICML 2022, applied to checkpoints).
+"""Greedy model soup over one run's best reports (Wortsman et al., ICML 2022, applied to checkpoints).
 
-Start from the best epoch's weights; try averaging in each next-best epoch, and keep it
+Start from the best report's weights; try averaging in each next-best report, and keep it
 only if the averaged model does at least as well on validation. Batch-norm statistics are
-averaged with the weights; integer counters are taken from the best epoch.
+averaged with the weights; integer counters are taken from the best report.
 """
 
 from __future__ import annotations
 
 import torch
 
-SOUP_EPOCHS = 3  # how many of a run's best epochs are kept as candidates
+SOUP_REPORTS = 3  # how many of a run's best reports are kept as candidates
 
 
 def average(states: list[dict]) -> dict:
@@ -24,17 +24,17 @@ def average(states: list[dict]) -> dict:
 
 
 def greedy_soup(candidates: list[tuple[tuple, int, dict]], score) -> tuple[dict, list[int], tuple]:
-    """``candidates``: (score, epoch, state), best first; ``score(state)`` rates a state on validation.
+    """``candidates``: (score, report, state), best first; ``score(state)`` rates a state on validation.
 
-    Returns (the soup's state, the epochs in it, its score).
+    Returns (the soup's state, the reports in it, its score).
     """
-    best_score, epoch, state = candidates[0]
-    ingredients, epochs, soup = [state], [epoch], state
-    for _, epoch, state in candidates[1:]:
+    best_score, report, state = candidates[0]
+    ingredients, reports, soup = [state], [report], state
+    for _, report, state in candidates[1:]:
         trial = average(ingredients + [state])
         trial_score = score(trial)
         if trial_score >= best_score:
             ingredients.append(state)
-            epochs.append(epoch)
+            reports.append(report)
             soup, best_score = trial, trial_score
-    return soup, epochs, best_score
+    return soup, reports, best_score

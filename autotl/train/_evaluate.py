@@ -1,0 +1,39 @@
+"""Score a model on batches of validation images: accuracy, macro-F1 and mean cross-entropy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ._device import BAR_DELAY_S, autocast, bars
+from ._metrics import macro_f1
+
+
+def evaluate(model, batches, *, device, num_classes: int, progress_total: int | None = None) -> dict:
+    """Accuracy, macro-F1 and mean cross-entropy of ``model`` over ``batches`` of (inputs, labels).
+
+    With ``progress_total`` (the number of images), a long evaluation shows a progress bar.
+    """
+    model.eval()
+    loss_sum, preds, truth = 0.0, [], []
+    bar = tqdm(
+        total=progress_total,
+        unit="img",
+        desc="    validating",
+        disable=not bars(progress_total),
+        delay=BAR_DELAY_S,
+        leave=False,
+    )
+    with bar, torch.inference_mode(), autocast(device):
+        for x, y in batches:
+            bar.update(len(y))
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y.to(device), reduction="sum").item()
+            preds.append(logits.argmax(1).cpu())
+            truth.append(y.cpu())
+    pred, labels = torch.cat(preds), torch.cat(truth)
+    truth, predicted = labels.numpy(), pred.numpy()
+    return dict(
+        accuracy=float((truth == predicted).mean()), macro_f1=macro_f1(truth, predicted), loss=loss_sum / len(labels)
+    )
