@@ -3,6 +3,7 @@ and several workers (processes, or machines on PostgreSQL) ending with exactly -
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -18,7 +19,9 @@ import torch
 from optuna.trial import TrialState
 
 import autotl
+from autotl import load_dataset
 from autotl.cli import main
+from autotl.records import TrialRecord
 from autotl.search._storage import open_storage
 
 pytestmark = pytest.mark.slow  # every test here trains, searches or runs a subprocess
@@ -50,6 +53,14 @@ def _wait_for_running_epoch(storage, name="autotl", timeout=120):
     raise AssertionError("no trial started running")
 
 
+def _wait_for_a_saved_report(run_dir, run, timeout=300):
+    """Block until a trial has saved its training state after a report (in ``run_dir``)."""
+    end = time.time() + timeout
+    while not list((run_dir / "trials").glob("*/state.safetensors")):
+        assert run.poll() is None and time.time() < end, "no trial saved a report"
+        time.sleep(0.1)
+
+
 SLOW_SPACE = """
 max_epochs: 3
 backbone: tf_efficientnet_lite0
@@ -74,7 +85,7 @@ def test_a_killed_worker_is_detected_and_rerun_ends_with_exactly_n_trials(tmp_pa
     storage = f"sqlite:///{out / 'study.db'}"
     args = _search_args(photo_folder, out, 3)
     victim = subprocess.Popen(args, env=FAST_ENV, stderr=subprocess.DEVNULL)
-    _wait_for_running_epoch(storage)
+    _wait_for_a_saved_report(out, victim)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert TrialState.RUNNING in _states(storage)[0]
@@ -87,6 +98,7 @@ def test_a_killed_worker_is_detected_and_rerun_ends_with_exactly_n_trials(tmp_pa
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
     assert retried and retried[0].state != TrialState.FAIL
     assert retried[0].params.items() >= failed[0].params.items(), (failed[0], retried[0])  # the same recipe again
+    assert TrialRecord.of(retried[0]).resumed_at >= 1  # it continued the lost trial's saved state
     assert (out / "best_model" / "model.safetensors").is_file()
 
 
@@ -97,6 +109,7 @@ CTRL_C_DRIVER = """
 import os, signal, sys, time
 from pathlib import Path
 
+import atexit, collections, json
 import autotl.cli, autotl.export, autotl.report
 import safetensors.torch
 import autotl.train._fit as _fit
@@ -104,6 +117,8 @@ from autotl.search import _run
 
 WHERE, PRESSES, MARKS, ARGS = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
 seen, trial, done = [], [None], set()
+trained, checked = collections.Counter(), collections.Counter()  # training images and reports per trial number
+atexit.register(lambda: (MARKS / "trained.json").write_text(json.dumps(trained)))
 
 real_signal = signal.signal
 
@@ -141,9 +156,16 @@ def fit(real, config, dataset, trial_, *a, **k):
         block("next_trial")  # trial #1 has started, its recipe sampled, nothing trained yet
     return real(config, dataset, trial_, *a, **k)
 
-def augment(real, *a, **k):
+def augment(real, images, *a, **k):
     if trial[0] == 1:
         block("training")  # trial #1's first training step
+        if checked[1]:
+            block("training_report2")  # trial #1's first step after its first report, saved
+    trained[trial[0]] += len(images)
+    return real(images, *a, **k)
+
+def check(real, *a, **k):
+    checked[trial[0]] += 1
     return real(*a, **k)
 
 def report_write(real, *a, **k):
@@ -169,6 +191,7 @@ def replace(real, src, dst, *a, **k):
 
 wrap(_run, "fit", fit)
 wrap(_fit, "augment", augment)
+wrap(_fit, "check", check)
 wrap(autotl.report, "write", report_write)
 wrap(_run, "keep_best", keep_best)
 wrap(safetensors.torch, "save_file", save_file)
@@ -187,7 +210,7 @@ def _wait_for_file(path, run, timeout=300):
         time.sleep(0.05)
 
 
-def _ctrl_c_at(tmp_path, photo_folder, where, presses=1, n_trials=3):
+def _ctrl_c_at(tmp_path, photo_folder, where, presses=1, n_trials=3, max_epochs=1):
     """Run the search until ``where`` and press Ctrl-C ``presses`` times there.
 
     Returns the search's command line, its exit code and stderr, and when the first press arrived.
@@ -195,7 +218,7 @@ def _ctrl_c_at(tmp_path, photo_folder, where, presses=1, n_trials=3):
     out, marks = tmp_path / "run", tmp_path / "marks"
     marks.mkdir()
     args = _search_args(
-        photo_folder, out, n_trials, "--max-epochs", "1", "--pruner", "none"
+        photo_folder, out, n_trials, "--max-epochs", str(max_epochs), "--pruner", "none"
     )  # every trial completes: no luck involved
     driver = tmp_path / "driver.py"
     driver.write_text(CTRL_C_DRIVER)
@@ -240,11 +263,12 @@ def _assert_whole_model(out, study, trials):
 
 
 def _interrupted(study):
-    """The numbers of the trials marked interrupted, each checked to have its recipe queued to run again."""
+    """The numbers of the trials marked interrupted, each checked to have a retry of its recipe queued."""
     interrupted = [t for t in study.trials if "interrupted" in t.user_attrs.get("error", "")]
-    queued = [t.system_attrs.get("fixed_params") for t in study.trials if t.state == TrialState.WAITING]
     for trial in interrupted:
-        assert trial.state == TrialState.FAIL and trial.params in queued, (trial, queued)
+        retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
+        assert trial.state == TrialState.FAIL and [t.state for t in retries] == [TrialState.WAITING], (trial, retries)
+        assert retries[0].params == trial.params
     return [t.number for t in interrupted]
 
 
@@ -279,6 +303,42 @@ def test_a_second_ctrl_c_during_training_interrupts_at_once_and_loses_nothing(tm
     assert _interrupted(study) == [1] and TrialState.WAITING in states
     _assert_whole_model(out, study, {0})
     _rerun_ends_with_exactly(args, storage, 2)
+
+
+def test_ctrl_c_mid_trial_then_rerun_continues_it_and_trains_only_the_rest(tmp_path, photo_folder):
+    """Ctrl-C in trial #1's second report: its retry, on the rerun, continues from its first report, saved; that
+    report is unchanged in its curve, and the rerun trains the trial's last two epochs only."""
+    out, storage, marks = tmp_path / "run", f"sqlite:///{tmp_path / 'run' / 'study.db'}", tmp_path / "marks"
+    args, code, err, pressed = _ctrl_c_at(tmp_path, photo_folder, "training_report2", n_trials=2, max_epochs=3)
+    _assert_clean_exit_130(out, code, err, pressed)
+    _, study = _states(storage)
+    assert _interrupted(study) == [1]
+    interrupted = TrialRecord.of(study.trials[1])
+    assert [r.report for r in interrupted.history] == [1] and "continues it" in interrupted.error
+    assert (out / "trials" / "1" / "state.safetensors").is_file()
+    n_train = load_dataset(str(photo_folder)).count("train")
+    first = json.loads((marks / "trained.json").read_text())
+    assert n_train < first["1"] < 2 * n_train  # report 1, and the step that the Ctrl-C stopped
+    (marks / "trained.json").unlink()
+    rerun = subprocess.run(
+        [sys.executable, str(tmp_path / "driver.py"), "nowhere", "0", str(marks), *args[3:]],
+        env=FAST_ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert "continuing from here" in rerun.stderr
+    states, study = _states(storage)
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 1)
+    record = TrialRecord.of(retry)
+    assert retry.state == TrialState.COMPLETE and record.resumed_at == 1
+    assert [r.report for r in record.history] == [1, 2, 3] and record.history[0] == interrupted.history[0]
+    assert retry.intermediate_values[1] == study.trials[1].intermediate_values[1]
+    trained = json.loads((marks / "trained.json").read_text())
+    assert trained[str(retry.number)] == 2 * n_train  # only the two epochs that were left
+    assert states.count(TrialState.COMPLETE) == 2 and TrialState.WAITING not in states
+    assert not list((out / "trials").glob("*/state.safetensors"))  # no state is kept once its trial ended
 
 
 @pytest.mark.parametrize("where,presses", [("report", 1), ("report", 2), ("next_trial", 1)])
@@ -330,6 +390,17 @@ def test_an_exception_in_one_trial_fails_it_alone(tmp_path, photo_folder):
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     assert result.study.trials[1].user_attrs["error"] == "RuntimeError: backbone exploded <b>"
     assert "backbone exploded &lt;b&gt;" in (result.run_dir / "report.html").read_text()
+
+
+def test_a_search_whose_trials_all_fail_stops_with_the_error(tmp_path, photo_folder):
+    def objective(trial, ctx):
+        ctx.suggest(trial)
+        raise RuntimeError("no such layer")
+
+    with pytest.raises(autotl.AutoTLError, match="the last 5 trials failed, the last one with RuntimeError: no such"):
+        autotl.search(
+            str(photo_folder), space="quick", n_trials=2, objective=objective, out=tmp_path / "run", progress=False
+        )
 
 
 def test_cuda_out_of_memory_is_retried_once_at_half_the_batch(tmp_path, photo_folder, monkeypatch):
@@ -434,22 +505,32 @@ def test_each_enqueued_trial_is_claimed_by_exactly_one_worker(tmp_path, backend)
 
 
 @pytest.mark.skipif(not POSTGRES and not os.environ.get("CI"), reason="set AUTOTL_TEST_POSTGRES_URL (.ci/run does)")
-def test_two_machines_share_a_postgresql_study_and_survive_a_kill(tmp_path, photo_folder):
+@pytest.mark.parametrize("run_dirs", ["shared", "one per machine"])
+def test_two_machines_share_a_postgresql_study_and_survive_a_kill(tmp_path, photo_folder, run_dirs):
+    """Machine b is killed (SIGKILL) in the middle of a trial, after it saved a report. Machine a takes the trial
+    over: it continues b's saved state when the machines share a run directory, and starts it over when b's state
+    is out of its reach. Every recipe finishes once, and no trial is left running."""
     assert POSTGRES, "CI must provide AUTOTL_TEST_POSTGRES_URL (.ci/run starts PostgreSQL)"
     name = f"test-{uuid.uuid4().hex[:8]}"
     shared = ["--storage", POSTGRES, "--study-name", name]
-    machine_a = _search_args(photo_folder, tmp_path / "a", 4, *shared)
-    machine_b = _search_args(photo_folder, tmp_path / "b", 4, *shared)
-    a = subprocess.Popen(machine_a, env=FAST_ENV, stderr=subprocess.DEVNULL)
+    dir_a, dir_b = (tmp_path / "run", tmp_path / "run") if run_dirs == "shared" else (tmp_path / "a", tmp_path / "b")
+    machine_a = _search_args(photo_folder, dir_a, 4, *shared)
+    machine_b = _search_args(photo_folder, dir_b, 4, *shared)
     b = subprocess.Popen(machine_b, env=FAST_ENV, stderr=subprocess.DEVNULL)
-    _wait_for_running_epoch(POSTGRES, name)
+    _wait_for_a_saved_report(dir_b, b)
+    a = subprocess.Popen(machine_a, env=FAST_ENV, stderr=subprocess.DEVNULL)
     b.send_signal(signal.SIGKILL)
     b.wait()
     assert a.wait(timeout=600) == 0
     subprocess.run(machine_b, env=FAST_ENV, check=True, stderr=subprocess.DEVNULL, timeout=600)
-    states, _ = _states(POSTGRES, name)
-    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 4
-    assert TrialState.RUNNING not in states
+    states, study = _states(POSTGRES, name)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4 and TrialState.RUNNING not in states
+    assert len({t.system_attrs.get("failed_trial", t.number) for t in finished}) == 4  # no recipe finished twice
+    (killed,) = [t for t in study.trials if t.state == TrialState.FAIL]
+    (retried,) = [t for t in finished if t.system_attrs.get("failed_trial") == killed.number]
+    resumed_at = TrialRecord.of(retried).resumed_at
+    assert (resumed_at is not None and resumed_at >= 1) if run_dirs == "shared" else resumed_at is None
 
 
 def _children(pid):

@@ -41,8 +41,8 @@ def test_a_search_leaves_study_report_and_model(finished_run):
         attrs = trial.user_attrs
         assert {
             "history",
-            "best_epoch",
-            "epochs_run",
+            "best_report",
+            "reports",
             "wall_seconds",
             "params_total",
             "params_trainable",
@@ -202,9 +202,9 @@ def test_the_same_seed_samples_the_same_recipes(tmp_path, photo_folder):
     assert sampled(tmp_path / "a") == sampled(tmp_path / "b")
 
 
-def test_a_new_trial_needs_room_for_its_first_epoch_before_the_deadline():
-    """Not the median epoch: cached probe epochs (about 0 s) and many short half-frozen epochs must not make
-    a full fine-tuning epoch look affordable at the end of the budget (the README's digits run started one)."""
+def test_a_new_trial_needs_room_for_its_first_report_before_the_deadline():
+    """Not the median report: cached probe reports (about 0 s) and many short half-frozen reports must not make
+    a full fine-tuning report look affordable at the end of the budget (the README's digits run started one)."""
     from autotl.search._run import _room_for_a_trial
 
     study = optuna.create_study(direction="maximize")
@@ -217,7 +217,7 @@ def test_a_new_trial_needs_room_for_its_first_epoch_before_the_deadline():
     ):
         trial = study.ask()
         trial.set_user_attr("feature_cache", cache)
-        trial.set_user_attr("history", [dict(epoch=e, seconds=s) for e, s in enumerate(seconds, 1)])
+        trial.set_user_attr("history", [dict(report=e, epoch=e, seconds=s) for e, s in enumerate(seconds, 1)])
         study.tell(trial, 0.5)
     assert _room_for_a_trial(study) == 43.4
     only_probes = optuna.create_study(direction="maximize")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from scipy.stats import multivariate_normal
 import autotl
 from autotl.cli import main
 from autotl.export import load_model
+from autotl.records import StudyRecord
 from autotl.search import logme
 from autotl.search._logme import evidence, maximum_evidence
 
@@ -73,10 +75,10 @@ def test_warm_start_recipes_are_the_first_trials_recipe_by_recipe_best_backbone_
     result = autotl.search(
         str(photo_folder), space=str(space), n_trials=6, out=tmp_path / "run", objective=_no_training, progress=False
     )
-    ranking = result.study.user_attrs["backbone_ranking"]
-    order = [s["backbone"] for s in ranking["scores"]]
+    ranking = StudyRecord.of(result.study).backbone_ranking
+    order = [s.backbone for s in ranking.scores]
     assert sorted(order) == ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
-    assert ranking["scores"][0]["logme"] >= ranking["scores"][1]["logme"] and ranking["seconds"] > 0
+    assert ranking.scores[0].logme >= ranking.scores[1].logme and ranking.seconds > 0
     first = result.study.trials[:4]
     assert [t.user_attrs["warm_start"] for t in first] == [
         f"{r} on {b}" for r in ("linear_probe", "sgd") for b in order
@@ -101,12 +103,12 @@ def test_drop_backbones_leaves_out_the_far_worse_and_survives_resume(tmp_path, p
         progress=False,
         drop_backbones=0.0,
     )
-    scores = result.study.user_attrs["backbone_ranking"]["scores"]
-    assert [s["dropped"] for s in scores] == [False, True]
+    scores = StudyRecord.of(result.study).backbone_ranking.scores
+    assert [s.dropped for s in scores] == [False, True]
     result = autotl.search(
         str(photo_folder), space=str(space), n_trials=8, out=out, objective=_no_training, progress=False
     )
-    assert {t.params["backbone"] for t in result.study.trials} == {scores[0]["backbone"]}
+    assert {t.params["backbone"] for t in result.study.trials} == {scores[0].backbone}
 
 
 @pytest.mark.slow
@@ -153,17 +155,28 @@ def test_accuracy_and_latency_search_stores_cost_and_exports_the_most_accurate(t
 
 
 @pytest.mark.slow
-def test_export_any_trial_trains_it_again_to_the_same_score(finished_run, tmp_path, capsys):
+@pytest.mark.parametrize("weights", ["kept", "trained again"])
+def test_export_any_trial_gives_its_model_with_the_same_score(finished_run, tmp_path, capsys, weights):
+    """A trial whose weights the search kept is exported from them; one without is trained again, the same."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run.run_dir, run_dir)
+    kept = run_dir / "trials" / "1" / "model.safetensors"
+    assert kept.is_file()
+    if weights == "trained again":
+        kept.unlink()
     trial = finished_run.study.trials[1]
     out = tmp_path / "trial1"
-    assert main(["export", str(finished_run.run_dir), "--trial", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--trial", "1", "--out", str(out)]) == 0
+    said = capsys.readouterr().err
+    assert ("kept weights" in said) == (weights == "kept") and ("training" in said) == (weights != "kept")
     config = json.loads((out / "config.json").read_text())["autotl"]
     assert (out / "model.onnx").is_file()
     assert config["trial"] == 1 and config["hyperparameters"] == trial.user_attrs["config"]
     assert config["metrics"]["accuracy"] == trial.user_attrs["metrics"]["accuracy"]
     assert config["metrics"]["loss"] == pytest.approx(trial.user_attrs["metrics"]["loss"], rel=1e-3)
     assert load_model(out).classes == ["astronaut", "brick", "coffee"]
-    assert main(["export", str(finished_run.run_dir), "--trial", "7"]) == 2
+    assert main(["export", str(run_dir), "--trial", "7"]) == 2
     assert capsys.readouterr().err.strip().endswith("trials are numbered 0 to 1")
 
 
@@ -176,9 +189,9 @@ def test_refit_trains_the_best_recipe_on_train_and_validation(tmp_path, photo_fo
     data = autotl.load_dataset(str(photo_folder))
     best = result.best_trial
     assert config["refit"]["train_images"] == data.count("train") + data.count("val")
-    assert config["refit"]["epochs"] == best.user_attrs["best_epoch"]
+    assert config["refit"]["reports"] == best.user_attrs["best_report"]
     assert config["metrics"] == best.user_attrs["metrics"]  # the trial's validation score, not the refit's
-    assert result.study.user_attrs["refit"]["trial"] == best.number
+    assert StudyRecord.of(result.study).refit.trial == best.number
     assert len(load_model(result.model_dir).predict([data.pixels(0)])) == 1
 
 
@@ -198,15 +211,15 @@ def test_greedy_soup_keeps_an_epoch_only_when_validation_does_not_drop():
 
 
 @pytest.mark.slow
-def test_a_souped_fit_is_never_worse_on_validation_than_its_best_epoch(photo_folder):
+def test_a_souped_fit_is_never_worse_on_validation_than_its_best_report(photo_folder):
     from autotl import TrialConfig
     from autotl.train import fit
 
     data = autotl.load_dataset(str(photo_folder))
     config = TrialConfig(resolution_scale=0.25, frozen_depth=0.75, max_epochs=3, augment_strength=0.0, lr=3e-3)
     result = fit(config, data, soup=True)
-    best_epoch = max(result.history, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
-    assert result.metrics["accuracy"] >= best_epoch["val_accuracy"]
-    if result.soup_epochs:
-        assert len(result.soup_epochs) > 1 and result.best_epoch_state is not None
-        assert result.attrs()["soup_epochs"] == result.soup_epochs
+    best_report = max(result.history, key=lambda r: (r.val_accuracy, -r.val_loss))
+    assert result.metrics["accuracy"] >= best_report.val_accuracy
+    if result.record.soup_reports:
+        assert len(result.record.soup_reports) > 1 and result.unsouped_state is not None
+        assert result.record.attrs()["soup_reports"] == result.record.soup_reports

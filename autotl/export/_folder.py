@@ -37,7 +37,7 @@ class ModelConfig:
     classes: list[str]
     model_args: dict
     preprocessing: Preprocessing
-    record: dict  # autotl's record: hyperparameters, metrics, best_epoch, trial, value, dataset, ...
+    record: dict  # autotl's record: hyperparameters, metrics, best_report, trial, value, dataset, ...
 
 
 def save(result, model_dir: str | Path, *, extra: dict | None = None) -> Path:
@@ -49,7 +49,7 @@ def save(result, model_dir: str | Path, *, extra: dict | None = None) -> Path:
         format=2,
         hyperparameters=result.config.to_dict(),
         metrics=result.metrics,
-        best_epoch=result.best_epoch,
+        best_report=result.record.best_report,
         **(extra or {}),
     )
     model_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from .. import export
 from ..data import resize
+from ..records import Analysis, ClassScore, Misclassified, StudyRecord
 from ..train import per_class
 from ..trials import Standing, best
 
@@ -37,7 +38,7 @@ def keep_best(study, result, data, model_dir, trial_number: int, value: float, l
     with open(model_dir.parent / ".best_model.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         info = export.record(model_dir)
-        new = Standing((value, latency), trial_number, result.metrics.get("loss"), result.val_images)
+        new = Standing((value, latency), trial_number, result.metrics.get("loss"), result.record.val_images)
         if "value" in info:
             old = Standing(
                 (info["value"], info.get("latency_ms")),
@@ -47,12 +48,11 @@ def keep_best(study, result, data, model_dir, trial_number: int, value: float, l
             )
             if best([new, old], study.directions) is not new:
                 return False
-        extra = dict(trial=trial_number, value=value, dataset=data.spec, val_images=result.val_images)
+        extra = dict(trial=trial_number, value=value, dataset=data.spec, val_images=result.record.val_images)
         if latency is not None:
             extra["latency_ms"] = latency
         export.save(result, model_dir, extra=extra)
-    study.set_user_attr("best_model_trial", trial_number)
-    study.set_user_attr("best_model_analysis", analyse(result, data))
+    StudyRecord(best_model_trial=trial_number, best_model_analysis=analyse(result, data)).write(study)
     return True
 
 
@@ -71,7 +71,7 @@ def add_onnx(model_dir, data, say=lambda text: None) -> None:
         )
 
 
-def analyse(result, data) -> dict:
+def analyse(result, data) -> Analysis:
     """Per-class metrics, confusion matrix and misclassified thumbnails on the validation split."""
     pre = result.preprocessing
     val_index = data.indices("val")
@@ -86,7 +86,7 @@ def analyse(result, data) -> dict:
     wrong = np.flatnonzero(predicted != truth)
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:MAX_GALLERY]
     gallery = [
-        dict(
+        Misclassified(
             true=data.classes[truth[i]],
             predicted=data.classes[predicted[i]],
             probability=round(float(probabilities[i, predicted[i]]), 4),
@@ -94,11 +94,11 @@ def analyse(result, data) -> dict:
         )
         for i in wrong
     ]
-    return dict(
+    return Analysis(
         classes=list(data.classes),
         confusion=metrics["confusion"].tolist(),
         per_class=[
-            dict(cls=c, precision=round(float(p), 4), recall=round(float(r), 4), f1=round(float(f), 4), support=int(s))
+            ClassScore(c, round(float(p), 4), round(float(r), 4), round(float(f), 4), int(s))
             for c, p, r, f, s in zip(
                 data.classes, metrics["precision"], metrics["recall"], metrics["f1"], metrics["support"]
             )

@@ -33,13 +33,14 @@ class SearchOptions:
     val_fraction: float = 0.2  # share of train held out for validation when there is no val split
     max_per_class: int | None = None  # cap on images per class and split, for quick runs
     allow_outside_paths: bool = False  # let a CSV name images outside its own folder (only for CSVs you trust)
-    progress: bool = True  # print trials and epochs to stderr
+    progress: bool = True  # print trials and their reports to stderr
     objectives: str | tuple[str, ...] = "accuracy"  # accuracy, or accuracy,latency for a Pareto front
     rank: bool = True  # rank the backbones by LogME before the first trial
     warm_start: bool = True  # the space's warm-start recipes on the best-ranked backbones are the first trials
     drop_backbones: float | None = None  # a LogME margin: leave out backbones that score that far below the best
     refit: bool = False  # retrain the best recipe on train + validation before the final export
-    soup: bool = False  # average each trial's best epochs greedily when validation does not get worse
+    soup: bool = False  # average each trial's best reports greedily when validation does not get worse
+    keep_models: int = 3  # the best complete trials whose weights stay in RUN_DIR/trials/ (export --trial uses them)
     compile: bool = False  # run training steps through torch.compile (for a GPU)
     cache_dir: str | Path | None = None  # decoded-image cache (None: ~/.cache/autotl/images), shared by runs
 
@@ -61,6 +62,8 @@ class SearchOptions:
             raise AutoTLError(f"n_trials must be at least 1, got {self.n_trials}")
         if self.workers < 1:
             raise AutoTLError(f"workers must be at least 1, got {self.workers}")
+        if self.keep_models < 0:
+            raise AutoTLError(f"keep_models must be 0 or more, got {self.keep_models}")
         if self.max_epochs is not None and self.max_epochs < 1:
             raise AutoTLError(f"max_epochs must be at least 1, got {self.max_epochs}")
         parse_objectives(self.objectives)

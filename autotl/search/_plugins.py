@@ -7,6 +7,7 @@ import warnings
 import optuna
 
 from ..errors import AutoTLError
+from ..records import TrialRecord
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("hyperband", "median", "none")
@@ -40,7 +41,7 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
 
 def strategy_of(trial: optuna.trial.FrozenTrial) -> str | None:
     """The fine-tuning strategy a trial trains with (the search stores it before the trial trains)."""
-    return trial.user_attrs.get("strategy") or trial.params.get("strategy")
+    return TrialRecord.of(trial, "strategy").strategy or trial.params.get("strategy")
 
 
 class PeerPruner(optuna.pruners.BasePruner):

@@ -1,4 +1,4 @@
-"""What the terminal shows during a search: trial i of N, its recipe, epochs, best so far."""
+"""What the terminal shows during a search: trial i of N, its recipe, its reports, best so far."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 
 class Progress:
-    """Prints one line per trial start, per epoch, and per trial end, to stderr."""
+    """Prints one line per trial start, per report, and per trial end, to stderr."""
 
     def __init__(self, total: int, enabled: bool = True, stream=None, prefix: str = ""):
         self.total, self.enabled, self.stream, self.prefix = total, enabled, stream or sys.stderr, prefix
@@ -22,16 +22,16 @@ class Progress:
             + (f"  (warm start: {note})" if note else "")
         )
 
-    def epoch(self, record: dict, best: dict, max_epochs: int) -> None:
-        done = record.get("epochs_done", record["epoch"])
+    def report(self, entry, max_epochs: int, restored: bool = False) -> None:
+        """One report's line (``entry``: an ``autotl.records.Report``); a restored one says it was saved before."""
         where = (
-            f"epoch {record['epoch']}/{max_epochs}"
-            if done == record["epoch"]
-            else f"report {record['epoch']} (epoch {done:.2f}/{max_epochs})"
+            f"epoch {entry.epoch:g}/{max_epochs}"
+            if entry.epoch == entry.report
+            else f"report {entry.report} (epoch {entry.epoch:.2f}/{max_epochs})"
         )
         self.say(
-            f"    {where}  val acc {record['val_accuracy']:.3f}  "
-            f"f1 {record['val_macro_f1']:.3f}  loss {record['val_loss']:.3f}  ({record['seconds']:.1f} s)"
+            f"    {where}  val acc {entry.val_accuracy:.3f}  f1 {entry.val_macro_f1:.3f}  loss {entry.val_loss:.3f}  "
+            + ("(saved before: continuing from here)" if restored else f"({entry.seconds:.1f} s)")
         )
 
     def trial_ended(self, number: int, state: str, value, reason: str, best_value, best_number) -> None:

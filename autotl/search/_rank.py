@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import backbones
+from ..records import BackboneScore, Ranking
 from ._logme import logme
 
 MAX_IMAGES = 500  # features of this many training images per backbone: enough to rank, quick to embed
@@ -30,7 +31,7 @@ def rank_backbones(
     max_images: int = MAX_IMAGES,
     seed: int = 0,
     drop_margin: float | None = None,
-) -> dict:
+) -> Ranking:
     """The LogME ranking of ``names`` on ``data``'s training images, best first, as stored in the study."""
     started = time.time()
     device = device if device is not None else torch.device("cpu")
@@ -42,15 +43,13 @@ def rank_backbones(
     for name in names:
         begun = time.time()
         features = embed(name, data, sample, resolution_scale, weights_dir, device)
-        scores.append(
-            dict(backbone=name, logme=round(logme(features, labels), 6), seconds=round(time.time() - begun, 3))
-        )
-    scores.sort(key=lambda s: -s["logme"])
-    best = scores[0]["logme"]
+        score = round(logme(features, labels), 6)
+        scores.append(BackboneScore(backbone=name, logme=score, seconds=round(time.time() - begun, 3)))
+    scores.sort(key=lambda s: -s.logme)
     for rank, score in enumerate(scores, 1):
-        score["rank"] = rank
-        score["dropped"] = drop_margin is not None and score["logme"] < best - drop_margin
-    return dict(
+        score.rank = rank
+        score.dropped = drop_margin is not None and score.logme < scores[0].logme - drop_margin
+    return Ranking(
         method="LogME",
         images=int(len(sample)),
         resolution_scale=resolution_scale,
@@ -78,6 +77,6 @@ def embed(
     return torch.cat(out).numpy()
 
 
-def kept(ranking: dict) -> list[str]:
+def kept(ranking: Ranking) -> list[str]:
     """The backbones the search may pick, best-ranked first."""
-    return [s["backbone"] for s in ranking["scores"] if not s["dropped"]]
+    return [s.backbone for s in ranking.scores if not s.dropped]

@@ -1,118 +1,131 @@
-"""Train a stored recipe again: export any trial of a study, or refit the best on train + validation.
+"""Any trial of a study as a model, and the best recipe refitted on train + validation.
 
-No per-trial checkpoints are kept (they would fill the disk on long searches). A trial's
-recipe, its number (which seeds it), and the dataset's split settings are in the study,
-so training it again on the same data and device gives the same model.
+A trial's recipe, its number (which seeds it), and the dataset's split settings are in
+the study, so training it again on the same data and device gives the same model; the
+search keeps the weights of its best trials (``_trial_files``), which are exported
+without training.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+from safetensors.torch import load_file
 
-from .. import export
+from .. import backbones, export
 from ..data import load_dataset
 from ..errors import AutoTLError
+from ..records import Metrics, Refit, StudyRecord, TrialRecord
 from ..space import TrialConfig
-from ..train import fit, resolve_device
+from ..train import Budget, Setup, TrialResult, evaluate, fit, read_facts, resolve_device
 from ._best import add_onnx
+from ._trial_files import lineage, model_file
 
 
 def export_trial(
-    study: optuna.Study, number: int, out: str | Path, *, device: str = "auto", weights_dir=None, say=lambda text: None
+    study: optuna.Study,
+    number: int,
+    out: str | Path,
+    *,
+    run_dir: str | Path | None = None,
+    device: str = "auto",
+    weights_dir=None,
+    say=lambda text: None,
 ) -> tuple[Path, float, float]:
-    """Train trial ``number``'s recipe again for the epochs it ran and export its best epoch to ``out``.
+    """Export trial ``number``'s model to ``out``: its kept weights (``run_dir/trials/``) when the search kept
+    them, else its recipe trained again for the reports it ran, keeping its best report.
 
-    Returns (model dir, the accuracy stored for the trial, the accuracy of the retrained model).
+    Returns (model dir, the accuracy stored for the trial, the exported model's accuracy on validation).
     """
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise AutoTLError(f"the study has no trial {number}: trials are numbered 0 to {len(trials) - 1}")
-    trial = trials[number]
-    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED) or not trial.user_attrs.get("history"):
+    trial, record = trials[number], TrialRecord.of(trials[number])
+    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED) or not record.history:
         raise AutoTLError(
-            f"trial {number} is {trial.state.name.lower()} and finished no epoch: pick a complete or "
+            f"trial {number} is {trial.state.name.lower()} and finished no report: pick a complete or "
             f"pruned trial (the report's trial table lists them)"
         )
-    if not trial.user_attrs.get("config"):
+    if not record.config:
         raise AutoTLError(f"trial {number} stored no recipe (a custom objective that does not call ctx.fit)")
-    data = _dataset(study)
-    config = TrialConfig.from_dict(trial.user_attrs["config"])
-    say(
-        f"training trial {number}'s recipe again for {len(trial.user_attrs['history'])} epoch(s) "
-        f"(trials keep no checkpoints): {config.describe()}"
-    )
-    result = fit(
-        config,
-        data,
-        number=number,
-        device=resolve_device(device),
-        weights_dir=weights_dir,
-        seed=data.seed,
-        epochs=len(trial.user_attrs["history"]),
-        soup=bool(trial.user_attrs.get("soup_epochs")),
-    )
-    stored = float((trial.user_attrs.get("metrics") or {}).get("accuracy", float("nan")))
+    data, setup = _dataset(study), Setup(resolve_device(device), weights_dir)
+    kept = model_file(run_dir, trial) if run_dir is not None else None
+    if kept is not None and kept.is_file():
+        say(f"exporting trial {number}'s kept weights ({kept})")
+        result = kept_result(kept, record, data, setup.device)
+    else:
+        config = TrialConfig.from_dict(record.config)
+        say(f"training trial {number}'s recipe again for {len(record.history)} report(s): {config.describe()}")
+        budget = Budget(reports=len(record.history))
+        seed, soup = data.seed, bool(record.soup_reports)
+        result = fit(config, data, setup=setup, budget=budget, seed=seed, number=lineage(trial), soup=soup)
+    stored = record.metrics.accuracy if record.metrics and record.metrics.accuracy is not None else float("nan")
     model_dir = export.save(result, out, extra=dict(trial=number, value=result.metrics["accuracy"], dataset=data.spec))
     add_onnx(model_dir, data, say)
     return model_dir, stored, result.metrics["accuracy"]
 
 
-def refit_best(study, best, data, model_dir, device, weights_dir, seed, say=print) -> None:
-    """Retrain the best recipe on train + validation for its best epoch count, and export that model.
+def kept_result(path: Path, record: TrialRecord, data, device) -> TrialResult:
+    """A finished trial's kept weights as a result to export, scored again on the validation split."""
+    facts = read_facts(path)
+    config = TrialConfig.from_dict(facts["config"])
+    pre = backbones.preprocessing(config.backbone, config.resolution_scale)
+    model = backbones.create(config.backbone, len(facts["classes"]), pretrained=False, input_size=pre.size)
+    model.load_state_dict(load_file(str(path)))
+    model = model.to(device).eval()
+    val = data.indices("val")
+    batches = ((pre.normalize(x.to(device)), y) for x, y in data.batches(val, pre.size, pre.interpolation))
+    metrics = evaluate(model, batches, device=device, num_classes=len(facts["classes"]))
+    record = dataclasses.replace(record, metrics=Metrics(**metrics), val_images=len(val))
+    return TrialResult(config, record, list(facts["classes"]), pre, model=model.to("cpu"))
+
+
+def refit_best(study, best, data, model_dir, setup: Setup, seed: int, say=print) -> None:
+    """Retrain the best recipe on train + validation for its best report's count of reports, and export that model.
 
     The model keeps the trial's validation metrics: its own validation images were trained on.
     """
-    epochs = best.user_attrs.get("best_epoch")
-    if not best.user_attrs.get("config") or not epochs:
+    record = TrialRecord.of(best)
+    if not record.config or not record.best_report:
         say("refit skipped: the best trial stored no recipe (a custom objective that does not call ctx.fit)")
         return
-    config = TrialConfig.from_dict(best.user_attrs["config"])
+    config = TrialConfig.from_dict(record.config)
     merged = data.with_validation_in_train()
     say(
         f"refit: training trial #{best.number}'s recipe on {merged.count('train')} images (train + validation) "
-        f"for {epochs} epoch(s)"
+        f"for {record.best_report} report(s)"
     )
-    result = fit(
-        config,
-        merged,
-        number=best.number,
-        device=device,
-        weights_dir=weights_dir,
-        seed=seed,
-        epochs=epochs,
-        keep_last=True,
-    )
-    result.metrics = dict(best.user_attrs.get("metrics") or {})
-    facts = dict(
-        trial=best.number, train_images=merged.count("train"), epochs=epochs, seconds=round(result.wall_seconds, 3)
-    )
-    export.save(result, model_dir, extra=dict(trial=best.number, value=best.values[0], dataset=data.spec, refit=facts))
-    study.set_user_attr("refit", facts)
+    budget = Budget(reports=record.best_report)
+    result = fit(config, merged, setup=setup, budget=budget, seed=seed, number=lineage(best), keep_last=True)
+    result.record.metrics = record.metrics
+    facts = Refit(best.number, merged.count("train"), record.best_report, round(result.record.wall_seconds, 3))
+    extra = dict(trial=best.number, value=best.values[0], dataset=data.spec, refit=dataclasses.asdict(facts))
+    export.save(result, model_dir, extra=extra)
+    StudyRecord(refit=facts).write(study)
 
 
 def _dataset(study):
     """The study's dataset, loaded with the split settings it was searched with."""
-    info = study.user_attrs.get("dataset") or {}
-    if not info.get("path"):
+    record = StudyRecord.of(study)
+    known = record.dataset
+    if known is None or not known.path:
         raise AutoTLError("the study does not say which dataset it searched: export from a run made by autotl search")
     try:
         data = load_dataset(
-            info["path"],
-            val_fraction=info.get("val_fraction", 0.2),
-            seed=info.get("seed", 0),
-            max_per_class=info.get("max_per_class"),
-            allow_outside_paths=info.get("allow_outside_paths", False),
-            image_size=info.get("image_size", 224),
-            cache_dir=study.user_attrs.get("cache_dir"),
+            known.path,
+            val_fraction=known.val_fraction if known.val_fraction is not None else 0.2,
+            seed=known.seed or 0,
+            max_per_class=known.max_per_class,
+            allow_outside_paths=bool(known.allow_outside_paths),
+            image_size=known.image_size or 224,
+            cache_dir=record.cache_dir,
             progress=True,
         )
     except AutoTLError as error:
         raise AutoTLError(f"cannot load the study's dataset again ({error})") from error
-    if list(data.classes) != list(info.get("classes", data.classes)):
-        raise AutoTLError(
-            f"the dataset at {info['path']} has changed classes since the search: export needs the same data"
-        )
+    if known.classes and list(data.classes) != known.classes:
+        raise AutoTLError(f"the dataset at {known.path} has changed classes since the search: export needs the same")
     return data

@@ -25,9 +25,10 @@ from optuna.trial import TrialState
 from .. import backbones, report
 from ..data import ImageDataset, load_dataset
 from ..errors import AutoTLError
+from ..records import DatasetInfo, StudyRecord, TrialRecord
 from ..space import SearchSpace, TrialConfig, load_space
-from ..train import TrialResult, fit, resolve_device
-from ..trials import best_trial, score
+from ..train import Budget, Setup, TrialResult, fit, resolve_device
+from ..trials import best_trial, objective_names, score
 from ._best import add_onnx, keep_best
 from ._options import OBJECTIVES, SearchOptions, parse_objectives
 from ._plugins import make_pruner, make_sampler
@@ -35,6 +36,7 @@ from ._progress import Progress
 from ._rank import MAX_IMAGES, kept, rank_backbones
 from ._retrain import refit_best
 from ._storage import open_storage
+from ._trial_files import lineage, retry, save_model, state_file, tidy
 from ._workers import first_ctrl_c_sets, run_workers
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -43,6 +45,7 @@ LARGE_DATASET_REPORTS = 4  # a dataset of more training images than this many re
 RANK_SCALE = 0.5  # backbones are ranked at this resolution scale at least, except on large datasets of small images
 TRIAL_SHARE = 0.25  # on a large dataset, no trial may use more than this share of --timeout (its schedule fits it)
 WAIT_S = 5.0
+FAILING_IN_A_ROW = 5  # the search stops after this many trials in a row failed with an error
 WORKER_SEED_STEP = 7919  # worker i samples with seed + WORKER_SEED_STEP * (i + 1): no two draw the same recipes
 
 
@@ -69,7 +72,7 @@ class SearchResult:
 
     @property
     def best_config(self) -> TrialConfig:
-        return TrialConfig.from_dict(self.best_trial.user_attrs.get("config", {}))
+        return TrialConfig.from_dict(TrialRecord.of(self.best_trial).config or {})
 
     @property
     def report_path(self) -> Path:
@@ -82,8 +85,8 @@ class SearchContext:
 
     space: SearchSpace
     dataset: ImageDataset
-    device: object
-    weights_dir: object = None
+    setup: Setup
+    run_dir: Path
     deadline: float | None = None
     seed: int = 0
     progress: Progress | None = None
@@ -91,7 +94,6 @@ class SearchContext:
     interrupt: threading.Event = field(default_factory=threading.Event)
     objectives: tuple = ("accuracy",)
     soup: bool = False
-    compile: bool = False
     trial_budget: float | None = None  # seconds one trial may take, at most
 
     def suggest(self, trial) -> TrialConfig:
@@ -99,56 +101,56 @@ class SearchContext:
         return self.space.sample(trial)
 
     def fit(self, trial, config: TrialConfig) -> TrialResult:
-        """Fine-tune with ``config``, reporting each epoch to ``trial``; raises TrialPruned when pruned."""
-        if hasattr(trial, "set_user_attr"):
-            trial.set_user_attr("strategy", config.strategy)  # the pruner compares a trial with its strategy's
+        """Fine-tune with ``config``, reporting each report to ``trial``; raises TrialPruned when pruned.
+
+        The training state is saved in the run directory after every report, so a retry of an interrupted
+        trial continues where it stopped."""
         if self.progress is not None:
-            self.progress.trial_started(
-                self.progress.position, trial.number, config, getattr(trial, "user_attrs", {}).get("warm_start")
-            )
-        on_epoch = (
-            (lambda record, best: self.progress.epoch(record, best, config.max_epochs)) if self.progress else None
-        )
-        run = lambda cfg: fit(
-            cfg,
-            self.dataset,
-            trial,
-            device=self.device,
-            weights_dir=self.weights_dir,  # noqa: E731
-            deadline=self.deadline,
-            seed=self.seed,
-            on_epoch=on_epoch,
-            interrupt=self.interrupt,
-            soup=self.soup,
-            compile=self.compile,
-            time_budget=self.trial_budget,
-            progress=self.progress is not None and self.progress.enabled,
-        )
+            self.progress.trial_started(self.progress.position, trial.number, config, TrialRecord.of(trial).warm_start)
+        saved = state_file(self.run_dir, trial)
         try:
-            result = run(config)
+            result = self._fit(trial, config, saved)
         except torch.cuda.OutOfMemoryError:
             if config.batch_size < 2:
                 raise
             torch.cuda.empty_cache()
+            saved.unlink(missing_ok=True)  # a state of the full batch size: not this run's
             config = dataclasses.replace(config, batch_size=config.batch_size // 2)
-            trial.set_user_attr("out_of_memory_retry", f"CUDA out of memory; retried at batch size {config.batch_size}")
+            message = f"CUDA out of memory; retried at batch size {config.batch_size}"
+            TrialRecord(out_of_memory_retry=message).write(trial)
             if self.progress is not None:
-                self.progress.say(f"    CUDA out of memory: retrying at batch size {config.batch_size}")
-            result = run(config)
-        for key, value in result.attrs().items():
-            trial.set_user_attr(key, value)
+                self.progress.say(f"    {message}")
+            result = self._fit(trial, config, saved)
         self.results[trial.number] = result
         return result
 
+    def _fit(self, trial, config: TrialConfig, saved: Path) -> TrialResult:
+        show = self.progress
+        on_report = (lambda entry, best, restored: show.report(entry, config.max_epochs, restored)) if show else None
+        budget = Budget(deadline=self.deadline, seconds=self.trial_budget, interrupt=self.interrupt)
+        frozen = trial.study._storage.get_trial(trial._trial_id)
+        return fit(
+            config,
+            self.dataset,
+            trial,
+            setup=self.setup,
+            budget=budget,
+            seed=self.seed,
+            number=lineage(frozen),  # a retry trains as the trial it continues
+            state_file=saved,
+            soup=self.soup,
+            on_report=on_report,
+        )
+
 
 def default_objective(trial, ctx: SearchContext):
-    """Fine-tune the sampled recipe; the score is the best epoch's validation accuracy.
+    """Fine-tune the sampled recipe; the score is the best report's validation accuracy.
 
     In a study of accuracy and latency, the pair (accuracy, milliseconds per image).
     """
     result = ctx.fit(trial, ctx.suggest(trial))
     if len(ctx.objectives) == 2:
-        return result.metrics["accuracy"], result.latency_ms
+        return result.metrics["accuracy"], result.record.latency_ms
     return result.metrics["accuracy"]
 
 
@@ -175,7 +177,7 @@ def search(dataset: str, *, objective=None, options: SearchOptions | None = None
     are the first trials (``warm_start``). ``objectives="accuracy,latency"`` makes a
     multi-objective study (no pruning; the report shows the Pareto front). ``refit``
     retrains the best recipe on train + validation before the final export. ``soup``
-    averages each trial's best epochs greedily (a model soup) when validation does not
+    averages each trial's best reports greedily (a model soup) when validation does not
     get worse. ``compile`` runs training steps through ``torch.compile`` (for a GPU).
     Images are decoded once into a cache under ``cache_dir`` (default
     ``~/.cache/autotl/images``) that later runs and the workers share. Returns a SearchResult.
@@ -257,9 +259,13 @@ def _open_study(setup: _Setup, options: SearchOptions, worker: int | None = None
     )
     if [d.name.lower() for d in study.directions] != OBJECTIVES[setup.goals]:
         raise AutoTLError(
-            f"{setup.run_dir} holds a study of objective(s) {study.user_attrs.get('objectives', ['accuracy'])}, "
+            f"{setup.run_dir} holds a study of objective(s) {objective_names(study)}, "
             f"not {list(setup.goals)}: pass the same --objective, or --out with a new run directory"
         )
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(setup.goals))  # optuna-dashboard and the report name the objectives so
     return study
 
 
@@ -283,8 +289,9 @@ def _introduce(study, setup: _Setup, options: SearchOptions, show: Progress) -> 
 
 def _run_trials(study, setup: _Setup, options: SearchOptions, objective, started: float, show: Progress) -> None:
     """Run the trials in this process, or in ``options.workers`` processes that share the study."""
-    if study.user_attrs.get("backbone_ranking"):
-        setup.space.keep_backbones(kept(study.user_attrs["backbone_ranking"]))
+    ranking = StudyRecord.of(study).backbone_ranking
+    if ranking is not None and ranking.scores:
+        setup.space.keep_backbones(kept(ranking))
     deadline = started + options.timeout - REPORT_RESERVE_S if options.timeout else None
     if options.workers == 1:
         _run_trials_here(study, setup, options, objective, deadline, show)
@@ -296,22 +303,26 @@ def _run_trials(study, setup: _Setup, options: SearchOptions, objective, started
 
 def _run_trials_here(study, setup: _Setup, options: SearchOptions, objective, deadline, show: Progress) -> None:
     """Run trials in this process; the first Ctrl-C ends the running trial, and the report is written before leaving."""
+    compute = Setup(
+        setup.device, options.weights_dir, compile=options.compile, progress=options.progress and show.enabled
+    )
     ctx = SearchContext(
         setup.space,
         setup.data,
-        setup.device,
-        options.weights_dir,
+        compute,
+        setup.run_dir,
         deadline,
         options.seed,
         show,
         objectives=setup.goals,
         soup=options.soup,
-        compile=options.compile,
         trial_budget=_trial_budget(options.timeout, setup.space, setup.data),
     )
     try:
         with first_ctrl_c_sets(ctx.interrupt):
-            _optimize(study, ctx, objective or default_objective, options.n_trials, deadline, setup, show)
+            _optimize(
+                study, ctx, objective or default_objective, options.n_trials, deadline, setup, show, options.keep_models
+            )
     except KeyboardInterrupt:
         report.write(study, setup.report_path)
         raise
@@ -322,13 +333,14 @@ def _finish(study, setup: _Setup, options: SearchOptions, show: Progress) -> Sea
     best = best_trial(study)
     if best is None:
         report.write(study, setup.report_path)
-        errors = [t.user_attrs.get("error") for t in study.trials if t.user_attrs.get("error")]
+        errors = [r.error for r in (TrialRecord.of(t) for t in study.trials) if r.error]
         raise AutoTLError(
             "no trial completed"
             + (f"; the first error was: {errors[0]}" if errors else ": give a larger --timeout or --n-trials")
         )
     if options.refit:
-        refit_best(study, best, setup.data, setup.model_dir, setup.device, options.weights_dir, options.seed, show.say)
+        compute = Setup(setup.device, options.weights_dir, progress=options.progress)
+        refit_best(study, best, setup.data, setup.model_dir, compute, options.seed, show.say)
     add_onnx(setup.model_dir, setup.data, show.say)
     report.write(study, setup.report_path)
     show.say(
@@ -359,11 +371,11 @@ def _start(study, setup: _Setup, options: SearchOptions, show: Progress) -> None
             seed=options.seed,
             drop_margin=options.drop_backbones,
         )
-        study.set_user_attr("backbone_ranking", ranking)
-        for s in ranking["scores"]:
+        StudyRecord(backbone_ranking=ranking).write(study)
+        for s in ranking.scores:
             show.say(
-                f"  {s['rank']}. {s['backbone']}: LogME {s['logme']:.4f} ({s['seconds']:.1f} s)"
-                + ("  dropped: far below the best" if s["dropped"] else "")
+                f"  {s.rank}. {s.backbone}: LogME {s.logme:.4f} ({s.seconds:.1f} s)"
+                + ("  dropped: far below the best" if s.dropped else "")
             )
         ranked = kept(ranking)  # _run_trials narrows the space to these from the stored ranking
     if not options.warm_start:
@@ -372,73 +384,24 @@ def _start(study, setup: _Setup, options: SearchOptions, show: Progress) -> None
         show.say(f"the images are {data.store.size} px: the warm start trains at x{small:g} resolution, not larger")
     overrides = {} if small is None else {"resolution_scale": small}
     for label, params in space.warm_start_params(ranked, **overrides):
-        study.enqueue_trial(params, user_attrs={"warm_start": label}, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs=TrialRecord(warm_start=label).attrs(), skip_if_exists=True)
 
 
-def _optimize(study, ctx, user_objective, n_trials, deadline, setup: _Setup, show) -> None:
+def _optimize(study, ctx, user_objective, n_trials, deadline, setup: _Setup, show, keep_models: int) -> None:
     """Run trials one at a time until the study holds ``n_trials`` finished ones.
 
     Trials running in other workers count towards the total, so that several workers
     end with exactly ``n_trials``; if one of them dies, its trial goes stale, is marked
-    failed and retried, and the wait ends.
+    failed and retried (continuing its saved state), and the wait ends.
     """
-    takes_ctx = len(inspect.signature(user_objective).parameters) >= 2
-
-    def wrapped(trial):
-        show.position = _count_finished(study) + 1
-        try:
-            value = user_objective(trial, ctx) if takes_ctx else user_objective(trial)
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("error", "interrupted (Ctrl-C); its configuration runs again on the next run")
-            study.enqueue_trial(trial.params, skip_if_exists=False)
-            raise
-        except Exception as error:
-            trial.set_user_attr("error", f"{error.__class__.__name__}: {error}")
-            raise
-        result = ctx.results.pop(trial.number, None)
-        if result is not None and value is not None:
-            pair = isinstance(value, (tuple, list))
-            try:
-                with first_ctrl_c_sets(ctx.interrupt, second_interrupts=False):  # never a half-replaced model
-                    keep_best(
-                        study,
-                        result,
-                        ctx.dataset,
-                        setup.model_dir,
-                        trial.number,
-                        value[0] if pair else value,
-                        latency=value[1] if pair and len(value) > 1 else None,
-                    )
-            except Exception as error:
-                trial.set_user_attr("error", f"exporting the model failed: {error.__class__.__name__}: {error}")
-                raise
-        return value
-
-    def after_trial(study_, frozen):
-        ctx.results.pop(frozen.number, None)
-        reason = frozen.user_attrs.get("error") or frozen.user_attrs.get("end_reason", "")
-        best = best_trial(study_)
-        show.trial_ended(
-            frozen.number,
-            frozen.state.name.lower(),
-            score(frozen, study_),
-            reason,
-            score(best, study_),
-            best.number if best else None,
-        )
-        try:
-            report.write(study_, setup.report_path)
-        except Exception as error:  # noqa: BLE001 - a report bug must never stop a long search
-            show.say(f"warning: the report could not be refreshed ({error.__class__.__name__}: {error})")
-
+    runner = _TrialRunner(study, ctx, user_objective, setup, show, keep_models)
     while True:
         if ctx.interrupt.is_set():
             raise KeyboardInterrupt
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+        _stop_when_failing(study)
         finished = _count_finished(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if finished >= n_trials:
@@ -448,7 +411,91 @@ def _optimize(study, ctx, user_objective, n_trials, deadline, setup: _Setup, sho
         if finished + running >= n_trials:
             time.sleep(WAIT_S)  # the remaining trials run in other workers: wait for them
             continue
-        study.optimize(wrapped, n_trials=1, callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)
+        study.optimize(runner, n_trials=1, callbacks=[runner.ended], catch=(Exception,), gc_after_trial=True)
+
+
+class _TrialRunner:
+    """One trial of the search: the objective, then the best model and the trial's weights kept; after it ends,
+    files no trial can use deleted, the progress line and the report."""
+
+    def __init__(self, study, ctx, objective, setup: _Setup, show: Progress, keep_models: int):
+        self.study, self.ctx, self.objective, self.setup, self.show = study, ctx, objective, setup, show
+        self.keep_models = keep_models
+        self.takes_ctx = len(inspect.signature(objective).parameters) >= 2
+
+    def __call__(self, trial):
+        self.show.position = _count_finished(self.study) + 1
+        try:
+            value = self.objective(trial, self.ctx) if self.takes_ctx else self.objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            self._interrupted(trial)
+            raise
+        except Exception as error:
+            TrialRecord(error=f"{error.__class__.__name__}: {error}").write(trial)
+            raise
+        result = self.ctx.results.pop(trial.number, None)
+        if result is not None and value is not None:
+            try:
+                self._keep(trial, result, value)
+            except Exception as error:
+                TrialRecord(error=f"exporting the model failed: {error.__class__.__name__}: {error}").write(trial)
+                raise
+        return value
+
+    def _interrupted(self, trial) -> None:
+        """Ctrl-C: the trial fails, and a retry is queued that continues its last saved report (or starts over)."""
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        saved = state_file(self.setup.run_dir, frozen).is_file()
+        next_run = "continues it from its last saved report" if saved else "runs its recipe again"
+        TrialRecord(error=f"interrupted (Ctrl-C); the next run {next_run}").write(trial)
+        retry(self.study, frozen)
+
+    def _keep(self, trial, result, value) -> None:
+        """Export the model if it is the best so far; keep the trial's weights for ``export --trial``."""
+        pair = isinstance(value, (tuple, list))
+        with first_ctrl_c_sets(self.ctx.interrupt, second_interrupts=False):  # never a half-replaced model
+            keep_best(
+                self.study,
+                result,
+                self.ctx.dataset,
+                self.setup.model_dir,
+                trial.number,
+                value[0] if pair else value,
+                latency=value[1] if pair and len(value) > 1 else None,
+            )
+            if self.keep_models:
+                save_model(self.setup.run_dir, self.study._storage.get_trial(trial._trial_id), result)
+
+    def ended(self, study, frozen) -> None:
+        self.ctx.results.pop(frozen.number, None)
+        tidy(study, self.setup.run_dir, self.keep_models)
+        record, best = TrialRecord.of(frozen), best_trial(study)
+        self.show.trial_ended(
+            frozen.number,
+            frozen.state.name.lower(),
+            score(frozen, study),
+            record.error or record.end_reason or "",
+            score(best, study),
+            best.number if best else None,
+        )
+        try:
+            report.write(study, self.setup.report_path)
+        except Exception as error:  # noqa: BLE001 - a report bug must never stop a long search
+            self.show.say(f"warning: the report could not be refreshed ({error.__class__.__name__}: {error})")
+
+
+def _stop_when_failing(study) -> None:
+    """Stop a search whose last FAILING_IN_A_ROW trials all failed with an error: the next would fail too."""
+    ended = [t for t in study.get_trials(deepcopy=False) if t.state in (*FINISHED, TrialState.FAIL)]
+    last = [TrialRecord.of(t, "error").error for t in ended[-FAILING_IN_A_ROW:]]
+    failed = [e for e in last if e and not e.startswith("interrupted")]
+    if len(failed) == FAILING_IN_A_ROW:
+        raise AutoTLError(
+            f"the last {FAILING_IN_A_ROW} trials failed, the last one with {failed[-1]}: fix that and rerun "
+            f"(finished trials are kept)"
+        )
 
 
 def _device(device: str):
@@ -469,15 +516,15 @@ def _room_for_a_trial(study) -> float:
     building the model and any pass of the frozen prefix over the images; a trial that
     found the prefix's outputs cached counts only while no other trial has reported.
     """
-    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("history")]
-    uncached = [t for t in trials if t.user_attrs.get("feature_cache", "off") != "hit"]
-    return max((_first_report(t) for t in uncached or trials), default=0.0)
+    records = [r for r in (TrialRecord.of(t) for t in study.get_trials(deepcopy=False)) if r.history]
+    uncached = [r for r in records if r.feature_cache != "hit"]
+    return max((_first_report(r) for r in uncached or records), default=0.0)
 
 
-def _first_report(trial) -> float:
-    """Seconds from the trial's start to its first report (older studies: its first epoch)."""
-    seconds = trial.user_attrs.get("first_report_seconds")
-    return float(seconds) if seconds is not None else float(trial.user_attrs["history"][0]["seconds"])
+def _first_report(record: TrialRecord) -> float:
+    """Seconds from the trial's start to its first report (a trial still running: its first report's own time)."""
+    seconds = record.first_report_seconds if record.first_report_seconds is not None else record.history[0].seconds
+    return seconds or 0.0
 
 
 def largest_input(space: SearchSpace) -> int:
@@ -521,28 +568,24 @@ def reports_in_a_trial(space: SearchSpace, data: ImageDataset) -> int:
 
 def _check_same_dataset(study, data, run_dir, same_path: bool = True) -> None:
     """Refuse to mix datasets in one study (across machines the path may differ, the classes may not)."""
-    known = study.user_attrs.get("dataset")
-    if known and ((same_path and known.get("path") != data.spec) or known.get("classes") != list(data.classes)):
+    known = StudyRecord.of(study).dataset
+    if known and ((same_path and known.path != data.spec) or known.classes != list(data.classes)):
         raise AutoTLError(
-            f"{run_dir} holds a study of dataset {known.get('path')!r}, not {data.spec!r}: "
-            f"pass --out with a new run directory"
+            f"{run_dir} holds a study of dataset {known.path!r}, not {data.spec!r}: pass --out with a new run directory"
         )
 
 
 def _describe(study, setup: _Setup, options: SearchOptions) -> None:
     """Record the run's settings in the study, for the report (the first start time is kept)."""
-    facts = dict(
-        dataset=setup.data.describe(),
+    StudyRecord(
+        dataset=DatasetInfo(**setup.data.describe()),
         space=setup.space.name,
         max_epochs=setup.space.max_epochs,
         device=str(setup.device),
         n_trials=options.n_trials,
         timeout=options.timeout,
         model_dir=str(setup.model_dir),
-        objectives=list(setup.goals),
         cache_dir=str(options.cache_dir) if options.cache_dir is not None else None,
-    )
-    if "started_at" not in study.user_attrs:
-        facts["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    for key, value in facts.items():
-        study.set_user_attr(key, value)
+    ).write(study)
+    if StudyRecord.of(study).started_at is None:  # the first run's start is kept
+        StudyRecord(started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")).write(study)

@@ -10,6 +10,7 @@ import optuna
 import sqlalchemy
 
 from ..errors import AutoTLError
+from ._trial_files import retry_lost
 
 # A running trial beats every HEARTBEAT_S seconds; after GRACE_S seconds of silence it is stale.
 HEARTBEAT_S = int(os.environ.get("AUTOTL_HEARTBEAT_S", 10))
@@ -20,7 +21,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An RDB storage (SQLite file or a database server) with heartbeats.
 
     A trial whose process died (SIGKILL, a lost machine) stops beating; after the grace
-    period any worker marks it failed, and its configuration is enqueued once more.
+    period any worker marks it failed, and a retry is queued that continues its saved
+    training state where that is reachable (``_trial_files``).
     """
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     url = _postgres_driver(url)
@@ -48,13 +50,12 @@ def _rdb_storage(url: str, engine_kwargs: dict, attempts: int = 3) -> optuna.sto
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for attempt in range(attempts):
             try:
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
                 return optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=HEARTBEAT_S,
                     grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=retry,
+                    heartbeat_stale_trial_callback=retry_lost,
                 )
             except (
                 sqlalchemy.exc.IntegrityError,
