@@ -72,7 +72,7 @@ def trial_images_per_s(data) -> float:
         batch_size=BATCH,
         max_epochs=2,
     )
-    return data.count("train") / result.history[-1]["train_seconds"]
+    return data.count("train") / result.history[-1].train_seconds
 
 
 def main() -> dict:

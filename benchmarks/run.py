@@ -29,7 +29,8 @@ from results_md import write_section  # noqa: E402
 
 import autotl  # noqa: E402
 from autotl import TrialConfig, backbones, load_dataset  # noqa: E402
-from autotl.train import fit  # noqa: E402
+from autotl.records import TrialRecord  # noqa: E402
+from autotl.train import Setup, fit  # noqa: E402
 from autotl.train._prefix import FEATURES  # noqa: E402
 
 BACKBONE = "tf_efficientnet_lite0"
@@ -98,20 +99,20 @@ def plain_tensor_epochs(data, *, scale, batch_size, epochs, lr=1e-3):
 
 def autotl_run(data, device, compile=False, **settings):
     base = dict(backbone=BACKBONE, lr=1e-3, warmup_epochs=0, regularizer="none", lr_schedule="constant")
-    return fit(TrialConfig(**{**base, **settings}), data, device=device, compile=compile)
+    return fit(TrialConfig(**{**base, **settings}), data, setup=Setup(device, compile=compile))
 
 
 def best_curve_autotl(study, started):
-    """(seconds since start, best-so-far validation accuracy) after every epoch of every trial."""
+    """(seconds since start, best-so-far validation accuracy) after every report of every trial."""
     points = []
     for trial in study.trials:
         if trial.datetime_start is None:
             continue
         t0 = trial.datetime_start.timestamp() - started
         elapsed = 0.0
-        for record in trial.user_attrs.get("history", []):
-            elapsed += record["seconds"]
-            points.append((t0 + elapsed, record["val_accuracy"]))
+        for report in TrialRecord.of(trial).history:
+            elapsed += report.seconds
+            points.append((t0 + elapsed, report.val_accuracy))
     return _best_so_far(points)
 
 
@@ -196,7 +197,7 @@ def main(argv=None):
         data, device, resolution_scale=scale, frozen_depth=0.0, augment_strength=0.3, batch_size=batch, max_epochs=2
     )
     plain_ips = plain[-1][1] / plain[-1][0]
-    ours_ips = n_train / ours.history[-1]["train_seconds"]
+    ours_ips = n_train / ours.history[-1].train_seconds
     note("plain_images_per_s", round(plain_ips, 2))
     note("autotl_images_per_s", round(ours_ips, 2))
 
@@ -211,10 +212,10 @@ def main(argv=None):
         batch_size=batch,
         max_epochs=2,
     )
-    compiled_s = [h["train_seconds"] for h in compiled.history]
+    compiled_s = [h.train_seconds for h in compiled.history]
     note(
         "compile_epoch_seconds",
-        dict(eager=ours.history[-1]["train_seconds"], compiled=compiled_s[-1], compiled_first_epoch=compiled_s[0]),
+        dict(eager=ours.history[-1].train_seconds, compiled=compiled_s[-1], compiled_first_epoch=compiled_s[0]),
     )
 
     # 2. the same work: no augmentation, no cache, fp32, same tensors
@@ -234,10 +235,9 @@ def main(argv=None):
             lr_schedule="constant",
         ),
         data,
-        device=device,
-        cache_prefix=False,
+        setup=Setup(device, cache_prefix=False),
     )
-    same_ours = min(h["train_seconds"] for h in same_ours.history[1:])
+    same_ours = min(h.train_seconds for h in same_ours.history[1:])
     note("equal_settings_seconds", dict(plain=round(same_plain, 3), autotl=same_ours))
 
     # 3. half the blocks frozen, deterministic inputs: mean epoch time over the whole run
@@ -253,17 +253,17 @@ def main(argv=None):
         max_epochs=epochs,
     )
     half_plain_s = sum(s for s, _ in half_plain) / len(half_plain)
-    half_ours_s = sum(h["train_seconds"] for h in half_ours.history) / len(half_ours.history)
+    half_ours_s = sum(h.train_seconds for h in half_ours.history) / len(half_ours.history)
     note("frozen_half_epoch_seconds", dict(plain=round(half_plain_s, 2), autotl=round(half_ours_s, 2)))
 
     # 4. linear probe: second epoch, uncached vs cached
     FEATURES.clear()
     probe = dict(resolution_scale=1.0, frozen_depth=1.0, augment_strength=0.0, batch_size=batch, max_epochs=2)
-    uncached = fit(TrialConfig(backbone=BACKBONE, **probe), data, device=device, cache_prefix=False)
-    cached = fit(TrialConfig(backbone=BACKBONE, **probe), data, device=device)
+    uncached = fit(TrialConfig(backbone=BACKBONE, **probe), data, setup=Setup(device, cache_prefix=False))
+    cached = fit(TrialConfig(backbone=BACKBONE, **probe), data, setup=Setup(device))
     note(
         "linear_probe_second_epoch_seconds",
-        dict(uncached=uncached.history[1]["train_seconds"], cached=cached.history[1]["train_seconds"]),
+        dict(uncached=uncached.history[1].train_seconds, cached=cached.history[1].train_seconds),
     )
 
     # 5. search: time for autotl to reach what random search + plain loop reach in the whole budget
@@ -273,11 +273,11 @@ def main(argv=None):
 
     results = dict(
         step_speedup_vs_plain_loop=round(ours_ips / plain_ips, 3),
-        compile_step_speedup=round(ours.history[-1]["train_seconds"] / compiled_s[-1], 3),
+        compile_step_speedup=round(ours.history[-1].train_seconds / compiled_s[-1], 3),
         equal_settings_time_ratio=round(same_ours / same_plain, 3),
         frozen_half_epoch_speedup=round(half_plain_s / half_ours_s, 3),
         linear_probe_epoch_speedup=round(
-            uncached.history[1]["train_seconds"] / max(cached.history[1]["train_seconds"], 1e-6), 1
+            uncached.history[1].train_seconds / max(cached.history[1].train_seconds, 1e-6), 1
         ),
         search_time_to_target_ratio=round(search["ratio"], 3),
     )

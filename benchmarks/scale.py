@@ -32,7 +32,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -245,6 +247,36 @@ def _brief(run: dict) -> dict:
     return dict(seconds=run["seconds"], rss_gb=run["rss_gb"], first_trial_s=run["first_seen_s"], code=run["code"])
 
 
+def _bytes_under(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except FileNotFoundError:  # deleted while we looked: the search tidies as it goes
+            pass
+    return total
+
+
+@contextmanager
+def peak_disk(folder: Path, every_s: float = 0.5):
+    """Sample the bytes under ``folder`` (and under its trials/) while the block runs; yields a dict of peaks."""
+    peaks, done = dict(run_dir=0, trials=0), threading.Event()
+
+    def sample():
+        while not done.wait(every_s):
+            peaks["run_dir"] = max(peaks["run_dir"], _bytes_under(folder) if folder.exists() else 0)
+            trials = folder / "trials"
+            peaks["trials"] = max(peaks["trials"], _bytes_under(trials) if trials.exists() else 0)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    try:
+        yield peaks
+    finally:
+        done.set()
+        watcher.join()
+
+
 def fashion(work: Path, budget: float) -> dict:
     import optuna
     from fashion_cnn import run_cnn
@@ -252,22 +284,9 @@ def fashion(work: Path, budget: float) -> dict:
     env = dict(os.environ, AUTOTL_CACHE=str(work / "cache"), PYTHONUNBUFFERED="1")
     out = work / "fashion"
     started = time.time()
-    search = timed(
-        [
-            *AUTOTL,
-            "search",
-            "--dataset",
-            "builtin:fashion-mnist",
-            "--timeout",
-            str(budget),
-            "--n-trials",
-            "1000",
-            "--out",
-            str(out),
-        ],
-        env,
-        watch="[trial 1/",
-    )
+    command = [*AUTOTL, "search", "--dataset", "builtin:fashion-mnist", "--timeout", str(budget)]
+    with peak_disk(out) as disk:
+        search = timed([*command, "--n-trials", "1000", "--out", str(out)], env, watch="[trial 1/")
     if search["code"] != 0:
         raise RuntimeError(f"autotl search failed: {search['stderr'][-3000:]}")
     study = optuna.load_study(study_name="autotl", storage=f"sqlite:///{out / 'study.db'}")
@@ -309,6 +328,12 @@ def fashion(work: Path, budget: float) -> dict:
         test_accuracy=accuracy,
         evaluate_rss_gb=evaluate["rss_gb"],
         trials=trials,
+        disk_mb=dict(
+            peak_run_dir=round(disk["run_dir"] / 1e6, 1),
+            peak_trials=round(disk["trials"] / 1e6, 1),
+            end_run_dir=round(_bytes_under(out) / 1e6, 1),
+            end_trials=round(_bytes_under(out / "trials") / 1e6, 1) if (out / "trials").exists() else 0.0,
+        ),
         cnn={k: v for k, v in peer.items() if k != "curve"},
     )
 
@@ -383,11 +408,24 @@ def write_results(result: dict) -> None:
             f"| test accuracy (official 10,000) | **{f['test_accuracy']}** | **{c['test_accuracy']:.4f}** "
             f"| >= 0.93 and above the CNN |",
             f"| CNN: epochs, seconds to val 0.90 | | {c['epochs']}, {c['seconds_to_val_0_90']} s | |",
+            *_disk_rows(f.get("disk_mb")),
             "",
             f"Best recipe: `{json.dumps(f['best_recipe'])}`",
             "",
         ]
     write_section("Scale (scale.py)", lines)
+
+
+def _disk_rows(disk: dict | None) -> list[str]:
+    """The run directory's disk use: its peak while the search ran (sampled every 0.5 s), and what stays."""
+    if not disk:
+        return []
+    return [
+        f"| peak disk of the run directory (of which trials/: training states, kept models) | "
+        f"{disk['peak_run_dir']} MB ({disk['peak_trials']} MB) | | |",
+        f"| disk of the run directory at the end (of which trials/) | {disk['end_run_dir']} MB "
+        f"({disk['end_trials']} MB) | | |",
+    ]
 
 
 def main() -> None:

@@ -62,8 +62,8 @@ def main() -> None:
             for seed in range(3):
                 result = fit(config, data, seed=seed, soup=True)
                 souped = test_accuracy(result.model, data, result.preprocessing)
-                if result.best_epoch_state is not None:
-                    result.model.load_state_dict(result.best_epoch_state)
+                if result.unsouped_state is not None:
+                    result.model.load_state_dict(result.unsouped_state)
                     best_epoch = test_accuracy(result.model, data, result.preprocessing)
                 else:
                     best_epoch = souped  # the soup kept only the best epoch: the same model
@@ -72,8 +72,8 @@ def main() -> None:
                         dataset=name,
                         recipe=recipe,
                         seed=seed,
-                        soup_epochs=result.soup_epochs,
-                        best_epoch=result.best_epoch,
+                        soup_epochs=result.record.soup_reports,
+                        best_epoch=result.record.best_report,
                         test_best_epoch=best_epoch,
                         test_soup=souped,
                     )
