@@ -36,7 +36,7 @@ from ._progress import Progress
 from ._rank import MAX_IMAGES, kept, rank_backbones
 from ._retrain import refit_best
 from ._storage import open_storage
-from ._trial_files import lineage, retry, save_model, state_file, tidy
+from ._trial_files import frozen, lineage, retry, save_model, state_file, tidy
 from ._workers import first_ctrl_c_sets, run_workers
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -128,7 +128,6 @@ class SearchContext:
         show = self.progress
         on_report = (lambda entry, best, restored: show.report(entry, config.max_epochs, restored)) if show else None
         budget = Budget(deadline=self.deadline, seconds=self.trial_budget, interrupt=self.interrupt)
-        frozen = trial.study._storage.get_trial(trial._trial_id)
         return fit(
             config,
             self.dataset,
@@ -136,7 +135,7 @@ class SearchContext:
             setup=self.setup,
             budget=budget,
             seed=self.seed,
-            number=lineage(frozen),  # a retry trains as the trial it continues
+            number=lineage(trial),  # a retry trains as the trial it continues
             state_file=saved,
             soup=self.soup,
             on_report=on_report,
@@ -446,11 +445,11 @@ class _TrialRunner:
 
     def _interrupted(self, trial) -> None:
         """Ctrl-C: the trial fails, and a retry is queued that continues its last saved report (or starts over)."""
-        frozen = self.study._storage.get_trial(trial._trial_id)
-        saved = state_file(self.setup.run_dir, frozen).is_file()
+        stored = frozen(trial)
+        saved = state_file(self.setup.run_dir, stored).is_file()
         next_run = "continues it from its last saved report" if saved else "runs its recipe again"
         TrialRecord(error=f"interrupted (Ctrl-C); the next run {next_run}").write(trial)
-        retry(self.study, frozen)
+        retry(self.study, stored)
 
     def _keep(self, trial, result, value) -> None:
         """Export the model if it is the best so far; keep the trial's weights for ``export --trial``."""
@@ -466,16 +465,16 @@ class _TrialRunner:
                 latency=value[1] if pair and len(value) > 1 else None,
             )
             if self.keep_models:
-                save_model(self.setup.run_dir, self.study._storage.get_trial(trial._trial_id), result)
+                save_model(self.setup.run_dir, trial, result)
 
-    def ended(self, study, frozen) -> None:
-        self.ctx.results.pop(frozen.number, None)
+    def ended(self, study, trial) -> None:
+        self.ctx.results.pop(trial.number, None)
         tidy(study, self.setup.run_dir, self.keep_models)
-        record, best = TrialRecord.of(frozen), best_trial(study)
+        record, best = TrialRecord.of(trial), best_trial(study)
         self.show.trial_ended(
-            frozen.number,
-            frozen.state.name.lower(),
-            score(frozen, study),
+            trial.number,
+            trial.state.name.lower(),
+            score(trial, study),
             record.error or record.end_reason or "",
             score(best, study),
             best.number if best else None,

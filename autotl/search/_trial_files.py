@@ -30,18 +30,23 @@ OPEN = (TrialState.RUNNING, TrialState.WAITING)
 LOST_RETRIES = 2  # a recipe that kills its worker again and again is not retried for ever
 
 
-def lineage(trial: FrozenTrial) -> int:
+def frozen(trial) -> FrozenTrial:
+    """A running ``optuna.Trial`` as its stored FrozenTrial (which holds the system attrs a retry is known by)."""
+    return trial if isinstance(trial, FrozenTrial) else trial.study._storage.get_trial(trial._trial_id)
+
+
+def lineage(trial) -> int:
     """The number of the first trial of ``trial``'s recipe that it retries (its own number if none): what names
     its folder and seeds its training, so that a retry continues the same run."""
-    return int(trial.system_attrs.get("failed_trial", trial.number))
+    stored = frozen(trial)
+    return int(stored.system_attrs.get("failed_trial", stored.number))
 
 
 def state_file(run_dir: Path, trial) -> Path:
-    frozen = trial if isinstance(trial, FrozenTrial) else trial.study._storage.get_trial(trial._trial_id)
-    return Path(run_dir) / TRIALS / str(lineage(frozen)) / STATE
+    return Path(run_dir) / TRIALS / str(lineage(trial)) / STATE
 
 
-def model_file(run_dir: Path, trial: FrozenTrial) -> Path:
+def model_file(run_dir: Path, trial) -> Path:
     return Path(run_dir) / TRIALS / str(lineage(trial)) / MODEL
 
 
@@ -67,7 +72,7 @@ def retry_lost(study: optuna.Study, trial: FrozenTrial) -> None:
         retry(study, trial)
 
 
-def save_model(run_dir: Path, trial: FrozenTrial, result) -> None:
+def save_model(run_dir: Path, trial, result) -> None:
     """Keep a finished trial's weights (its recipe and classes in the file's header), atomically."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in result.model.state_dict().items()}
     facts = dict(trial=trial.number, config=result.config.to_dict(), classes=result.classes, metrics=result.metrics)
@@ -84,11 +89,10 @@ def tidy(study: optuna.Study, run_dir: Path, keep: int) -> None:
     open_lines = {lineage(t) for t in trials if t.state in OPEN}
     kept = {lineage(t) for t in best_complete(study, trials, keep)}
     for folder in root.iterdir():
-        if not folder.name.isdigit():
-            continue
-        if int(folder.name) not in open_lines:
-            for path in [folder / STATE, *folder.glob(".*.partial")]:  # a write cut short by a lost worker, too
-                path.unlink(missing_ok=True)
+        if not folder.name.isdigit() or int(folder.name) in open_lines:
+            continue  # a trial that runs (maybe in another worker, its model being kept) or waits to go on
+        for path in [folder / STATE, *folder.glob(".*.partial")]:  # a write cut short by a lost worker, too
+            path.unlink(missing_ok=True)
         if int(folder.name) not in kept:
             (folder / MODEL).unlink(missing_ok=True)
         if not any(folder.iterdir()):
