@@ -62,7 +62,8 @@ class TrialRecord:
     # the report whose weights were kept
     best_report: int | None = field(default=None, metadata=dict(title="best report"))
     reports: int | None = field(default=None, metadata=dict(title="reports"))  # reports made
-    resumed_at: int | None = None  # the report its saved training state continued from (None: trained from start)
+    # the report its saved training state continued from (None: trained from the start)
+    resumed_at: int | None = field(default=None, metadata=dict(title="continued from report"))
     wall_seconds: float | None = field(default=None, metadata=dict(title="time (s)"))
     # the training steps (and the frozen prefix's passes), evaluation excluded
     train_seconds: float | None = field(default=None, metadata=dict(title="train time (s)"))

@@ -75,14 +75,27 @@ class Run:
     inputs: Inputs | None = None
     feature_cache: str = "off"  # 'hit', 'miss' or 'off'
     probing: bool = False  # LP-FT: the head trains alone until the plan's probe steps
+    _changing: list | None = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
         return self.setup.device
 
+    def changing(self) -> dict[str, torch.Tensor]:
+        """The model's state entries that training can have changed, by name (views that follow the training):
+        trainable parameters, and the buffers (BatchNorm statistics) of modules that are not frozen. Frozen parts
+        only ever become trainable (LP-FT), never the reverse, so these include every entry that changed before."""
+        if self._changing is None:
+            ids = {id(module) for module in self.frozen}
+            frozen = [name + "." for name, module in self.model.named_modules() if id(module) in ids]
+            keys = {n for n, p in self.model.named_parameters() if p.requires_grad}
+            keys |= {n for n, _ in self.model.named_buffers() if not any(n.startswith(f) for f in frozen)}
+            self._changing = {k: v for k, v in sorted(self.model.state_dict().items()) if k in keys}
+        return self._changing
+
     def fine_tune_all(self) -> None:
         """LP-FT's second phase: from the probed head, everything trains, on the images themselves."""
-        self.probing = False
+        self.probing, self._changing = False, None
         backbones.train_only(self.model, "full")
         self.frozen = backbones.frozen_modules(self.model)
         self.penalty = _penalty(self.model, self.config)

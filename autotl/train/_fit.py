@@ -36,6 +36,8 @@ from ._memory import keep_freed_memory
 from ._soup import SOUP_REPORTS, greedy_soup
 from ._state import StateError, TrainState, load_state, save_state
 
+SAVE_SHARE = 0.05  # saving the state may cost at most this share of the training time
+
 
 @dataclass
 class Budget:
@@ -117,20 +119,44 @@ def fit(
     run, state = _start(make, state_file, identity)
     clock = _Clock(started, state.wall_seconds, budget)
     duty = _Duty(trial, keep_last, soup, on_report, clock)
+    saves = _Saves(state_file, identity, since=started)
     duty.begin(run, state)
-    while state.report < run.plan.last_report:
-        try:
-            trained = train_report(run, state, budget)
-        except _Stop as stop:
-            stop_pruned(run, state, duty, str(stop))
-        if trained is None:
-            return finish(run, state, duty, _out_of_time(run, state, duty))
-        decide(run, state, check(run, state, trained), duty)
-        if state_file is not None:
-            save_state(Path(state_file), dataclasses.replace(state, wall_seconds=clock.wall()), run, identity)
-        if state.report == budget.pause_after and state.report < run.plan.last_report:
-            return _result(run, state, duty, f"paused after report {state.report}", paused=True)
+    try:
+        while state.report < run.plan.last_report:
+            try:
+                trained = train_report(run, state, budget)
+            except _Stop as stop:
+                stop_pruned(run, state, duty, str(stop))
+            if trained is None:
+                return finish(run, state, duty, _out_of_time(run, state, duty))
+            decide(run, state, check(run, state, trained), duty)
+            pause = state.report == budget.pause_after and state.report < run.plan.last_report
+            saves.after_report(run, dataclasses.replace(state, wall_seconds=clock.wall()), always=pause)
+            if pause:
+                return _result(run, state, duty, f"paused after report {state.report}", paused=True)
+    except KeyboardInterrupt:
+        duty.record(run, state, f"interrupted during report {state.report + 1}")
+        raise
     return finish(run, state, duty)
+
+
+@dataclass
+class _Saves:
+    """The state saved after a report, unless saving would cost more than SAVE_SHARE of the run's time since the
+    last save (a cached linear probe's reports take a few hundredths of a second): then after a later one."""
+
+    path: Path | None
+    identity: dict
+    since: float  # when the last save ended (or the run began)
+    seconds: float = 0.0  # how long the last save took
+
+    def after_report(self, run: Run, state: TrainState, always: bool = False) -> None:
+        if self.path is None or (not always and time.time() - self.since < self.seconds / SAVE_SHARE):
+            return
+        started = time.time()
+        save_state(Path(self.path), state, run, self.identity)
+        self.since = time.time()
+        self.seconds = self.since - started
 
 
 @dataclass
@@ -178,6 +204,11 @@ class _Duty:
                 self.on_report(entry, state.best, True)
         if state.history and self.trial is not None:
             TrialRecord(history=state.history, resumed_at=state.resumed_at).write(self.trial)
+
+    def record(self, run: Run, state: TrainState, reason: str) -> None:
+        """Store what the run did in the trial, when it stops before finishing (pruned, interrupted)."""
+        if self.trial is not None:
+            _result(run, state, self, reason).record.write(self.trial)
 
 
 def _start(make, state_file: Path | None, identity: dict) -> tuple[Run, TrainState]:
@@ -302,8 +333,6 @@ def decide(run: Run, state: TrainState, entry: Report, duty: _Duty) -> None:
     keep(run, state, val, duty)
     if duty.on_report is not None:
         duty.on_report(entry, state.best, False)
-    if duty.trial is not None:
-        TrialRecord(history=state.history).write(duty.trial, "history")
     if duty.reporting:
         duty.trial.report(entry.val_accuracy, entry.report)
         if state.step > run.plan.protected_steps and duty.trial.should_prune():
@@ -416,8 +445,7 @@ def _out_of_time(run: Run, state: TrainState, duty: _Duty) -> str:
 
 def stop_pruned(run: Run, state: TrainState, duty: _Duty, reason: str):
     """End the run as pruned: the trial keeps what it did, and why it stopped."""
-    if duty.trial is not None:
-        _result(run, state, duty, reason).record.write(duty.trial)
+    duty.record(run, state, reason)
     raise optuna.TrialPruned(reason)
 
 

@@ -54,22 +54,11 @@ class TrainState:
 _NUMBERS = ("report", "step", "best", "wall_seconds", "first_report_seconds", "feature_seconds")
 
 
-def changing_keys(model: torch.nn.Module, frozen: list[torch.nn.Module]) -> list[str]:
-    """The model's state entries that training can have changed: trainable parameters, and the buffers (BatchNorm
-    statistics) of modules that are not frozen. Frozen parts only ever become trainable (LP-FT), never the reverse,
-    so the entries that can change now include every entry that changed before."""
-    frozen_ids = {id(m) for m in frozen}
-    still = [name + "." for name, module in model.named_modules() if id(module) in frozen_ids]
-    keys = {n for n, p in model.named_parameters() if p.requires_grad}
-    keys |= {n for n, _ in model.named_buffers() if not any(n.startswith(prefix) for prefix in still)}
-    return sorted(k for k in model.state_dict() if k in keys)
-
-
 def save_state(path: Path, state: TrainState, run, identity: dict) -> None:
     """Write ``state`` with the run's changing weights, its optimizer and its generators, atomically."""
-    keys = changing_keys(run.model, run.frozen)
-    current = run.model.state_dict()
-    tensors = {f"weights/{k}": current[k] for k in keys}
+    current = run.changing()
+    keys = list(current)
+    tensors = {f"weights/{k}": v for k, v in current.items()}
     if state.best_weights is not None:
         tensors.update({f"best/{k}": state.best_weights[k] for k in keys})
     for i, (_, _, weights) in enumerate(state.soup):
@@ -150,7 +139,7 @@ def load_state(path: Path, run, identity: dict) -> TrainState:
         run.fine_tune_all()
     try:
         loaded = model.load_state_dict({k: tensors["weights/" + k] for k in keys}, strict=False)
-        if loaded.unexpected_keys or set(keys) != set(changing_keys(model, run.frozen)):
+        if loaded.unexpected_keys or keys != list(run.changing()):
             raise ValueError(f"its weights are not this model's trainable ones ({len(keys)} saved)")
         run.optimizer.load_state_dict(_optimizer_state(tensors, facts))
     except (KeyError, RuntimeError, ValueError) as error:
