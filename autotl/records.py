@@ -251,7 +251,7 @@ def dtypes(kind) -> dict[str, str]:
     for name, hint in _hints(kind).items():
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         plain = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
-        dtype = {int: "Int64", float: "float64", bool: "boolean", str: "str"}.get(plain)
+        dtype = {int: "Int64", float: "float64", bool: "boolean", str: "string"}.get(plain)
         if dtype is not None:
             found[name] = dtype
     return found

@@ -663,7 +663,9 @@ def _trials_table(trials: pd.DataFrame, best_trial: int | None, front: set[int] 
     columns = [("number", "trial"), ("state", "state"), ("value", "score"), ("val_loss", "val loss")]
     columns += [(f.name, f.metadata["title"]) for f in fields(TrialRecord) if "title" in f.metadata]
     params = [c for c in trials.columns if c.startswith("param_")]
-    if "param_backbone" in params and trials["param_backbone"].equals(trials["backbone"]):
+    if "param_backbone" in params and trials["param_backbone"].astype("string").equals(
+        trials["backbone"].astype("string")
+    ):
         params.remove("param_backbone")  # the trainer copies it into the backbone column
     if "param_strategy" in params:
         params.remove("param_strategy")  # the strategy column is this param, normalised
