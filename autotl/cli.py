@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from .errors import AutoTLError
-from .search import PRUNERS, SAMPLERS, SearchOptions, search
+from .search import POLICIES, PRUNERS, SAMPLERS, SearchOptions, search
 
 
 def _search(args) -> int:
@@ -181,7 +181,19 @@ def _add_search(commands) -> None:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=default.device)
     s.add_argument("--out", default=None, help="run directory (default: reports/<dataset name>/); rerun to resume")
     s.add_argument("--sampler", choices=SAMPLERS, default=default.sampler, help="tpe (default) or random")
-    s.add_argument("--pruner", choices=PRUNERS, default=default.pruner, help="hyperband (default), median or none")
+    s.add_argument(
+        "--scheduler",
+        choices=POLICIES,
+        default=default.scheduler,
+        help="how trials share the time: freeze-thaw (default: slices to the curves predicted to end highest), "
+        "top-k (one slice each, then the best 2), off (each trial to its end, with --pruner)",
+    )
+    s.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        default=default.pruner,
+        help="with --scheduler off: hyperband (default), median or none",
+    )
     s.add_argument(
         "--weights-dir", default=None, help="folder of <timm name>.safetensors|.pth weight files, tried first"
     )

@@ -55,6 +55,22 @@ class Metrics:
 
 
 @dataclass
+class Slice:
+    """One slice of a trial's training that the search's scheduler gave it, and why."""
+
+    at: float | None = None  # when it began (seconds since the epoch)
+    action: str | None = None  # start, continue or finish (its cool-down)
+    after_report: int | None = None  # the reports the trial had made before it
+    why: str | None = None
+    predicted: float | None = None  # the best validation accuracy it was predicted to reach ...
+    predicted_std: float | None = None
+    horizon: int | None = None  # ... by this report, with the time that was left
+    gain_per_second: float | None = None  # expected improvement over the best so far, per second of the slice
+    seconds: float | None = None  # how long the slice took
+    ended: str | None = None  # how: paused, interrupted, complete, pruned or fail
+
+
+@dataclass
 class TrialRecord:
     """What a trial stores in the study: the training loop writes most of it, the search the rest."""
 
@@ -82,6 +98,7 @@ class TrialRecord:
     val_images: int | None = None  # the validation images ``metrics`` count (the best-trial rule's tolerance)
     feature_cache: str | None = None  # 'hit', 'miss' or 'off': the frozen prefix's outputs came from the cache
     soup_reports: list[int] = field(default_factory=list)  # the reports averaged into the model, if a soup
+    slices: list[Slice] = field(default_factory=list)  # written by the search's scheduler: what it gave the trial
     # written by the search when it enqueues a warm-start recipe
     warm_start: str | None = field(default=None, metadata=dict(title="warm start"))
     out_of_memory_retry: str | None = None  # written by the search when CUDA ran out of memory

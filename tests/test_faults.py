@@ -71,12 +71,15 @@ augment_strength: 0.5   # augmented, so nothing is cached: trials last a few sec
 """
 
 
-def _search_args(folder, out, n_trials, *extra):
+def _search_args(folder, out, n_trials, *extra, scheduler="off"):
+    """The command of a search whose trials each run to their end (tests/test_slices.py: the scheduler's slices)."""
     space = Path(out).parent / "slow.yaml"
     space.parent.mkdir(parents=True, exist_ok=True)
     space.write_text(SLOW_SPACE)
     return [
-        *_cli("--dataset", str(folder), "--space", str(space), "--n-trials", str(n_trials), "--out", str(out), *extra)
+        *_cli("--dataset", str(folder), "--space", str(space), "--n-trials", str(n_trials), "--out", str(out)),
+        *("--scheduler", scheduler),
+        *extra,
     ]
 
 
@@ -541,7 +544,7 @@ def _children(pid):
 def test_a_killed_worker_of_workers_2_loses_nothing(tmp_path, photo_folder):
     out = tmp_path / "run"
     storage = f"sqlite:///{out / 'study.db'}"
-    args = _search_args(photo_folder, out, 4, "--workers", "2")
+    args = _search_args(photo_folder, out, 4, "--workers", "2", scheduler="freeze-thaw")
     parent = subprocess.Popen(args, env=FAST_ENV, stderr=subprocess.DEVNULL)
     _wait_for_running_epoch(storage)
     workers = [

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from autotl import TrialConfig, backbones, load_dataset
-from autotl.train import Setup, fit
+from autotl.train import Plan, Setup, fit
 from autotl.train.regularizers import L2SP
 from autotl.train.schedules import lr_factor
 
@@ -90,6 +90,29 @@ def test_l2sp_is_zero_at_start_and_grows_as_weights_move():
     with torch.no_grad():
         model.classifier.weight.add_(1.0)  # the new head has no pretrained value: not penalised
     assert penalty.penalty().item() == pytest.approx(4 * small, rel=1e-3)
+
+
+@pytest.mark.parametrize("step", [0, 50, 79, 80, 90, 99])
+def test_wsd_is_constant_then_decays_by_one_minus_sqrt_over_its_last_fifth(step):
+    expected = 1.0 if step < 80 else 1 - math.sqrt((step - 80) / 20)
+    assert lr_factor(step, schedule="wsd", total_steps=100) == pytest.approx(expected)
+
+
+def test_a_run_ended_early_cools_down_from_where_its_learning_rate_is():
+    """end_soon: from the current multiplier to 0 over a fifth of the steps done (at least a report), whatever the
+    schedule; a second call, or a run already at its planned end, changes nothing."""
+    config = TrialConfig(max_epochs=10, lr_schedule="cosine", warmup_epochs=0, report_every_images=10_000)
+    plan = Plan.make(config, n_train=320)  # batch 32: 10 steps an epoch, a report an epoch
+    before = plan.lr_factor(50, "cosine", 1.0)
+    plan.end_soon(report=5, step=50, schedule="cosine", probe_scale=1.0)
+    assert (plan.cool_from, plan.last_report, plan.total_steps) == (50, 6, 60)
+    assert plan.lr_factor(50, "cosine", 1.0) == pytest.approx(before)
+    assert plan.lr_factor(55, "cosine", 1.0) == pytest.approx(before * (1 - math.sqrt(0.5)))
+    plan.end_soon(report=5, step=50, schedule="cosine", probe_scale=1.0)
+    assert plan.last_report == 6
+    planned_end = Plan.make(config, n_train=320)
+    planned_end.end_soon(report=9, step=90, schedule="cosine", probe_scale=1.0)
+    assert planned_end.cool_from is None and planned_end.last_report == 10
 
 
 @pytest.mark.parametrize("step", [0, 1, 5, 17, 29, 30, 59, 99])

@@ -176,6 +176,39 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
     return fig
 
 
+_ACTION_COLORS = {"start": "#1f77b4", "continue": "#2ca02c", "finish": _BEST_COLOR}
+
+
+def slices_figure(slices: pd.DataFrame) -> go.Figure | None:
+    """Which trial trained when: one bar per slice, on one row per trial, coloured by what the slice did;
+    hovering a bar shows why the scheduler gave it."""
+    if slices.empty:
+        return None
+    fig = go.Figure()
+    rows = [f"trial {t} ({label})" for t, label in zip(slices["trial"], slices["label"].fillna("?"))]
+    for action, color in _ACTION_COLORS.items():
+        mask = (slices["action"] == action).to_numpy()
+        if not mask.any():
+            continue
+        part = slices[mask]
+        fig.add_trace(
+            go.Bar(
+                x=part["seconds"].fillna(0.0),
+                base=part["start"],
+                y=[row for row, keep in zip(rows, mask) if keep],
+                orientation="h",
+                name=action,
+                marker={"color": color},
+                text=part["why"].fillna(""),
+                textposition="none",
+                hovertemplate="%{y}<br>from %{base:.0f} s for %{x:.1f} s<br>%{text}<extra>" + action + "</extra>",
+            )
+        )
+    _layout(fig, xaxis_title="seconds since the first slice", yaxis_title="")
+    fig.update_layout(barmode="overlay", height=max(300, 28 * len(set(rows)) + 120))
+    return fig
+
+
 def _report_text(report: int, epoch: float | None) -> str:
     """'report 3 (epoch 1.50)', or 'report 3' when the epochs done are not known."""
     return f"report {report}" if _missing(epoch) else f"report {report} (epoch {epoch:.2f})"

@@ -131,6 +131,7 @@ def render(study: optuna.Study) -> str:
         _pareto_section(pareto) if info["objectives"] else None,
         _history_section(trials, _records.time_records(study), info),
         _curves_section(_records.curve_records(study), info),
+        _slices_section(_records.slice_records(study)),
         _mattered_section(study, trials, configs, info),
         _strategies_section(_records.strategy_records(study), info["best_trial"]),
         _best_model_section(_records.best_model_records(study), info),
@@ -207,6 +208,54 @@ def _curves_section(curves: pd.DataFrame, info: dict[str, Any]) -> tuple[str, st
             "curves",
             "No trial has reported a validation accuracy yet.",
         ),
+    )
+
+
+def _slices_section(slices: pd.DataFrame) -> tuple[str, str, str, str] | None:
+    """How the scheduler spent the time: each slice, why it went where it did, and each recipe's share."""
+    if slices.empty:
+        return None
+    seconds = slices.groupby("label", dropna=False)["seconds"].sum().sort_values(ascending=False)
+    total = max(float(seconds.sum()), 1e-9)
+    shares = "; ".join(
+        f"{label if isinstance(label, str) else '?'} {100 * v / total:.0f}%" for label, v in seconds.items()
+    )
+    columns = [
+        ("start", "start (s)"),
+        ("trial", "trial"),
+        ("label", "recipe"),
+        ("action", "slice"),
+        ("after_report", "after report"),
+        ("predicted", "predicted best"),
+        ("predicted_std", "±"),
+        ("horizon", "by report"),
+        ("reached", "reached"),
+        ("gain_per_second", "gain per s"),
+        ("seconds", "time (s)"),
+        ("why", "why"),
+    ]
+    rows = [[_cell(row[c]) for c, _ in columns] for _, row in slices.iterrows()]
+    keys = [
+        [_sort_key(row[c]) if c not in ("label", "action", "why") else None for c, _ in columns]
+        for _, row in slices.iterrows()
+    ]
+    return _section(
+        "slices",
+        "How the time was spent",
+        "Trials train a slice (one report) at a time and wait in between; after each slice the scheduler gives "
+        "the next to the trial whose predicted best validation accuracy (with the time left) improves most on the "
+        "best so far per second of training, or starts a new recipe, and ends the best trial with a short "
+        "cool-down of its learning rate before the time is up. 'Predicted best' is what the learning-curve model "
+        "expected when the slice began; 'reached' is the trial's best by the end.",
+        f'<p class="sub">Share of the slices\' time by recipe: {html.escape(shares)}.</p>',
+        _figure_block(
+            "Slices over time",
+            "One bar per slice; hover for the scheduler's reason.",
+            _figures.slices_figure(slices),
+            "slices",
+            "No slice has run yet.",
+        ),
+        _table([h for _, h in columns], rows, sort_keys=keys),
     )
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import records
-from ..records import BackboneScore, ClassScore, Metrics, Report, StudyRecord, TrialRecord
+from ..records import BackboneScore, ClassScore, Metrics, Report, Slice, StudyRecord, TrialRecord
 from ..space import FIELD_NAMES, TrialConfig
 from ..space._config import SETTING_TYPES
 from ..trials import accuracy_index, best_trial, multi_objective, objective_names
@@ -245,6 +245,36 @@ def curve_records(study: optuna.Study) -> pd.DataFrame:
                 rows.append({**point, "report": step, "val_accuracy": records.load(float, accuracy)})
     frame = _frame(rows, CURVE_COLUMNS, Report, CurvePoint)
     return frame.sort_values(["trial", "report"], kind="stable").reset_index(drop=True)
+
+
+@dataclass
+class SliceRow:
+    """One slice of a trial's training, as the scheduler gave it: who, what it trained, and its outcome."""
+
+    trial: int
+    state: str
+    label: str | None  # the warm-start recipe, else the strategy
+    start: float  # seconds since the search's first slice
+    reached: float | None  # the trial's best validation accuracy by the end (the prediction's actual)
+
+
+SLICE_COLUMNS = _names(SliceRow) + _names(Slice)
+
+
+def slice_records(study: optuna.Study) -> pd.DataFrame:
+    """One row per slice the scheduler gave a trial, in the order they began; empty for a search without one."""
+    rows = []
+    for trial in study.trials:
+        record = TrialRecord.of(trial, "slices", "history", "warm_start", "strategy")
+        reached = max((r.val_accuracy for r in record.history if r.val_accuracy is not None), default=None)
+        label = record.warm_start or trial_strategy(trial, record)
+        for entry in record.slices:
+            rows.append(dict(asdict(entry), trial=trial.number, state=state_word(trial), label=label, reached=reached))
+    frame = _frame(rows, SLICE_COLUMNS, Slice, SliceRow)
+    if frame.empty:
+        return frame
+    frame["start"] = frame["at"] - frame["at"].min()
+    return frame.sort_values("at", kind="stable").reset_index(drop=True)
 
 
 def time_records(study: optuna.Study) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from ._options import SearchOptions
 from ._plugins import PRUNERS, SAMPLERS
 from ._retrain import export_trial
 from ._run import SearchContext, SearchResult, default_objective, search
+from ._schedule import POLICIES
 from ._storage import open_storage
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "open_storage",
     "SAMPLERS",
     "PRUNERS",
+    "POLICIES",
     "logme",
     "export_trial",
 ]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import AutoTLError
 from ._plugins import make_pruner, make_sampler
+from ._schedule import POLICIES
 
 STUDY_NAME = "autotl"
 OBJECTIVES = {("accuracy",): ["maximize"], ("accuracy", "latency"): ["maximize", "minimize"]}
@@ -25,7 +26,8 @@ class SearchOptions:
     seed: int = 0  # seeds the split, the sampler and the training
     device: str = "auto"  # auto, cpu or cuda
     sampler: str = "tpe"  # a name of SAMPLERS
-    pruner: str = "hyperband"  # a name of PRUNERS (a multi-objective study prunes nothing)
+    pruner: str = "hyperband"  # a name of PRUNERS, when scheduler is off (a multi-objective study prunes nothing)
+    scheduler: str = "freeze-thaw"  # how trials share the time: freeze-thaw, top-k, or off (each trial to its end)
     storage: str | None = None  # study storage URL (None: sqlite:///RUN_DIR/study.db)
     study_name: str = STUDY_NAME  # the study's name inside the storage
     workers: int = 1  # processes on the one study (one GPU each when there are GPUs)
@@ -71,6 +73,8 @@ class SearchOptions:
             raise AutoTLError(f"drop_backbones is a LogME margin and cannot be negative, got {self.drop_backbones}")
         make_sampler(self.sampler, self.seed)  # each raises on an unknown name
         make_pruner(self.pruner, 1)
+        if self.scheduler not in POLICIES:
+            raise AutoTLError(f"unknown scheduler {self.scheduler!r}: use {', '.join(POLICIES)}")
         if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
             raise AutoTLError(f"--out {self.out} is a file: pass a folder for the run (it is created if missing)")
 

@@ -35,6 +35,7 @@ from ._plugins import make_pruner, make_sampler
 from ._progress import Progress
 from ._rank import MAX_IMAGES, kept, rank_backbones
 from ._retrain import refit_best
+from ._slices import Slices
 from ._storage import open_storage
 from ._trial_files import frozen, lineage, retry, save_model, state_file, tidy
 from ._workers import first_ctrl_c_sets, run_workers
@@ -45,6 +46,7 @@ LARGE_DATASET_REPORTS = 4  # a dataset of more training images than this many re
 RANK_SCALE = 0.5  # backbones are ranked at this resolution scale at least, except on large datasets of small images
 TRIAL_SHARE = 0.25  # on a large dataset, no trial may use more than this share of --timeout (its schedule fits it)
 WAIT_S = 5.0
+START_WAIT_S = 300.0  # how long a process waits for another that starts the same new study
 FAILING_IN_A_ROW = 5  # the search stops after this many trials in a row failed with an error
 WORKER_SEED_STEP = 7919  # worker i samples with seed + WORKER_SEED_STEP * (i + 1): no two draw the same recipes
 
@@ -100,16 +102,25 @@ class SearchContext:
         """Sample the search space into a TrialConfig the caller may change before fitting."""
         return self.space.sample(trial)
 
-    def fit(self, trial, config: TrialConfig) -> TrialResult:
+    def fit(self, trial, config: TrialConfig, *, more: int | None = None, end_soon: bool = False) -> TrialResult:
         """Fine-tune with ``config``, reporting each report to ``trial``; raises TrialPruned when pruned.
 
         The training state is saved in the run directory after every report, so a retry of an interrupted
-        trial continues where it stopped."""
-        if self.progress is not None:
+        trial continues where it stopped. The scheduler's slices: ``more`` reports and a pause
+        (``result.paused``), or ``end_soon``, a cool-down and the end."""
+        sliced = more is not None or end_soon
+        if self.progress is not None and not sliced:
             self.progress.trial_started(self.progress.position, trial.number, config, TrialRecord.of(trial).warm_start)
         saved = state_file(self.run_dir, trial)
+        budget = Budget(
+            deadline=self.deadline,
+            seconds=None if sliced else self.trial_budget,
+            more=more,
+            end_soon=end_soon,
+            interrupt=self.interrupt,
+        )
         try:
-            result = self._fit(trial, config, saved)
+            result = self._fit(trial, config, saved, budget, sliced)
         except torch.cuda.OutOfMemoryError:
             if config.batch_size < 2:
                 raise
@@ -120,14 +131,17 @@ class SearchContext:
             TrialRecord(out_of_memory_retry=message).write(trial)
             if self.progress is not None:
                 self.progress.say(f"    {message}")
-            result = self._fit(trial, config, saved)
+            result = self._fit(trial, config, saved, budget, sliced)
         self.results[trial.number] = result
         return result
 
-    def _fit(self, trial, config: TrialConfig, saved: Path) -> TrialResult:
+    def _fit(self, trial, config: TrialConfig, saved: Path, budget: Budget, sliced: bool) -> TrialResult:
         show = self.progress
-        on_report = (lambda entry, best, restored: show.report(entry, config.max_epochs, restored)) if show else None
-        budget = Budget(deadline=self.deadline, seconds=self.trial_budget, interrupt=self.interrupt)
+
+        def on_report(entry, best, restored):
+            if show is not None and not (sliced and restored):  # a slice shows only what it trains
+                show.report(entry, config.max_epochs, restored)
+
         return fit(
             config,
             self.dataset,
@@ -184,6 +198,8 @@ def search(dataset: str, *, objective=None, options: SearchOptions | None = None
     started = time.time()
     options = SearchOptions.from_keywords(options, **keywords)
     options.check()
+    if objective is not None or parse_objectives(options.objectives) != ("accuracy",):
+        options = dataclasses.replace(options, scheduler="off")  # slices need the default objective's trials
     setup = _load(dataset, options)
     study = _open_study(setup, options)
     show = Progress(options.n_trials, enabled=options.progress)
@@ -245,7 +261,8 @@ def _load(dataset: str, options: SearchOptions, worker: int | None = None) -> _S
 def _open_study(setup: _Setup, options: SearchOptions, worker: int | None = None) -> optuna.Study:
     """Create the study in its storage, or resume it; a study of other objectives is refused."""
     seed = options.seed if worker is None else options.seed + WORKER_SEED_STEP * (worker + 1)
-    pruner = options.pruner if len(setup.goals) == 1 else "none"  # a multi-objective study prunes nothing
+    # a multi-objective study prunes nothing; with a scheduler, "not worth another slice" is its own
+    pruner = options.pruner if len(setup.goals) == 1 and options.scheduler == "off" else "none"
     setup.run_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(logging.ERROR)  # trial failures are shown by Progress, with their reason
     study = optuna.create_study(
@@ -272,8 +289,11 @@ def _introduce(study, setup: _Setup, options: SearchOptions, show: Progress) -> 
     """Before the trials: refuse another dataset's study, record the run, rank and warm-start a new study."""
     _check_same_dataset(study, setup.data, setup.run_dir, same_path=options.storage is None)
     _describe(study, setup, options)
-    if not study.trials:
-        _start(study, setup, options, show)
+    if not study.trials and _first_to_start(study, show):
+        try:
+            _start(study, setup, options, show)
+        finally:
+            _started(study)
     finished = _count_finished(study)
     if finished >= options.n_trials:
         show.say(f"the study already has {finished} finished trials (asked for {options.n_trials}): nothing to run")
@@ -319,9 +339,20 @@ def _run_trials_here(study, setup: _Setup, options: SearchOptions, objective, de
     )
     try:
         with first_ctrl_c_sets(ctx.interrupt):
-            _optimize(
-                study, ctx, objective or default_objective, options.n_trials, deadline, setup, show, options.keep_models
-            )
+            runner = _TrialRunner(study, ctx, objective or default_objective, setup, show, options.keep_models)
+            if options.scheduler == "off":
+                _optimize(study, ctx, runner, options.n_trials, deadline)
+            else:
+                slices = Slices(
+                    study,
+                    ctx,
+                    runner,
+                    n_trials=options.n_trials,
+                    deadline=deadline,
+                    policy=options.scheduler,
+                    room=_room_for_a_trial,
+                )
+                slices.run()
     except KeyboardInterrupt:
         report.write(study, setup.report_path)
         raise
@@ -386,14 +417,51 @@ def _start(study, setup: _Setup, options: SearchOptions, show: Progress) -> None
         study.enqueue_trial(params, user_attrs=TrialRecord(warm_start=label).attrs(), skip_if_exists=True)
 
 
-def _optimize(study, ctx, user_objective, n_trials, deadline, setup: _Setup, show, keep_models: int) -> None:
+def _lock_name(study) -> str:
+    return f"{study.study_name}:starting"
+
+
+def _first_to_start(study, show: Progress) -> bool:
+    """Whether this process ranks the backbones and enqueues the warm start of a new study: of several machines
+    started at once on one database, the one that creates the study's lock (a study name is unique in the
+    storage). The others wait for its trials; if none come in START_WAIT_S (it died), they start it themselves."""
+    try:
+        study._storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], _lock_name(study))
+        return True
+    except optuna.exceptions.DuplicatedStudyError:
+        pass
+    show.say("another process is starting this study (ranking the backbones): waiting for its warm start")
+    waited = time.time() + START_WAIT_S
+    while time.time() < waited:
+        time.sleep(WAIT_S)
+        if study.get_trials(deepcopy=False) or not _locked(study):
+            return False
+    return True
+
+
+def _locked(study) -> bool:
+    try:
+        study._storage.get_study_id_from_name(_lock_name(study))
+        return True
+    except KeyError:
+        return False
+
+
+def _started(study) -> None:
+    """The warm start is enqueued: the lock goes (a later process sees the trials)."""
+    try:
+        optuna.delete_study(study_name=_lock_name(study), storage=study._storage)
+    except KeyError:
+        pass
+
+
+def _optimize(study, ctx, runner, n_trials, deadline) -> None:
     """Run trials one at a time until the study holds ``n_trials`` finished ones.
 
     Trials running in other workers count towards the total, so that several workers
     end with exactly ``n_trials``; if one of them dies, its trial goes stale, is marked
     failed and retried (continuing its saved state), and the wait ends.
     """
-    runner = _TrialRunner(study, ctx, user_objective, setup, show, keep_models)
     while True:
         if ctx.interrupt.is_set():
             raise KeyboardInterrupt
@@ -437,7 +505,7 @@ class _TrialRunner:
         result = self.ctx.results.pop(trial.number, None)
         if result is not None and value is not None:
             try:
-                self._keep(trial, result, value)
+                self.keep(trial, result, value)
             except Exception as error:
                 TrialRecord(error=f"exporting the model failed: {error.__class__.__name__}: {error}").write(trial)
                 raise
@@ -451,7 +519,7 @@ class _TrialRunner:
         TrialRecord(error=f"interrupted (Ctrl-C); the next run {next_run}").write(trial)
         retry(self.study, stored)
 
-    def _keep(self, trial, result, value) -> None:
+    def keep(self, trial, result, value) -> None:
         """Export the model if it is the best so far; keep the trial's weights for ``export --trial``."""
         pair = isinstance(value, (tuple, list))
         with first_ctrl_c_sets(self.ctx.interrupt, second_interrupts=False):  # never a half-replaced model
@@ -479,8 +547,15 @@ class _TrialRunner:
             score(best, study),
             best.number if best else None,
         )
+        self._refresh_report()
+
+    def paused(self, study, trial) -> None:
+        """A slice ended with the trial paused: the report shows it."""
+        self._refresh_report()
+
+    def _refresh_report(self) -> None:
         try:
-            report.write(study, self.setup.report_path)
+            report.write(self.study, self.setup.report_path)
         except Exception as error:  # noqa: BLE001 - a report bug must never stop a long search
             self.show.say(f"warning: the report could not be refreshed ({error.__class__.__name__}: {error})")
 

@@ -14,7 +14,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 
 OPTIMIZERS = ("adamw", "sgd")
-LR_SCHEDULES = ("constant", "step", "cosine", "inv_sqrt")
+LR_SCHEDULES = ("constant", "step", "cosine", "inv_sqrt", "wsd")
 REGULARIZERS = ("none", "weight_decay", "l1", "l2sp", "dropout", "drop_path", "label_smoothing", "mixup")
 STRATEGIES = ("full", "frozen_prefix", "linear_probe", "lp_ft", "surgical", "bitfit", "norm_only", "lora")
 SURGICAL_GROUPS = ("early", "middle", "late")  # thirds of the backbone's blocks, input side first

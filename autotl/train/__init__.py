@@ -5,6 +5,7 @@ from ._device import resolve_device
 from ._evaluate import evaluate
 from ._fit import Budget, TrialResult, fit
 from ._metrics import macro_f1, per_class
+from ._plan import COOL_DOWN_SHARE, Plan
 from ._state import StateError, read_facts, save_tensors
 
 __all__ = [
@@ -19,4 +20,6 @@ __all__ = [
     "read_facts",
     "macro_f1",
     "per_class",
+    "Plan",
+    "COOL_DOWN_SHARE",
 ]

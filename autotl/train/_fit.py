@@ -47,6 +47,8 @@ class Budget:
     seconds: float | None = None  # the run's own time, over all its processes: its schedule is shortened to fit
     reports: int | None = None  # end after this many reports of the schedule (to repeat a trial that ended early)
     pause_after: int | None = None  # save the state and return, unfinished, after this report
+    more: int | None = None  # a slice: save the state and return, unfinished, after this many more reports
+    end_soon: bool = False  # end the run after a cool-down (a search's scheduler finishing a trial it paused)
     interrupt: threading.Event | None = None  # set by a Ctrl-C handler: the run stops at its next step
 
 
@@ -117,6 +119,9 @@ def fit(
     )
     make = lambda: build(config, dataset, setup, seed=identity["seed"], reports=budget.reports)  # noqa: E731
     run, state = _start(make, state_file, identity)
+    pause_at = budget.pause_after if budget.more is None else state.report + budget.more
+    if budget.end_soon:
+        run.plan.end_soon(state.report, state.step, config.lr_schedule, config.probe_lr_scale)
     clock = _Clock(started, state.wall_seconds, budget)
     duty = _Duty(trial, keep_last, soup, on_report, clock)
     saves = _Saves(state_file, identity, since=started)
@@ -130,7 +135,7 @@ def fit(
             if trained is None:
                 return finish(run, state, duty, _out_of_time(run, state, duty))
             decide(run, state, check(run, state, trained), duty)
-            pause = state.report == budget.pause_after and state.report < run.plan.last_report
+            pause = state.report == pause_at and state.report < run.plan.last_report
             saves.after_report(run, dataclasses.replace(state, wall_seconds=clock.wall()), always=pause)
             if pause:
                 return _result(run, state, duty, f"paused after report {state.report}", paused=True)
@@ -199,7 +204,9 @@ class _Duty:
             )
         for entry in state.history:
             if self.reporting:
-                self.trial.report(entry.val_accuracy, entry.report)
+                with warnings.catch_warnings():  # a trial continued after a pause has these reports already
+                    warnings.filterwarnings("ignore", "The reported value is ignored")
+                    self.trial.report(entry.val_accuracy, entry.report)
             if self.on_report is not None:
                 self.on_report(entry, state.best, True)
         if state.history and self.trial is not None:
@@ -340,7 +347,7 @@ def decide(run: Run, state: TrainState, entry: Report, duty: _Duty) -> None:
     if not math.isfinite(entry.val_loss):
         stop_pruned(run, state, duty, f"non-finite validation loss at report {entry.report}")
     deadline = duty.clock.soft_deadline()
-    if deadline is not None:
+    if deadline is not None and duty.clock.budget.more is None:  # a slice's schedule is not fit to the clock
         run.plan.shorten(entry.report, deadline - time.time(), entry.seconds)
 
 

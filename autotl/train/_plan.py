@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass
 
 from ..space import TrialConfig
-from .schedules import lr_factor
+from .schedules import cool_down, lr_factor
+
+COOL_DOWN_SHARE = 0.2  # a run ended early decays its learning rate over this share of the steps it trained
 
 
 @dataclass
@@ -22,6 +24,8 @@ class Plan:
     warmup_steps: int
     planned: tuple  # (reports, steps, warmup steps) before any shortening
     probe_steps: int = 0  # LP-FT: steps that train the head alone, before the schedule proper
+    cool_from: int | None = None  # the step where a run ended early began its cool-down (``end_soon``)
+    cool_factor: float = 1.0  # the learning rate's multiplier when its cool-down began
 
     @property
     def protected_steps(self) -> int:
@@ -48,18 +52,36 @@ class Plan:
 
     def shorten(self, report: int, seconds_left: float, seconds_per_report: float) -> None:
         """End the schedule where the time does (never later than planned), so the learning rate still anneals."""
+        if self.cool_from is not None:
+            return  # already ending
         reports, steps, warmup = self.planned
         self.last_report = max(report, min(reports, report + int(seconds_left / max(seconds_per_report, 1e-3))))
         self.total_steps = min(steps, self.last_report * self.steps_per_report)
         self.probe_steps = min(self.probe_steps, self.total_steps // 2)
         self.warmup_steps = min(warmup, (self.total_steps - self.probe_steps) // 2)
 
+    def end_soon(self, report: int, step: int, schedule: str, probe_scale: float) -> None:
+        """End the run after a cool-down: the learning rate falls from where it is to 0 over COOL_DOWN_SHARE of
+        the steps trained so far (at least one report), so a run of any length ends annealed. A run
+        already ending (its planned end, or a cool-down begun) is left as it is."""
+        reports = max(1, math.ceil(COOL_DOWN_SHARE * step / self.steps_per_report))
+        if self.cool_from is not None or report + reports >= self.last_report:
+            return
+        self.cool_factor = self.lr_factor(step, schedule, probe_scale)
+        self.cool_from, self.last_report = step, report + reports
+        self.total_steps = step + reports * self.steps_per_report
+        if step < self.probe_steps:
+            self.probe_steps = self.total_steps  # a probe ended early stays a probe
+
     @property
     def shortened(self) -> bool:
         return self.last_report < self.planned[0]
 
     def lr_factor(self, step: int, schedule: str, probe_scale: float) -> float:
-        """The learning rate's multiplier at ``step``: constant while probing, then warmup and the schedule."""
+        """The learning rate's multiplier at ``step``: constant while probing, then warmup and the schedule; in a
+        cool-down, falling from where it began to 0."""
+        if self.cool_from is not None and step >= self.cool_from:
+            return cool_down(self.cool_factor, step - self.cool_from, self.total_steps - self.cool_from)
         if step < self.probe_steps:
             return probe_scale
         return lr_factor(

@@ -27,7 +27,14 @@ from ..records import Report, load
 FORMAT = 1  # the layout of a state file; a file of another format is not continued
 
 
-SCHEDULE = ("last_report", "total_steps", "warmup_steps", "probe_steps")  # the plan's fields a time budget shortens
+SCHEDULE = (
+    "last_report",
+    "total_steps",
+    "warmup_steps",
+    "probe_steps",
+    "cool_from",
+    "cool_factor",
+)  # what a time budget or a cool-down changes
 
 
 class StateError(Exception):
@@ -133,8 +140,8 @@ def load_state(path: Path, run, identity: dict) -> TrainState:
     if any(name.startswith("best/") for name in tensors):
         state.best_weights = _full(model, tensors, "best/", keys)
     state.soup = [(tuple(s), r, _full(model, tensors, f"soup{i}/", keys)) for i, (s, r) in enumerate(facts["soup"])]
-    for name in SCHEDULE:  # where a time budget had shortened the schedule
-        setattr(run.plan, name, facts["schedule"][name])
+    for name in SCHEDULE:  # where a time budget had shortened the schedule, or a cool-down begun
+        setattr(run.plan, name, facts["schedule"].get(name, getattr(run.plan, name)))
     if run.probing and not facts["probing"]:
         run.fine_tune_all()
     try:

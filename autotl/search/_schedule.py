@@ -1,0 +1,168 @@
+"""Where the next slice of training goes: the search's scheduler, as pure functions of the trials' curves.
+
+A trial advances a slice (one report) at a time and waits in between. After every slice
+the scheduler looks at every trial that waits and at a new configuration from the
+sampler, predicts for each the best validation accuracy it would reach if it got the
+time that is left (``_curves.forecast``: its curve so far, extrapolated), and gives the
+next slice to the one whose expected improvement over the best so far, per second of
+the slice, is largest: freeze-thaw Bayesian optimization (Swersky et al., 2014) as
+DyHPO and Quick-Tune use it. The warm-start recipes each get one slice first. Before the
+time runs out, the best trial gets its cool-down (``Budget.end_soon``) and is exported;
+the others end where they are ("not worth another slice").
+
+``top-k`` is the simple baseline any smarter policy must beat: every candidate one
+slice while a third of the time lasts, then only the best ``TOP_K``, in turn.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..train import COOL_DOWN_SHARE
+
+POLICIES = ("freeze-thaw", "top-k", "off")
+MIN_GAIN = 0.0005  # an expected improvement of validation accuracy below this is not worth a slice
+NEW_SPREAD = 0.02  # a new configuration's score spreads at least this much around the trials seen (its std)
+TOP_K = 2
+EXPLORE_SHARE = 1 / 3  # top-k: the share of the time in which every candidate gets a slice
+
+
+@dataclass(frozen=True)
+class Forecast:
+    mean: float
+    std: float
+
+
+@dataclass
+class Candidate:
+    """A trial that waits for a slice (or, with ``number`` None, a configuration the sampler would propose)."""
+
+    number: int | None
+    strategy: str | None = None
+    curve: list = field(default_factory=list)  # (epochs trained, validation accuracy) of its reports
+    seconds_per_report: float | None = None  # a report's training and checking, as measured (None: not yet)
+    epochs_per_report: float = 1.0
+    reports: int = 0
+    last_report: int = 1  # where its schedule ends
+    queued: bool = False  # waits for its first slice in this run: a warm-start recipe, or a retry
+    label: str = ""
+
+    @property
+    def best(self) -> float | None:
+        return max((y for _, y in self.curve), default=None)
+
+    @property
+    def epochs(self) -> float:
+        return self.curve[-1][0] if self.curve else 0.0
+
+
+@dataclass
+class Decision:
+    """One slice: which candidate, what to do with it, and why (stored with the trial, shown in the report)."""
+
+    candidate: Candidate
+    action: str  # "start" (a first slice), "continue", or "finish" (its cool-down, then the export)
+    why: str
+    predicted: Forecast | None = None
+    horizon: int | None = None  # the report the prediction is for
+    gain_per_second: float | None = None
+
+
+def expected_improvement(forecast: Forecast, best: float) -> float:
+    """E[max(score - best, 0)] for a normally distributed score."""
+    std = max(forecast.std, 1e-9)
+    z = (forecast.mean - best) / std
+    return std * math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) + (forecast.mean - best) * 0.5 * math.erfc(
+        -z / math.sqrt(2)
+    )
+
+
+def finish_seconds(candidate: Candidate) -> float:
+    """The time to end ``candidate``: its cool-down's reports and the final scoring (about one report)."""
+    steps_share = COOL_DOWN_SHARE * max(candidate.reports, 1)
+    return (max(1, math.ceil(steps_share)) + 1) * (candidate.seconds_per_report or 0.0)
+
+
+def decide(
+    candidates: list[Candidate],
+    seconds_left: float,
+    best: float | None,
+    forecast,
+    can_start: bool,
+    start_seconds: float = 0.0,
+    policy: str = "freeze-thaw",
+    used_share: float = 0.0,
+) -> Decision | None:
+    """The next slice, or None when nothing is worth one. ``best``: the best complete trial's score;
+    ``forecast(curve, horizon_epochs, strategy) -> Forecast``; ``can_start``: a new configuration may
+    begin (``start_seconds``: the time to its first report); ``used_share``: of the search's time."""
+    queued = [c for c in candidates if c.queued]
+    if queued:
+        return Decision(queued[0], "start", "a first slice: " + (queued[0].label or "queued"))
+    paused = [c for c in candidates if c.curve and c.reports < c.last_report]
+    leader = max(paused, key=lambda c: c.best, default=None)
+    incumbent = max([v for v in (best, leader.best if leader else None) if v is not None], default=0.0)
+    if leader is not None and (best is None or leader.best >= best):
+        if seconds_left < finish_seconds(leader) + max(_slice_seconds(paused), start_seconds if can_start else 0):
+            return Decision(leader, "finish", f"the time left ({seconds_left:.0f} s) is what its cool-down needs")
+    if policy == "top-k":
+        return _top_k(paused, seconds_left, can_start, start_seconds, used_share)
+    options = [_value(c, seconds_left, incumbent, forecast) for c in paused]
+    if can_start and seconds_left > start_seconds:
+        options.append(_new_value(paused, seconds_left, incumbent, forecast, start_seconds))
+    options = [o for o in options if o is not None]
+    chosen = max(options, key=lambda o: o.gain_per_second, default=None)
+    if chosen is None or chosen.gain_per_second * _seconds(chosen.candidate, start_seconds) < MIN_GAIN:
+        if leader is not None and (best is None or leader.best >= best):
+            return Decision(leader, "finish", "no trial is worth another slice: the best one ends")
+        return None
+    return chosen
+
+
+def _value(c: Candidate, seconds_left: float, incumbent: float, forecast) -> Decision | None:
+    """A waiting trial's expected improvement per second, were it given the time left."""
+    per = c.seconds_per_report or 1.0
+    room = int((seconds_left - finish_seconds(c)) / per) if math.isfinite(seconds_left) else c.last_report
+    horizon = min(c.last_report, c.reports + room)
+    if horizon <= c.reports:
+        return None
+    predicted = forecast(c.curve, c.epochs + (horizon - c.reports) * c.epochs_per_report, c.strategy)
+    gain = expected_improvement(predicted, incumbent)
+    why = f"predicted {predicted.mean:.3f} ± {predicted.std:.3f} at report {horizon}; {per:.1f} s a report"
+    return Decision(c, "continue", why, predicted, horizon, gain / per)
+
+
+def _new_value(paused, seconds_left, incumbent, forecast, start_seconds) -> Decision:
+    """A new configuration: like the trials seen so far (their predicted ends), with at least NEW_SPREAD of spread."""
+    ends = [f for f in (_value(c, seconds_left, incumbent, forecast) for c in paused) if f is not None]
+    means = [d.predicted.mean for d in ends] or [incumbent]
+    mean = sum(means) / len(means)
+    spread = max(NEW_SPREAD, math.sqrt(sum((m - mean) ** 2 for m in means) / len(means)))
+    predicted = Forecast(mean, spread)
+    seconds = max(start_seconds, _slice_seconds(paused), 1e-3)
+    gain = expected_improvement(predicted, incumbent)
+    why = f"a new configuration: like the {len(means)} trial(s) seen, {mean:.3f} ± {spread:.3f}"
+    return Decision(Candidate(None, label="new"), "start", why, predicted, None, gain / seconds)
+
+
+def _top_k(paused, seconds_left, can_start, start_seconds, used_share) -> Decision | None:
+    """Every candidate one slice while EXPLORE_SHARE of the time lasts; then the best TOP_K in turn."""
+    if can_start and used_share < EXPLORE_SHARE and seconds_left > start_seconds:
+        return Decision(Candidate(None, label="new"), "start", "top-k: every candidate gets one slice first")
+    top = sorted(paused, key=lambda c: c.best, reverse=True)[:TOP_K]
+    fits = [c for c in top if (c.seconds_per_report or 0) + finish_seconds(top[0]) < seconds_left]
+    if not fits:
+        return Decision(top[0], "finish", "top-k: the best ends") if top else None
+    chosen = min(fits, key=lambda c: c.reports)
+    return Decision(chosen, "continue", f"top-k: one of the best {TOP_K}, the one with the fewest reports")
+
+
+def _slice_seconds(paused: list[Candidate]) -> float:
+    """A slice's typical time: the median report of the waiting trials."""
+    known = sorted(c.seconds_per_report for c in paused if c.seconds_per_report)
+    return known[len(known) // 2] if known else 0.0
+
+
+def _seconds(c: Candidate, start_seconds: float) -> float:
+    return c.seconds_per_report or start_seconds or 1.0

@@ -1,0 +1,217 @@
+"""Run a search slice by slice: trials stay open in the study, paused between slices, until the scheduler ends them.
+
+A paused trial is an Optuna trial in state WAITING with reports and a saved training state
+(``RUN_DIR/trials/<n>/``). A slice claims it (WAITING -> RUNNING, atomic in the storage:
+with several workers or machines, each slice runs once), continues its state for one more
+report, and puts it back to WAITING; a new configuration is a new trial that the sampler
+fills. Finished trials are told COMPLETE as ever; at the end of the search the trials
+still paused are told PRUNED ("not worth another slice"). Ctrl-C leaves the trial it
+interrupts paused at its last saved report, so the same command continues it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import TrialState
+
+from ..records import Slice, TrialRecord
+from ..space import TrialConfig
+from ..train import Plan
+from ..trials import best_trial, score
+from ._schedule import Candidate, Decision, Forecast, decide
+from ._trial_files import frozen, retry_lost
+
+WAIT_S = 5.0
+
+
+class Slices:
+    """The scheduler's loop over one study, in this process: decide, run the slice, repeat, then close."""
+
+    def __init__(self, study, ctx, runner, *, n_trials: int, deadline, policy: str, room, forecast=None):
+        self.study, self.ctx, self.runner = study, ctx, runner
+        self.n_trials, self.deadline, self.policy, self.room = n_trials, deadline, policy, room
+        self.forecast = forecast or _forecast
+        self.started, self.slices = time.time(), 0
+
+    def run(self) -> None:
+        """Slices until nothing is worth one or the time is up; then the paused trials end (pruned)."""
+        while True:
+            if self.ctx.interrupt.is_set():
+                raise KeyboardInterrupt
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+            decision = self.next()
+            if decision is None:
+                if any(t.state == TrialState.RUNNING for t in self.study.get_trials(deepcopy=False)):
+                    time.sleep(WAIT_S)  # another worker's slice may make more worth doing
+                    if self._seconds_left() > 0:
+                        continue
+                break
+            self.run_slice(decision)
+        self.close()
+
+    def next(self) -> Decision | None:
+        """The scheduler's decision on the trials as the study holds them now."""
+        trials = self.study.get_trials(deepcopy=False)
+        configurations = sum(1 for t in trials if "failed_trial" not in t.system_attrs)
+        can_start = configurations < self.n_trials
+        best = best_trial(self.study, trials)
+        left = self._seconds_left()
+        decision = decide(
+            [self._candidate(t) for t in trials if t.state == TrialState.WAITING],
+            left,
+            score(best, self.study),
+            self.forecast,
+            can_start,
+            start_seconds=self.room(self.study),
+            policy=self.policy,
+            used_share=(time.time() - self.started) / max(left + time.time() - self.started, 1e-9),
+        )
+        if decision is None and can_start and self.deadline is None:  # --n-trials: every configuration is tried
+            decision = Decision(Candidate(None, label="new"), "start", f"configuration {configurations + 1}")
+        return decision
+
+    def run_slice(self, decision: Decision) -> None:
+        """Claim the trial (or create one), train its slice, and tell the study how it ended."""
+        storage = self.study._storage
+        if decision.candidate.number is None:
+            trial_id = storage.create_new_trial(self.study._study_id)
+        else:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, decision.candidate.number)
+            if not storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                return  # another worker took it
+        storage.record_heartbeat(trial_id)
+        trial = optuna.Trial(self.study, trial_id)
+        self.slices += 1
+        self._say(decision, trial.number)
+        started = time.time()
+        with get_heartbeat_thread(trial_id, storage):
+            self._train(trial, decision, started)
+
+    def _train(self, trial, decision: Decision, started: float) -> None:
+        record = self._slice_record(trial, decision, started)
+        try:
+            config = self.ctx.suggest(trial)
+            if decision.action == "start" and self.ctx.progress is not None:
+                self.ctx.progress.say(f"    {config.describe()}")
+            finish = decision.action == "finish"
+            result = self.ctx.fit(trial, config, more=None if finish else 1, end_soon=finish)
+        except optuna.TrialPruned:
+            self._end(trial, record, started, TrialState.PRUNED)
+            return
+        except KeyboardInterrupt:
+            self._pause(trial, record, started, None)
+            raise
+        except Exception as error:  # noqa: BLE001 - one trial's error fails it alone; a retry continues its state
+            TrialRecord(error=f"{error.__class__.__name__}: {error}").write(trial)
+            self._end(trial, record, started, TrialState.FAIL)
+            retry_lost(self.study, frozen(trial))
+            return
+        self.ctx.results.pop(trial.number, None)
+        if result.paused:
+            self._pause(trial, record, started, result)
+            return
+        value = result.metrics["accuracy"]
+        self.runner.keep(trial, result, value)
+        self._end(trial, record, started, TrialState.COMPLETE, value)
+
+    def _pause(self, trial, record: TrialRecord, started: float, result) -> None:
+        """Back to WAITING, its record written: the next slice (here, another worker, a rerun) continues it."""
+        if result is not None:
+            result.record.write(trial)
+        record.slices[-1].seconds = round(time.time() - started, 3)
+        record.slices[-1].ended = "paused" if result is not None else "interrupted"
+        record.write(trial, "slices")
+        self.study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+        self.runner.paused(self.study, frozen(trial))
+
+    def _end(self, trial, record: TrialRecord, started: float, state: TrialState, value=None) -> None:
+        record.slices[-1].seconds = round(time.time() - started, 3)
+        record.slices[-1].ended = state.name.lower()
+        record.write(trial, "slices")
+        self.study.tell(trial, value, state=state)
+        self.runner.ended(self.study, frozen(trial))
+
+    def close(self) -> None:
+        """The trials still paused when the search ends are told PRUNED: not worth another slice (claimed first, so
+        a trial another worker continues is left to it)."""
+        storage = self.study._storage
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if not TrialRecord.of(t, "history").history:
+                continue  # never trained: a recipe a later run may start
+            if not storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                continue
+            reports = len(TrialRecord.of(t, "history").history)
+            TrialRecord(end_reason=f"paused after report {reports}: not worth another slice").write(
+                optuna.Trial(self.study, t._trial_id)
+            )
+            self.study.tell(t.number, state=TrialState.PRUNED)
+            self.runner.ended(self.study, frozen(optuna.Trial(self.study, t._trial_id)))
+
+    def _candidate(self, trial) -> Candidate:
+        record = TrialRecord.of(trial, "history", "config", "warm_start", "strategy")
+        history = [r for r in record.history if r.val_accuracy is not None]
+        strategy = record.strategy or trial.params.get("strategy")
+        label = record.warm_start or strategy or ""
+        if not history:
+            return Candidate(trial.number, strategy, queued=True, label=label)
+        epochs = [r.epoch or 0.0 for r in history]
+        seconds = [r.seconds for r in history[-3:] if r.seconds]
+        return Candidate(
+            trial.number,
+            strategy,
+            curve=[(e, r.val_accuracy) for e, r in zip(epochs, history)],
+            seconds_per_report=statistics.median(seconds) if seconds else None,
+            epochs_per_report=epochs[-1] / len(history) if epochs[-1] else 1.0,
+            reports=len(history),
+            last_report=self._last_report(record),
+            label=label,
+        )
+
+    def _last_report(self, record: TrialRecord) -> int:
+        config = TrialConfig.from_dict(record.config or {})
+        return Plan.make(config, self.ctx.dataset.count("train")).last_report
+
+    def _seconds_left(self) -> float:
+        return self.deadline - time.time() if self.deadline is not None else float("inf")
+
+    def _slice_record(self, trial, decision: Decision, started: float) -> TrialRecord:
+        record = TrialRecord.of(frozen(trial), "slices")
+        predicted = decision.predicted or Forecast(None, None)
+        record.slices.append(
+            Slice(
+                at=round(started, 3),
+                action=decision.action,
+                after_report=decision.candidate.reports,
+                why=decision.why,
+                predicted=predicted.mean,
+                predicted_std=predicted.std,
+                horizon=decision.horizon,
+                gain_per_second=decision.gain_per_second,
+            )
+        )
+        record.write(trial, "slices")
+        return record
+
+    def _say(self, decision: Decision, number: int) -> None:
+        show = self.ctx.progress
+        if show is None:
+            return
+        left = self._seconds_left()
+        when = f", {left:.0f} s left" if left != float("inf") else ""
+        verb = {"start": "starts", "continue": "continues", "finish": "ends with a cool-down"}[decision.action]
+        show.say(f"[slice {self.slices}{when}] trial #{number} {verb}: {decision.why}")
+
+
+def _forecast(curve, horizon, strategy) -> Forecast:
+    """The learning-curve model (``_curves``) with its shipped prior."""
+    from ._curves import forecast, load_prior
+
+    predicted = forecast(curve, horizon, strategy or "any", load_prior())
+    return Forecast(predicted.mean, predicted.std)

@@ -1,0 +1,92 @@
+"""The scheduler: which trial gets the next slice, checked against hand computations with a made-up curve model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy.stats import norm
+
+from autotl.search._schedule import Candidate, Forecast, decide, expected_improvement, finish_seconds
+
+
+def fake_forecast(table):
+    """A curve model that predicts, for each strategy, what ``table`` says, whatever the curve and horizon."""
+    return lambda curve, horizon, strategy: Forecast(*table[strategy])
+
+
+def paused(number, strategy, best, seconds, reports=2, last_report=20):
+    curve = [(0.1 * (i + 1), best - 0.01 * (reports - 1 - i)) for i in range(reports)]
+    return Candidate(number, strategy, curve, seconds, 0.1, reports, last_report)
+
+
+def hand_ei(mean, std, best):
+    z = (mean - best) / std
+    return (mean - best) * norm.cdf(z) + std * norm.pdf(z)
+
+
+def test_expected_improvement_is_the_textbook_formula():
+    for mean, std, best in [(0.9, 0.02, 0.85), (0.8, 0.05, 0.85), (0.85, 0.01, 0.85)]:
+        assert expected_improvement(Forecast(mean, std), best) == pytest.approx(hand_ei(mean, std, best), rel=1e-9)
+
+
+def test_the_next_slice_goes_to_the_best_predicted_gain_per_second():
+    """A cheap trial predicted a little lower beats a costly one predicted higher, per second, and the
+    decision carries the hand-computed gain."""
+    cheap, costly = paused(0, "linear_probe", 0.80, 5.0), paused(1, "full", 0.85, 40.0)
+    model = fake_forecast({"linear_probe": (0.87, 0.02), "full": (0.90, 0.02)})
+    decision = decide([cheap, costly], 1000.0, None, model, can_start=False)
+    incumbent = 0.85  # the best curve so far; no trial is complete
+    gains = {0: hand_ei(0.87, 0.02, incumbent) / 5.0, 1: hand_ei(0.90, 0.02, incumbent) / 40.0}
+    assert decision.candidate.number == max(gains, key=gains.get) == 0
+    assert decision.action == "continue"
+    assert decision.gain_per_second == pytest.approx(gains[0], rel=1e-9)
+    # at the same cost the higher prediction wins
+    costly.seconds_per_report = 5.0
+    assert decide([cheap, costly], 1000.0, None, model, can_start=False).candidate.number == 1
+
+
+def test_the_best_complete_trial_is_the_bar_to_beat():
+    """Against a complete trial at 0.95, a trial predicted to end at 0.90 is not worth a slice: the leader ends."""
+    waiting = paused(3, "full", 0.88, 10.0)
+    model = fake_forecast({"full": (0.90, 0.005)})
+    assert decide([waiting], 1000.0, 0.95, model, can_start=False) is None
+    decision = decide([waiting], 1000.0, 0.80, model, can_start=False)
+    assert decision.action == "continue" and decision.candidate.number == 3
+
+
+def test_queued_recipes_get_their_first_slice_before_any_trial_continues():
+    model = fake_forecast({"full": (0.99, 0.01)})
+    queued = Candidate(5, "linear_probe", queued=True, label="linear_probe on lite0")
+    decision = decide([paused(1, "full", 0.9, 1.0), queued], 1000.0, None, model, can_start=True)
+    assert decision.candidate.number == 5 and decision.action == "start"
+
+
+def test_the_leader_ends_with_its_cool_down_when_the_time_left_needs_it():
+    leader, other = paused(0, "full", 0.90, 10.0, reports=10), paused(1, "lora", 0.85, 10.0)
+    model = fake_forecast({"full": (0.95, 0.02), "lora": (0.97, 0.05)})
+    needed = finish_seconds(leader)
+    assert needed == (math.ceil(0.2 * 10) + 1) * 10.0  # its cool-down's two reports, and the final scoring
+    decision = decide([leader, other], needed + 5.0, None, model, can_start=False)
+    assert decision.candidate.number == 0 and decision.action == "finish"
+    assert decide([leader, other], needed + 100.0, None, model, can_start=False).action == "continue"
+
+
+def test_flat_curves_make_room_for_a_new_configuration():
+    """Trials predicted to gain nothing lose to a new configuration, whose spread gives it a chance."""
+    flat = [paused(0, "linear_probe", 0.80, 5.0), paused(1, "full", 0.82, 5.0)]
+    model = fake_forecast({"linear_probe": (0.80, 0.0001), "full": (0.82, 0.0001)})
+    decision = decide(flat, 1000.0, None, model, can_start=True, start_seconds=10.0)
+    assert decision.candidate.number is None and decision.action == "start"
+    # without room for another configuration, nothing is worth a slice: the leader ends
+    decision = decide(flat, 1000.0, None, model, can_start=False)
+    assert decision.candidate.number == 1 and decision.action == "finish"
+
+
+def test_top_k_gives_every_candidate_a_slice_then_only_the_best_two():
+    trials = [paused(0, "a", 0.70, 5.0, reports=1), paused(1, "b", 0.90, 5.0, reports=3), paused(2, "c", 0.80, 5.0)]
+    model = fake_forecast({})
+    exploring = decide(trials, 1000.0, None, model, True, policy="top-k", used_share=0.1)
+    assert exploring.candidate.number is None
+    decision = decide(trials, 1000.0, None, model, True, policy="top-k", used_share=0.5)
+    assert decision.candidate.number == 2  # of the best two (1 and 2), the one with fewer reports
