@@ -1,0 +1,187 @@
+"""Where a trial's validation-accuracy curve will end: a power law in the error, shrunk towards its strategy's prior.
+
+The model is the error power law of Hestness et al. (2017), the "pow" family of Domhan
+et al. (2015): the error of the best-so-far accuracy, err = 1 - best, falls as
+``err(t) = err(t_k) * (t / t_k) ** -beta`` from the last report (t_k epochs) to the
+horizon. A trial's own beta is the least-squares slope of log err against log epochs over
+its best-so-far points; it is shrunk towards its strategy's prior beta by precision. The own
+estimate's variance is (drift + the trial's residual variance) over the spread of its log
+epochs, so it weighs more as points accumulate and span more epochs; the drift, learned
+from the recorded curves, is how far the beta of a curve's first points strayed from the
+slope the curve then followed (residuals alone made the own estimate far too confident).
+Predictions are clipped to [best so far, 1]. The std adds beta's uncertainty, propagated
+through the extrapolation, to the curve's noise, which grows from nothing at the last
+report to the prior's residual spread far from it.
+
+The prior is learned from recorded curves (``prior_curves.json``, rebuilt by
+``benchmarks/curves.py``): each curve's fitted (log err at one epoch, beta), per strategy.
+A trial not started (an empty curve) is predicted from those pairs alone: the accuracy each
+recorded curve's power law reaches at the horizon, their mean and spread. It is absolute,
+pooled over the recorded datasets, so it says how strategies compare (which starts slow,
+which ends high), not what a new dataset will reach. A strategy with too few recorded
+curves, or an unknown one, gets the prior of all strategies together. Measured error:
+benchmarks/RESULTS.md, "Learning-curve model".
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+PRIOR_FILE = Path(__file__).resolve().parent / "prior_curves.json"
+ERR_FLOOR = 0.005  # the error a log is taken of never goes below this (a perfect score on a small check)
+STD_FLOOR = 0.005  # the least uncertainty a forecast states
+BETA_STD_FLOOR = 0.05  # a prior beta's spread is never narrower (a strategy with few, similar curves)
+MIN_CURVES = 3  # a strategy with fewer recorded curves gets the prior of all strategies
+MIN_POINTS = 3  # a recorded curve with fewer points teaches the prior nothing about its shape
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """The best validation accuracy predicted at the horizon, and its uncertainty (one standard deviation)."""
+
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class StrategyPrior:
+    """One strategy's recorded curves, as the curve model's parameters: (log err at one epoch, beta) per curve."""
+
+    params: tuple[tuple[float, float], ...]
+
+    @property
+    def beta_mean(self) -> float:
+        return float(np.mean([beta for _, beta in self.params]))
+
+    @property
+    def beta_std(self) -> float:
+        return max(BETA_STD_FLOOR, float(np.std([beta for _, beta in self.params])))
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Per strategy, the distribution of the curve model's parameters. ``noise``: the residual sd of log err about
+    a curve's own power law; ``drift``: the variance of a trial's own beta estimate, times its log epochs' spread."""
+
+    strategies: dict[str, StrategyPrior] = field(default_factory=dict)
+    noise: float = 0.1
+    drift: float = 0.5
+
+    def of(self, strategy: str) -> StrategyPrior:
+        """The strategy's prior, or all strategies' when it has too few recorded curves."""
+        own = self.strategies.get(strategy)
+        return own if own is not None and len(own.params) >= MIN_CURVES else self.strategies[ALL]
+
+
+def best_so_far(curve) -> tuple[np.ndarray, np.ndarray]:
+    """The curve's epochs (positive, in order) and its best accuracy up to each."""
+    points = sorted((float(x), float(y)) for x, y in curve if x is not None and y is not None)
+    points = [(x, y) for x, y in points if x > 0 and math.isfinite(x) and math.isfinite(y)]
+    if not points:
+        return np.zeros(0), np.zeros(0)
+    xs, ys = np.array(points).T
+    return xs, np.maximum.accumulate(np.clip(ys, 0.0, 1.0))
+
+
+def loglog_fit(xs: np.ndarray, best: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Least squares of log err on log epochs: (log err at one epoch, beta, spread of log epochs, residual sum of
+    squares); None when the epochs do not differ."""
+    lx, ly = np.log(xs), np.log(np.maximum(1.0 - best, ERR_FLOOR))
+    sxx = float(np.sum((lx - lx.mean()) ** 2))
+    if len(xs) < 2 or sxx < 1e-12:
+        return None
+    slope = float(np.sum((lx - lx.mean()) * (ly - ly.mean())) / sxx)
+    intercept = float(ly.mean() - slope * lx.mean())
+    rss = float(np.sum((ly - intercept - slope * lx) ** 2))
+    return intercept, -slope, sxx, rss
+
+
+def fit_prior(curves: list[dict]) -> Prior:
+    """The prior from recorded curves: rows with "strategy" and "points" ([[epochs, accuracy], ...])."""
+    per_strategy: dict[str, list[tuple[float, float]]] = {}
+    rss_total, dof_total, kept = 0.0, 0.0, []
+    for row in curves:
+        xs, best = best_so_far(row.get("points") or [])
+        fitted = loglog_fit(xs, best) if len(xs) >= MIN_POINTS else None
+        if fitted is None:
+            continue
+        intercept, beta, _, rss = fitted
+        for key in (str(row.get("strategy")), ALL):
+            per_strategy.setdefault(key, []).append((intercept, beta))
+        rss_total, dof_total = rss_total + rss, dof_total + len(xs) - 2
+        kept.append((xs, best))
+    if ALL not in per_strategy:
+        raise ValueError("no recorded curve has enough points to fit a prior")
+    noise = math.sqrt(rss_total / dof_total) if dof_total > 0 else Prior.noise
+    strategies = {k: StrategyPrior(tuple(v)) for k, v in per_strategy.items()}
+    return Prior(strategies, noise=noise, drift=_drift(kept))
+
+
+def _drift(curves: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """How far a partial curve's own beta strays from the slope its curve then follows to its end: the mean of
+    (beta of the first m points - realised slope from point m to the last) ** 2 * spread of their log epochs."""
+    found = []
+    for xs, best in curves:
+        err_end = max(1.0 - best[-1], ERR_FLOOR)
+        for m in range(2, len(xs)):
+            fitted = loglog_fit(xs[:m], best[:m])
+            if fitted is not None and xs[-1] > xs[m - 1]:
+                realised = -math.log(err_end / max(1.0 - best[m - 1], ERR_FLOOR)) / math.log(xs[-1] / xs[m - 1])
+                found.append((fitted[1] - realised) ** 2 * fitted[2])
+    return float(np.mean(found)) if found else Prior.drift
+
+
+@functools.cache
+def load_prior() -> Prior:
+    """The prior shipped with autotl (package data, read once); nothing is downloaded."""
+    return fit_prior(json.loads(PRIOR_FILE.read_text())["curves"])
+
+
+def forecast(curve: list[tuple[float, float]], horizon: float, strategy: str, prior: Prior | None = None) -> Forecast:
+    """The best validation accuracy a trial will have reached at ``horizon`` epochs, from its curve so far
+    ([(epochs, accuracy)], possibly empty: then from its strategy's prior alone). A horizon before the
+    curve's last point is taken as that point."""
+    prior = prior or load_prior()
+    strategy_prior = prior.of(strategy)
+    xs, best = best_so_far(curve)
+    if len(xs) == 0:
+        return _unstarted(strategy_prior, max(horizon, 1e-3))
+    t_k, b_k = float(xs[-1]), float(best[-1])
+    horizon = max(float(horizon), t_k)
+    beta, beta_var = _shrunk_beta(xs, best, strategy_prior, prior.drift)
+    err_k = max(1.0 - b_k, ERR_FLOOR)
+    stretch = math.log(horizon / t_k)
+    err_h = err_k * math.exp(-beta * stretch)
+    mean = min(1.0, max(b_k, 1.0 - err_h))
+    noise_var = prior.noise**2 * (1.0 - t_k / horizon)
+    std = err_h * math.sqrt(stretch**2 * beta_var + noise_var)
+    return Forecast(mean, max(STD_FLOOR, min(std, 1.0 - b_k + STD_FLOOR)))
+
+
+def _shrunk_beta(xs, best, strategy_prior: StrategyPrior, drift: float) -> tuple[float, float]:
+    """The trial's beta and its variance: its own least-squares estimate and the prior's, weighted by precision.
+
+    The own estimate's variance is (the recorded curves' drift + the trial's residual variance) over the spread
+    of its log epochs: residuals alone understate it, as a curve's slope changes along it."""
+    prior_mean, prior_var = strategy_prior.beta_mean, strategy_prior.beta_std**2
+    fitted = loglog_fit(xs, best)
+    if fitted is None:
+        return prior_mean, prior_var
+    _, own, sxx, rss = fitted
+    residual_var = rss / (len(xs) - 2) if len(xs) > 2 else 0.0
+    own_precision, prior_precision = sxx / max(drift + residual_var, 1e-9), 1.0 / prior_var
+    precision = own_precision + prior_precision
+    return (own * own_precision + prior_mean * prior_precision) / precision, 1.0 / precision
+
+
+def _unstarted(strategy_prior: StrategyPrior, horizon: float) -> Forecast:
+    """A trial not started: the accuracy each recorded curve's power law reaches at the horizon, mean and spread."""
+    reached = [1.0 - min(1.0, math.exp(a - beta * math.log(horizon))) for a, beta in strategy_prior.params]
+    return Forecast(float(np.mean(reached)), max(STD_FLOOR, float(np.std(reached))))
