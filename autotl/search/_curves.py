@@ -36,6 +36,7 @@ import numpy as np
 PRIOR_FILE = Path(__file__).resolve().parent / "prior_curves.json"
 ERR_FLOOR = 0.005  # the error a log is taken of never goes below this (a perfect score on a small check)
 STD_FLOOR = 0.005  # the least uncertainty a forecast states
+STD_WIDEN = 1.5  # the derived std held too few finals of recorded curves (RESULTS.md, "Learning-curve model")
 BETA_STD_FLOOR = 0.05  # a prior beta's spread is never narrower (a strategy with few, similar curves)
 MIN_CURVES = 3  # a strategy with fewer recorded curves gets the prior of all strategies
 MIN_POINTS = 3  # a recorded curve with fewer points teaches the prior nothing about its shape
@@ -161,7 +162,7 @@ def forecast(curve: list[tuple[float, float]], horizon: float, strategy: str, pr
     err_h = err_k * math.exp(-beta * stretch)
     mean = min(1.0, max(b_k, 1.0 - err_h))
     noise_var = prior.noise**2 * (1.0 - t_k / horizon)
-    std = err_h * math.sqrt(stretch**2 * beta_var + noise_var)
+    std = STD_WIDEN * err_h * math.sqrt(stretch**2 * beta_var + noise_var)
     return Forecast(mean, max(STD_FLOOR, min(std, 1.0 - b_k + STD_FLOOR)))
 
 
