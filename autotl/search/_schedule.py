@@ -1,6 +1,6 @@
 """Where the next slice of training goes: the search's scheduler, as pure functions of the trials' curves.
 
-A trial advances a slice (one report) at a time and waits in between. After every slice
+A trial advances a slice (a report, or as many as take SLICE_S) at a time and waits in between. After every slice
 the scheduler looks at every trial that waits and at a new configuration from the
 sampler, predicts for each the best validation accuracy it would reach if it got the
 time that is left (``_curves.forecast``: its curve so far, extrapolated), and gives the
@@ -25,6 +25,8 @@ POLICIES = ("freeze-thaw", "top-k", "off")
 MIN_GAIN = 0.0005  # an expected improvement of validation accuracy below this is not worth a slice
 NEW_SPREAD = 0.02  # a new configuration's score spreads at least this much around the trials seen (its std)
 TOP_K = 2
+SLICE_S = 15.0  # a slice is as many reports as take about this long (at least one): cheap reports are not each
+# paid for with a model build and a state load
 EXPLORE_SHARE = 1 / 3  # top-k: the share of the time in which every candidate gets a slice
 
 
@@ -98,14 +100,19 @@ def decide(
     ``forecast(curve, horizon_epochs, strategy) -> Forecast``; ``can_start``: a new configuration may
     begin (``start_seconds``: the time to its first report); ``used_share``: of the search's time."""
     queued = [c for c in candidates if c.queued]
-    if queued:
-        return Decision(queued[0], "start", "a first slice: " + (queued[0].label or "queued"))
     paused = [c for c in candidates if c.curve and c.reports < c.last_report]
     leader = max(paused, key=lambda c: c.best, default=None)
+    ahead = leader is not None and (best is None or leader.best >= best)  # the leader would be the model
+    if seconds_left <= 0:  # the time is up: a search without a complete trial ends its leader at its best report
+        return (
+            Decision(leader, "finish", "the time is up: it ends at its best report") if best is None and ahead else None
+        )
+    next_cost = max(_slice_seconds(paused), start_seconds if can_start or queued else 0.0)
+    if ahead and seconds_left < finish_seconds(leader) + next_cost:
+        return Decision(leader, "finish", f"the time left ({seconds_left:.0f} s) is what its cool-down needs")
+    if queued and seconds_left > start_seconds:
+        return Decision(queued[0], "start", "a first slice: " + (queued[0].label or "queued"))
     incumbent = max([v for v in (best, leader.best if leader else None) if v is not None], default=0.0)
-    if leader is not None and (best is None or leader.best >= best):
-        if seconds_left < finish_seconds(leader) + max(_slice_seconds(paused), start_seconds if can_start else 0):
-            return Decision(leader, "finish", f"the time left ({seconds_left:.0f} s) is what its cool-down needs")
     if policy == "top-k":
         return _top_k(paused, seconds_left, can_start, start_seconds, used_share)
     options = [_value(c, seconds_left, incumbent, forecast) for c in paused]
@@ -114,7 +121,7 @@ def decide(
     options = [o for o in options if o is not None]
     chosen = max(options, key=lambda o: o.gain_per_second, default=None)
     if chosen is None or chosen.gain_per_second * _seconds(chosen.candidate, start_seconds) < MIN_GAIN:
-        if leader is not None and (best is None or leader.best >= best):
+        if ahead:
             return Decision(leader, "finish", "no trial is worth another slice: the best one ends")
         return None
     return chosen
@@ -158,9 +165,14 @@ def _top_k(paused, seconds_left, can_start, start_seconds, used_share) -> Decisi
     return Decision(chosen, "continue", f"top-k: one of the best {TOP_K}, the one with the fewest reports")
 
 
+def slice_reports(c: Candidate) -> int:
+    """How many reports a slice of ``c`` trains: SLICE_S worth, at least one (one, while its cost is unknown)."""
+    return max(1, int(SLICE_S / c.seconds_per_report)) if c.seconds_per_report else 1
+
+
 def _slice_seconds(paused: list[Candidate]) -> float:
-    """A slice's typical time: the median report of the waiting trials."""
-    known = sorted(c.seconds_per_report for c in paused if c.seconds_per_report)
+    """A slice's typical time: the median of the waiting trials'."""
+    known = sorted(slice_reports(c) * c.seconds_per_report for c in paused if c.seconds_per_report)
     return known[len(known) // 2] if known else 0.0
 
 

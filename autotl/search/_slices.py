@@ -23,7 +23,7 @@ from ..records import Slice, TrialRecord
 from ..space import TrialConfig
 from ..train import Plan
 from ..trials import best_trial, score
-from ._schedule import Candidate, Decision, Forecast, decide
+from ._schedule import Candidate, Decision, Forecast, decide, slice_reports
 from ._trial_files import frozen, retry_lost
 
 WAIT_S = 5.0
@@ -101,7 +101,9 @@ class Slices:
             if decision.action == "start" and self.ctx.progress is not None:
                 self.ctx.progress.say(f"    {config.describe()}")
             finish = decision.action == "finish"
-            result = self.ctx.fit(trial, config, more=None if finish else 1, end_soon=finish)
+            result = self.ctx.fit(
+                trial, config, more=None if finish else slice_reports(decision.candidate), end_soon=finish
+            )
         except optuna.TrialPruned:
             self._end(trial, record, started, TrialState.PRUNED)
             return
