@@ -1,18 +1,22 @@
-"""Anytime comparison: best validation accuracy against wall time, for three ways to search.
+"""Search arms side by side: best validation accuracy against wall time, and the exported model's test accuracy.
 
-    python benchmarks/anytime.py                  # 2 datasets x 3 methods x 3 seeds, ~40 min on 2 cores
-    python benchmarks/anytime.py --budget 60 --seeds 1 --datasets photos   # a quick look
+    python benchmarks/anytime.py                  # 2 datasets x 4 arms x 3 seeds x 300 s, ~65 min on 2 cores
+    python benchmarks/anytime.py --budget 60 --seeds 1 --datasets photos --no-results   # a quick look
+    python benchmarks/anytime.py --arms top-k,hyperband   # rerun a subset (it replaces anytime.json)
 
-Methods, all on autotl's default search space and trial engine, so only the search differs:
-  autotl      autotl's default: LogME ranking, warm-start recipes, TPE, Hyperband pruning
-  random      Optuna RandomSampler, no pruning, no ranking, no warm start
-  tpe_median  Optuna TPE with MedianPruner, no ranking, no warm start
+Arms, all on autotl's default search space and trial engine (LogME ranking, warm start, TPE), so only
+the way trials share the time differs:
+  freeze-thaw      autotl's default: trials advance in slices, the next to the best predicted gain per second
+  top-k            every candidate one slice while a third of the time lasts, then only the best two
+  hyperband        each trial to its end, Hyperband pruning (the search before slices)
+  warm start only  each trial to its end, no pruning, only the space's warm-start recipes
 
-Each run is a fresh process with one CPU thread and the same wall-clock budget (data
-loading and ranking included); two run at a time. A trial counts when it ends (complete),
-at its best epoch's validation accuracy: that is when its model could be exported.
-Writes benchmarks/anytime.json, benchmarks/anytime.html (Plotly) and the "Anytime search"
-section of benchmarks/RESULTS.md; prints one JSON object as its last line.
+Each run is a fresh process with one CPU thread and the same wall-clock budget (data loading and
+ranking included); two run at a time. A trial counts when it ends complete, at its best epoch's
+validation accuracy. After the search the same process measures the exported model's accuracy on
+the test set as ``autotl evaluate`` does. Writes benchmarks/anytime.json (or --out-json),
+benchmarks/anytime.html and .png, and the "Search arms side by side (issue 22)" section of
+benchmarks/RESULTS.md (not with --no-results); prints one JSON object as its last line.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ import json
 import multiprocessing
 import platform
 import random
+import shlex
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+import traceback
+from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,97 +41,146 @@ sys.path.insert(0, str(HERE))
 from datasets import natural_photos  # noqa: E402
 from results_md import write_section  # noqa: E402
 
-METHODS = {
-    "autotl": dict(sampler="tpe", pruner="hyperband", rank=True, warm_start=True),
-    "random": dict(sampler="random", pruner="none", rank=False, warm_start=False),
-    "tpe_median": dict(sampler="tpe", pruner="median", rank=False, warm_start=False),
+SEARCH = dict(sampler="tpe", rank=True, warm_start=True)
+ARMS = {
+    "freeze-thaw": dict(scheduler="freeze-thaw"),
+    "top-k": dict(scheduler="top-k"),
+    "hyperband": dict(scheduler="off", pruner="hyperband"),
+    "warm start only": dict(scheduler="off", pruner="none"),  # n_trials: the number of recipes (warm_start_trials)
 }
-FASHION = dict(spec="builtin:fashion-mnist", max_per_class=40)  # 320 train / 80 val images, 10 classes
-PHOTO_CROP, PHOTO_SIZE, PHOTO_PER_CLASS = (0.06, 0.12), 32, 30  # small crops: 12 classes, 288 train / 72 val
+COLOURS = {"freeze-thaw": "#1f77b4", "top-k": "#2ca02c", "hyperband": "#ff7f0e", "warm start only": "#7f7f7f"}
+SECTION = "Search arms side by side (issue 22)"
+FASHION = dict(spec="builtin:fashion-mnist", max_per_class=40)  # 320 train / 80 val / 400 test images, 10 classes
+PHOTO_CROP, PHOTO_SIZE, PHOTO_PER_CLASS, PHOTO_TEST = (0.06, 0.12), 32, 30, 20  # 12 classes: 288/72 train/val, 240 test
+
+
+def warm_start_trials() -> int:
+    """How many trials the default space's warm start enqueues (recipes x best-ranked backbones).
+
+    The space's own backbone names stand in for a ranking: unknown names would be left out."""
+    import autotl
+
+    space = autotl.load_space("default")
+    return len(space.warm_start_params(space.backbones()))
 
 
 def run_one(task: dict) -> dict:
-    """One search in this (fresh, single-threaded) process; returns its curve."""
+    """One search and its test accuracy in this (fresh, single-threaded) process; returns its record."""
     import torch
 
     torch.set_num_threads(1)
+    try:
+        return dict(task, **search_and_test(task))
+    except Exception:
+        return dict(task, error=traceback.format_exc(), curve=[], final=None, test=None, trials=0, complete=0)
+
+
+def search_and_test(task: dict) -> dict:
+    """The search (its best-so-far curve of complete trials), then the exported model on the test set."""
     import autotl
 
     started = time.time()
+    arm = ARMS[task["arm"]]
     result = autotl.search(
         task["spec"],
         space="default",
-        n_trials=1000,
+        n_trials=warm_start_trials() if task["arm"] == "warm start only" else 1000,
         timeout=task["budget"],
         seed=task["seed"],
         out=task["out"],
         max_per_class=task.get("max_per_class"),
         progress=False,
-        **METHODS[task["method"]],
+        **SEARCH,
+        **arm,
     )
-    points = []
-    for t in result.study.trials:
-        if t.state.name == "COMPLETE" and t.datetime_complete is not None:
-            points.append((t.datetime_complete.timestamp() - started, t.values[0]))
-    points.sort()
+    searched = time.time() - started
+    points = sorted(
+        (t.datetime_complete.timestamp() - started, t.values[0])
+        for t in result.study.trials
+        if t.state.name == "COMPLETE" and t.datetime_complete is not None
+    )
     curve, best = [], float("-inf")
     for seconds, value in points:
         if value > best:
             best = value
             curve.append([round(seconds, 2), value])
+    test, test_images = test_accuracy(result.model_dir, task["test_spec"], task.get("max_per_class"), task["seed"])
     return dict(
-        task,
         curve=curve,
         final=best if curve else None,
+        to_final=round(curve[-1][0] / task["budget"], 3) if curve else None,
+        test=test,
+        test_images=test_images,
         trials=len(result.study.trials),
         complete=len(points),
-        wall=round(time.time() - started, 1),
+        states=dict(Counter(t.state.name for t in result.study.trials)),  # WAITING: enqueued, never started
+        wall=round(searched, 1),
+        test_seconds=round(time.time() - started - searched, 1),
     )
 
 
-def time_to_reach(curve: list, target: float) -> float | None:
-    """Seconds until the curve first reaches ``target`` (None if never)."""
-    for seconds, value in curve:
-        if value >= target - 1e-9:
-            return seconds
-    return None
+def test_accuracy(model_dir, spec: str, max_per_class: int | None, seed: int) -> tuple[float, int]:
+    """The exported model's accuracy on ``spec``'s test split (else all its images), as ``autotl evaluate``."""
+    import numpy as np
+
+    from autotl.data import load_dataset
+    from autotl.export import load_model
+
+    model = load_model(model_dir)
+    pre = model.preprocessing
+    data = load_dataset(spec, max_per_class=max_per_class, seed=seed, image_size=pre.size)
+    idx = data.indices("test") if data.count("test") else np.arange(len(data.labels))
+    column = np.array([model.classes.index(name) for name in data.classes])  # dataset label -> model output
+    correct = 0
+    for images, labels in data.batches(idx, pre.size, pre.interpolation, batch_size=128):
+        correct += int((model.logits(images).argmax(1) == column[labels.numpy()]).sum())
+    return correct / len(idx), len(idx)
 
 
-def summarise(runs: list[dict], budget: float) -> dict:
-    """Per dataset: the done-when numbers, median over seeds."""
+def median(values: list) -> float | None:
+    """The median of the values that are not None (None if there are none)."""
+    kept = [v for v in values if v is not None]
+    return round(statistics.median(kept), 4) if kept else None
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per dataset and arm: test and validation accuracy (median and per seed), time to own final best, trials."""
     out = {}
     for dataset in sorted({r["dataset"] for r in runs}):
-        by = {(r["method"], r["seed"]): r for r in runs if r["dataset"] == dataset}
-        seeds = sorted({s for _, s in by})
-        reach, finals = [], {m: [] for m in METHODS}
-        for seed in seeds:
-            for m in METHODS:
-                finals[m].append(by[(m, seed)]["final"] if (m, seed) in by else None)
-            target = by[("random", seed)]["final"]
-            t = time_to_reach(by[("autotl", seed)]["curve"], target) if target is not None else 0.0
-            reach.append(t / budget if t is not None else float("inf"))
-        median = {m: statistics.median([v if v is not None else 0.0 for v in vals]) for m, vals in finals.items()}
+        arms = {}
+        for arm in ARMS:
+            mine = sorted((r for r in runs if r["dataset"] == dataset and r["arm"] == arm), key=lambda r: r["seed"])
+            if not mine:
+                continue
+            arms[arm] = dict(
+                median_test=median([r["test"] for r in mine]),
+                test_per_seed=[None if r["test"] is None else round(r["test"], 4) for r in mine],
+                median_val=median([r["final"] for r in mine]),
+                median_time_to_own_final_fraction=median([r.get("to_final") for r in mine]),
+                median_complete=median([r["complete"] for r in mine]),
+                errors=sum("error" in r for r in mine),
+            )
+        ft = arms.get("freeze-thaw", {}).get("median_test")
+        others = {a: s["median_test"] for a, s in arms.items() if a != "freeze-thaw"}
+        warm = others.get("warm start only")
         out[dataset] = dict(
-            autotl_time_to_random_final_fraction=[round(r, 3) for r in reach],
-            median_time_fraction=round(statistics.median(reach), 3),
-            finals={m: v for m, v in finals.items()},
-            median_final=median,
-            reaches_random_in_a_fifth=statistics.median(reach) <= 0.2,
-            beats_tpe_median=median["autotl"] >= median["tpe_median"],
+            arms=arms,
+            freeze_thaw_at_least_every_arm=ft is not None and all(v is None or ft >= v for v in others.values()),
+            freeze_thaw_above_warm_start=ft is not None and warm is not None and ft > warm,
         )
     return out
 
 
 def figure(runs: list[dict], budget: float, path: Path) -> None:
-    """Best-so-far curves, one panel per dataset, one colour per method, one line per seed."""
+    """Best-so-far curves, one panel per dataset, one colour per arm, one line per seed."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     datasets = sorted({r["dataset"] for r in runs})
-    colours = {"autotl": "#1f77b4", "random": "#7f7f7f", "tpe_median": "#ff7f0e"}
     fig = make_subplots(rows=1, cols=len(datasets), subplot_titles=datasets)
+    shown = set()
     for col, dataset in enumerate(datasets, 1):
-        for r in sorted((r for r in runs if r["dataset"] == dataset), key=lambda r: (r["method"], r["seed"])):
+        for r in sorted((r for r in runs if r["dataset"] == dataset), key=lambda r: (r["arm"], r["seed"])):
             xs = [p[0] for p in r["curve"]] + [budget]
             ys = [p[1] for p in r["curve"]] + ([r["curve"][-1][1]] if r["curve"] else [])
             fig.add_trace(
@@ -133,21 +189,22 @@ def figure(runs: list[dict], budget: float, path: Path) -> None:
                     y=ys,
                     mode="lines+markers",
                     line_shape="hv",
-                    line=dict(color=colours[r["method"]]),
-                    name=f"{r['method']} seed {r['seed']}",
-                    legendgroup=r["method"],
-                    showlegend=col == 1,
+                    line=dict(color=COLOURS[r["arm"]]),
+                    name=r["arm"],
+                    legendgroup=r["arm"],
+                    showlegend=r["arm"] not in shown,
                 ),
                 row=1,
                 col=col,
             )
+            shown.add(r["arm"])
         fig.update_xaxes(title_text="wall time (s)", range=[0, budget], row=1, col=col)
-        fig.update_yaxes(title_text="best validation accuracy", row=1, col=col)
+        fig.update_yaxes(title_text="best validation accuracy (complete trials)", row=1, col=col)
     fig.update_layout(
         template="plotly_white",
         height=460,
         width=560 * len(datasets),
-        title="Best validation accuracy against wall time (one CPU thread per run)",
+        title="Best validation accuracy against wall time, one line per seed (one CPU thread per run)",
     )
     fig.write_html(path, include_plotlyjs="cdn", full_html=True)  # small in git; RESULTS.md shows a PNG of it
     screenshot(fig, path.with_suffix(".png"))
@@ -155,7 +212,6 @@ def figure(runs: list[dict], budget: float, path: Path) -> None:
 
 def screenshot(fig, png: Path) -> None:
     """A PNG of the figure, drawn by headless Chromium from a page with plotly.js inside (offline)."""
-    import shutil
     import subprocess
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -183,96 +239,148 @@ def screenshot(fig, png: Path) -> None:
         )
 
 
-def write_results(summary: dict, budget: float, seeds: int, command: str) -> None:
+def fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def write_results(summary: dict, budget: float, seeds: int, parallel: int, command: str) -> None:
+    """The RESULTS.md section: the setup, the figure and one table row per (dataset, arm)."""
     lines = [
         f"Command: `{command}`. Machine: {platform.processor() or platform.machine()}, "
-        f"{multiprocessing.cpu_count()} CPU cores, no GPU; each run one thread, two runs at a time; "
+        f"{multiprocessing.cpu_count()} CPU cores, no GPU; each run one thread, {parallel} run(s) at a time; "
         f"budget {budget:g} s per run (data loading and LogME ranking included), {seeds} seed(s).",
         "",
         "![best validation accuracy against wall time](anytime.png)",
         "",
-        "Interactive: [anytime.html](anytime.html); raw numbers: anytime.json. Each seed also draws its "
-        "own data subset and validation split. random and tpe_median coincide while a run has at most 10 "
-        "trials: Optuna's TPE samples its first 10 (n_startup_trials) at random, with the same seed.",
+        "Interactive: [anytime.html](anytime.html); raw numbers: anytime.json. Every arm ranks the backbones "
+        "by LogME and starts from the space's warm-start recipes, with TPE after them; each seed also draws its "
+        "own data subset and validation split. Test accuracy is the exported model's (`result.model_dir`), "
+        "measured after the search as `autotl evaluate` does: Fashion-MNIST's official test split capped at "
+        f"{FASHION['max_per_class']} per class, and {PHOTO_TEST} test crops per class of the photos. The curve "
+        "counts complete trials only: under a scheduler the trials it left paused end pruned, not complete. "
+        "AutoGluon's MultiModalPredictor is not an arm yet: it needs its own virtual environment.",
         "",
-        "| dataset | autotl's time to random's final best / budget, per seed | median | "
-        "final best per seed (autotl; random; tpe_median) | median final best, autotl / random / tpe_median |",
-        "|---|---|---|---|---|",
+        "| dataset | arm | median test acc | test acc per seed | median val acc | "
+        "median time to own final best / budget | complete trials (median) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for dataset, s in summary.items():
-        finals = "; ".join(
-            f"{m} {', '.join('-' if v is None else f'{v:.3f}' for v in s['finals'][m])}" for m in METHODS
-        )
-        medians = " / ".join(f"{s['median_final'][m]:.3f}" for m in METHODS)
+        for arm, a in s["arms"].items():
+            per_seed = ", ".join(fmt(v) for v in a["test_per_seed"])
+            lines.append(
+                f"| {dataset} | {arm} | {fmt(a['median_test'])} | {per_seed} | {fmt(a['median_val'])} | "
+                f"{fmt(a['median_time_to_own_final_fraction'])} | {a['median_complete']:g} |"
+            )
+    lines.append("")
+    for dataset, s in summary.items():
         lines.append(
-            f"| {dataset} | {', '.join(str(v) for v in s['autotl_time_to_random_final_fraction'])} | "
-            f"{s['median_time_fraction']} | {finals} | {medians} |"
+            f"{dataset}: freeze-thaw's median test accuracy at least every other arm's: "
+            f"{s['freeze_thaw_at_least_every_arm']}; strictly above warm start only: "
+            f"{s['freeze_thaw_above_warm_start']}."
         )
-    write_section("Anytime search (issue 6)", lines)
+    write_section(SECTION, lines)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=240.0, help="seconds per search run (default 240)")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds per search run (default 300)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", default="fashion,photos")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)} (default all)")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each (default 2)")
+    parser.add_argument("--out-json", type=Path, default=HERE / "anytime.json", help="default benchmarks/anytime.json")
+    parser.add_argument("--no-results", action="store_true", help="write no RESULTS.md section, no html/png")
     parser.add_argument(
         "--from-json",
         action="store_true",
-        help="run nothing: redraw the figure and the RESULTS.md section from anytime.json",
+        help="run nothing: redraw the figure and the RESULTS.md section from --out-json",
     )
     args = parser.parse_args()
-    if args.from_json:
-        saved = json.loads((HERE / "anytime.json").read_text())
-        figure(saved["runs"], saved["budget"], HERE / "anytime.html")
-        write_results(saved["summary"], saved["budget"], len({r["seed"] for r in saved["runs"]}), saved["command"])
-        return
+    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown:
+        parser.error(f"unknown arm {unknown[0]!r}: use {', '.join(ARMS)}")
+    return args
 
-    work = Path(tempfile.mkdtemp(prefix="autotl-anytime-"))
+
+def make_tasks(args, work: Path) -> list[dict]:
+    """One task per (dataset, seed, arm), shuffled; the photos are written under ``work``."""
     sets = {}
     if "fashion" in args.datasets:
-        sets["fashion"] = FASHION
+        sets["fashion"] = dict(FASHION, test_spec=FASHION["spec"])
     if "photos" in args.datasets:
-        train, _ = natural_photos(
-            work / "photos", train_per_class=PHOTO_PER_CLASS, test_per_class=1, size=PHOTO_SIZE, crop=PHOTO_CROP
+        train, test = natural_photos(
+            work / "photos",
+            train_per_class=PHOTO_PER_CLASS,
+            test_per_class=PHOTO_TEST,
+            size=PHOTO_SIZE,
+            crop=PHOTO_CROP,
         )
-        sets["photos"] = dict(spec=str(train))
+        sets["photos"] = dict(spec=str(train), test_spec=str(test))
     tasks = [
         dict(
             dataset=d,
-            method=m,
+            arm=arm,
             seed=s,
             budget=args.budget,
-            out=str(work / f"{d}-{m}-{s}"),
+            out=str(work / f"{d}-{arm.replace(' ', '-')}-{s}"),
             spec=cfg["spec"],
+            test_spec=cfg["test_spec"],
             max_per_class=cfg.get("max_per_class"),
         )
         for d, cfg in sets.items()
         for s in range(args.seeds)
-        for m in METHODS
+        for arm in args.arms
     ]
-    random.Random(0).shuffle(tasks)  # interleave methods, so contention on the machine falls on all alike
+    random.Random(0).shuffle(tasks)  # interleave arms, so contention on the machine falls on all alike
+    return tasks
+
+
+def run_all(tasks: list[dict], parallel: int) -> list[dict]:
+    """The tasks, ``parallel`` fresh processes at a time; prints each run as it ends."""
+    runs = []
+    with multiprocessing.get_context("spawn").Pool(parallel, maxtasksperchild=1) as pool:
+        for run in pool.imap_unordered(run_one, tasks):
+            runs.append(run)
+            if "error" in run:
+                print(f"{run['dataset']} {run['arm']} seed {run['seed']} FAILED:\n{run['error']}", flush=True)
+                continue
+            print(
+                f"{run['dataset']} {run['arm']} seed {run['seed']}: val {fmt(run['final'])}, "
+                f"test {fmt(run['test'])} on {run['test_images']} images "
+                f"({run['complete']} complete of {run['trials']} trials, "
+                f"{run['wall']} s + {run['test_seconds']} s test)",
+                flush=True,
+            )
+    return runs
+
+
+def main() -> None:
+    args = parse_args()
+    if args.from_json:
+        saved = json.loads(args.out_json.read_text())
+        figure(saved["runs"], saved["budget"], HERE / "anytime.html")
+        seeds = len({r["seed"] for r in saved["runs"]})
+        write_results(saved["summary"], saved["budget"], seeds, saved.get("parallel", 2), saved["command"])
+        return
+    work = Path(tempfile.mkdtemp(prefix="autotl-anytime-"))
     try:
-        with multiprocessing.get_context("spawn").Pool(args.parallel, maxtasksperchild=1) as pool:
-            runs = []
-            for run in pool.imap_unordered(run_one, tasks):
-                runs.append(run)
-                print(
-                    f"{run['dataset']} {run['method']} seed {run['seed']}: final {run['final']} "
-                    f"({run['complete']} complete of {run['trials']} trials, {run['wall']} s)",
-                    flush=True,
-                )
+        runs = run_all(make_tasks(args, work), args.parallel)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # the runs' folders hold an exported model each
-    summary = summarise(runs, args.budget)
-    command = " ".join(["python benchmarks/anytime.py", *sys.argv[1:]])
-    (HERE / "anytime.json").write_text(
-        json.dumps(dict(budget=args.budget, runs=runs, summary=summary, command=command), indent=1)
+    summary = summarise(runs)
+    command = shlex.join(["python", "benchmarks/anytime.py", *sys.argv[1:]])
+    args.out_json.write_text(
+        json.dumps(
+            dict(budget=args.budget, parallel=args.parallel, runs=runs, summary=summary, command=command), indent=1
+        )
     )
-    figure(runs, args.budget, HERE / "anytime.html")
-    write_results(summary, args.budget, args.seeds, command)
+    if not args.no_results:
+        figure(runs, args.budget, HERE / "anytime.html")
+        write_results(summary, args.budget, args.seeds, args.parallel, command)
     print(json.dumps(summary))
+    if any("error" in r for r in runs):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
