@@ -48,6 +48,7 @@ class Candidate:
     reports: int = 0
     last_report: int = 1  # where its schedule ends
     queued: bool = False  # waits for its first slice in this run: a warm-start recipe, or a retry
+    retry: bool = False  # queued to continue a trial that failed or was lost: it runs whatever --n-trials says
     label: str = ""
 
     @property
@@ -99,7 +100,7 @@ def decide(
     """The next slice, or None when nothing is worth one. ``best``: the best complete trial's score;
     ``forecast(curve, horizon_epochs, strategy) -> Forecast``; ``can_start``: a new configuration may
     begin (``start_seconds``: the time to its first report); ``used_share``: of the search's time."""
-    queued = [c for c in candidates if c.queued]
+    queued = [c for c in candidates if c.queued and (c.retry or can_start)]
     paused = [c for c in candidates if c.curve and c.reports < c.last_report]
     leader = max(paused, key=lambda c: c.best, default=None)
     ahead = leader is not None and (best is None or leader.best >= best)  # the leader would be the model
@@ -107,23 +108,25 @@ def decide(
         return (
             Decision(leader, "finish", "the time is up: it ends at its best report") if best is None and ahead else None
         )
-    next_cost = max(_slice_seconds(paused), start_seconds if can_start or queued else 0.0)
-    if ahead and seconds_left < finish_seconds(leader) + next_cost:
-        return Decision(leader, "finish", f"the time left ({seconds_left:.0f} s) is what its cool-down needs")
-    if queued and seconds_left > start_seconds:
+    usable = seconds_left - (finish_seconds(leader) if ahead else 0.0)  # the leader's cool-down is kept back
+    if queued and start_seconds < usable:
         return Decision(queued[0], "start", "a first slice: " + (queued[0].label or "queued"))
-    incumbent = max([v for v in (best, leader.best if leader else None) if v is not None], default=0.0)
+    fits = [c for c in paused if slice_reports(c) * (c.seconds_per_report or 0.0) <= usable]
+    new = can_start and start_seconds < usable
     if policy == "top-k":
-        return _top_k(paused, seconds_left, can_start, start_seconds, used_share)
-    options = [_value(c, seconds_left, incumbent, forecast) for c in paused]
-    if can_start and seconds_left > start_seconds:
-        options.append(_new_value(paused, seconds_left, incumbent, forecast, start_seconds))
-    options = [o for o in options if o is not None]
-    chosen = max(options, key=lambda o: o.gain_per_second, default=None)
-    if chosen is None or chosen.gain_per_second * _seconds(chosen.candidate, start_seconds) < MIN_GAIN:
-        if ahead:
-            return Decision(leader, "finish", "no trial is worth another slice: the best one ends")
-        return None
+        chosen = _top_k(paused, fits, new, used_share)
+    else:
+        incumbent = max([v for v in (best, leader.best if leader else None) if v is not None], default=0.0)
+        options = [_value(c, seconds_left, incumbent, forecast) for c in fits]
+        if new:
+            options.append(_new_value(paused, seconds_left, incumbent, forecast, start_seconds))
+        options = [o for o in options if o is not None]
+        chosen = max(options, key=lambda o: o.gain_per_second, default=None)
+        if chosen is not None and chosen.gain_per_second * _seconds(chosen.candidate, start_seconds) < MIN_GAIN:
+            chosen = None
+    if chosen is None and ahead:
+        why = "no trial is worth another slice" if fits or new else f"only its cool-down fits in {seconds_left:.0f} s"
+        return Decision(leader, "finish", why + ": the best trial ends")
     return chosen
 
 
@@ -141,28 +144,37 @@ def _value(c: Candidate, seconds_left: float, incumbent: float, forecast) -> Dec
 
 
 def _new_value(paused, seconds_left, incumbent, forecast, start_seconds) -> Decision:
-    """A new configuration: like the trials seen so far (their predicted ends), with at least NEW_SPREAD of spread."""
-    ends = [f for f in (_value(c, seconds_left, incumbent, forecast) for c in paused) if f is not None]
-    means = [d.predicted.mean for d in ends] or [incumbent]
+    """A new configuration, taken to be like the trials seen: what they reached (or are predicted to reach) after as
+    many reports as it would have time for, with at least NEW_SPREAD of spread."""
+    costs = sorted(c.seconds_per_report for c in paused if c.seconds_per_report)
+    per = costs[len(costs) // 2] if costs else 1.0
+    reports = max(1, int((seconds_left - start_seconds) / per) + 1) if math.isfinite(seconds_left) else None
+    means = [_reached(c, reports, forecast) for c in paused] or [incumbent]
     mean = sum(means) / len(means)
     spread = max(NEW_SPREAD, math.sqrt(sum((m - mean) ** 2 for m in means) / len(means)))
     predicted = Forecast(mean, spread)
     seconds = max(start_seconds, _slice_seconds(paused), 1e-3)
     gain = expected_improvement(predicted, incumbent)
     why = f"a new configuration: like the {len(means)} trial(s) seen, {mean:.3f} ± {spread:.3f}"
-    return Decision(Candidate(None, label="new"), "start", why, predicted, None, gain / seconds)
+    return Decision(Candidate(None, label="new"), "start", why, predicted, reports, gain / seconds)
 
 
-def _top_k(paused, seconds_left, can_start, start_seconds, used_share) -> Decision | None:
+def _reached(c: Candidate, reports: int | None, forecast) -> float:
+    """``c``'s best after ``reports`` reports (None: its planned end): read off its curve, or predicted beyond it."""
+    reports = c.last_report if reports is None else min(reports, c.last_report)
+    if reports <= len(c.curve):
+        return max(y for _, y in c.curve[:reports])
+    return forecast(c.curve, c.epochs + (reports - len(c.curve)) * c.epochs_per_report, c.strategy).mean
+
+
+def _top_k(paused, fits, new: bool, used_share: float) -> Decision | None:
     """Every candidate one slice while EXPLORE_SHARE of the time lasts; then the best TOP_K in turn."""
-    if can_start and used_share < EXPLORE_SHARE and seconds_left > start_seconds:
+    if new and used_share < EXPLORE_SHARE:
         return Decision(Candidate(None, label="new"), "start", "top-k: every candidate gets one slice first")
     top = sorted(paused, key=lambda c: c.best, reverse=True)[:TOP_K]
-    fits = [c for c in top if (c.seconds_per_report or 0) + finish_seconds(top[0]) < seconds_left]
-    if not fits:
-        return Decision(top[0], "finish", "top-k: the best ends") if top else None
-    chosen = min(fits, key=lambda c: c.reports)
-    return Decision(chosen, "continue", f"top-k: one of the best {TOP_K}, the one with the fewest reports")
+    chosen = min([c for c in top if c in fits], key=lambda c: c.reports, default=None)
+    why = f"top-k: one of the best {TOP_K}, the one with the fewest reports"
+    return Decision(chosen, "continue", why) if chosen is not None else None
 
 
 def slice_reports(c: Candidate) -> int:

@@ -11,6 +11,7 @@ interrupts paused at its last saved report, so the same command continues it.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 import warnings
@@ -27,6 +28,7 @@ from ._schedule import Candidate, Decision, Forecast, decide, slice_reports
 from ._trial_files import frozen, retry_lost
 
 WAIT_S = 5.0
+REPORTS_PER_EPOCH = 4  # a sliced trial reports at least this often an epoch: a first slice is not a whole epoch
 
 
 class Slices:
@@ -59,7 +61,7 @@ class Slices:
     def next(self) -> Decision | None:
         """The scheduler's decision on the trials as the study holds them now."""
         trials = self.study.get_trials(deepcopy=False)
-        configurations = sum(1 for t in trials if "failed_trial" not in t.system_attrs)
+        configurations = sum(1 for t in trials if "failed_trial" not in t.system_attrs and not _unstarted(t))
         can_start = configurations < self.n_trials
         best = best_trial(self.study, trials)
         left = self._seconds_left()
@@ -97,7 +99,7 @@ class Slices:
     def _train(self, trial, decision: Decision, started: float) -> None:
         record = self._slice_record(trial, decision, started)
         try:
-            config = self.ctx.suggest(trial)
+            config = finer_reports(self.ctx.suggest(trial), self.ctx.dataset.count("train"))
             if decision.action == "start" and self.ctx.progress is not None:
                 self.ctx.progress.say(f"    {config.describe()}")
             finish = decision.action == "finish"
@@ -162,7 +164,9 @@ class Slices:
         strategy = record.strategy or trial.params.get("strategy")
         label = record.warm_start or strategy or ""
         if not history:
-            return Candidate(trial.number, strategy, queued=True, label=label)
+            return Candidate(
+                trial.number, strategy, queued=True, retry="failed_trial" in trial.system_attrs, label=label
+            )
         epochs = [r.epoch or 0.0 for r in history]
         seconds = [r.seconds for r in history[-3:] if r.seconds]
         return Candidate(
@@ -209,6 +213,18 @@ class Slices:
         when = f", {left:.0f} s left" if left != float("inf") else ""
         verb = {"start": "starts", "continue": "continues", "finish": "ends with a cool-down"}[decision.action]
         show.say(f"[slice {self.slices}{when}] trial #{number} {verb}: {decision.why}")
+
+
+def finer_reports(config: TrialConfig, n_train: int) -> TrialConfig:
+    """The recipe with a report at least REPORTS_PER_EPOCH times an epoch (on a small dataset a report is otherwise
+    an epoch: slices that long leave the scheduler few choices)."""
+    every = max(config.batch_size, -(-n_train // REPORTS_PER_EPOCH))
+    return dataclasses.replace(config, report_every_images=min(config.report_every_images, every))
+
+
+def _unstarted(trial) -> bool:
+    """A queued trial (a warm-start recipe) that no slice has trained yet."""
+    return trial.state == TrialState.WAITING and not TrialRecord.of(trial, "history").history
 
 
 def _forecast(curve, horizon, strategy) -> Forecast:
