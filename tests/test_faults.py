@@ -421,7 +421,7 @@ def test_cuda_out_of_memory_is_retried_once_at_half_the_batch(tmp_path, photo_fo
     result = autotl.search(
         str(photo_folder), space="quick", n_trials=1, max_epochs=1, out=tmp_path / "run", progress=False
     )
-    assert calls == [32, 16]
+    assert calls[:2] == [32, 16] and set(calls[2:]) <= {16}  # later slices keep the halved batch
     trial = result.study.trials[0]
     assert trial.state == TrialState.COMPLETE and "batch size 16" in trial.user_attrs["out_of_memory_retry"]
 

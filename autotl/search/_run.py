@@ -109,6 +109,9 @@ class SearchContext:
         trial continues where it stopped. The scheduler's slices: ``more`` reports and a pause
         (``result.paused``), or ``end_soon``, a cool-down and the end."""
         sliced = more is not None or end_soon
+        stored = TrialRecord.of(frozen(trial), "config", "out_of_memory_retry")
+        if stored.out_of_memory_retry and stored.config:  # an earlier slice ran out of CUDA memory: its batch size
+            config = dataclasses.replace(config, batch_size=stored.config["batch_size"])
         if self.progress is not None and not sliced:
             self.progress.trial_started(self.progress.position, trial.number, config, TrialRecord.of(trial).warm_start)
         saved = state_file(self.run_dir, trial)
