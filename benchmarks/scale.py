@@ -48,7 +48,10 @@ OLD_COMMIT = "dc08d2a"  # the data path before the on-disk cache
 PLAIN_SAMPLE = 100  # photos decoded the plain way (a full decode takes long)
 
 
-def timed(command: list[str], env: dict | None = None, watch: str | None = None, cwd=None) -> dict:
+FIRST_TRIAL = ("[trial 1/", "[slice 1]")  # the line a search prints as its first trial starts (older, sliced)
+
+
+def timed(command: list[str], env: dict | None = None, watch: tuple | None = None, cwd=None) -> dict:
     """Run ``command`` under /usr/bin/time -v; seconds, peak RSS (GB), exit code, stderr, and when ``watch`` first
     appeared on stderr (seconds from the start)."""
     started = time.time()
@@ -59,7 +62,7 @@ def timed(command: list[str], env: dict | None = None, watch: str | None = None,
     lines = []
     for line in process.stderr:
         lines.append(line)
-        if watch and seen is None and watch in line:
+        if watch and seen is None and any(w in line for w in watch):
             seen = time.time() - started
     stdout = process.stdout.read()
     process.wait()
@@ -202,8 +205,8 @@ def photos(work: Path, n_images: int, old_path: bool = True, workers: bool = Tru
     speed = cache_speed(folder, work / "speed-cache", size)
     shutil.rmtree(work / "speed-cache", ignore_errors=True)
     search = [*AUTOTL, "search", "--dataset", str(folder), "--space", "quick", "--n-trials", "2"]
-    first = timed([*search, "--out", str(work / "run1")], env, watch="[trial 1/")
-    second = timed([*search, "--out", str(work / "run2")], env, watch="[trial 1/")
+    first = timed([*search, "--out", str(work / "run1")], env, watch=FIRST_TRIAL)
+    second = timed([*search, "--out", str(work / "run2")], env, watch=FIRST_TRIAL)
     for run in (first, second):
         if run["code"] != 0:
             raise RuntimeError(f"autotl search failed: {run['stderr'][-3000:]}")
@@ -227,13 +230,13 @@ def photos(work: Path, n_images: int, old_path: bool = True, workers: bool = Tru
         before = timed(
             [sys.executable, "-m", "autotl.cli", *args, "--out", str(work / "old-run")],
             old_env,
-            watch="[trial 1/",
+            watch=FIRST_TRIAL,
             cwd=old,
         )
         now = timed(
             [*AUTOTL, *args, "--out", str(work / "new-run-120")],
             dict(env, AUTOTL_CACHE=str(work / "c120")),
-            watch="[trial 1/",
+            watch=FIRST_TRIAL,
         )
         result["before_cache_120_photos"] = _brief(before)
         result["with_cache_120_photos"] = _brief(now)
@@ -286,13 +289,15 @@ def fashion(work: Path, budget: float) -> dict:
     started = time.time()
     command = [*AUTOTL, "search", "--dataset", "builtin:fashion-mnist", "--timeout", str(budget)]
     with peak_disk(out) as disk:
-        search = timed([*command, "--n-trials", "1000", "--out", str(out)], env, watch="[trial 1/")
+        search = timed([*command, "--n-trials", "1000", "--out", str(out)], env, watch=FIRST_TRIAL)
     if search["code"] != 0:
         raise RuntimeError(f"autotl search failed: {search['stderr'][-3000:]}")
     study = optuna.load_study(study_name="autotl", storage=f"sqlite:///{out / 'study.db'}")
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-    first_reports = [
-        t.datetime_start.timestamp() + t.user_attrs["first_report_seconds"] - started
+    first_reports = [  # a sliced trial's start is its first slice's (datetime_start is its last slice's)
+        (t.user_attrs["slices"][0]["at"] if t.user_attrs.get("slices") else t.datetime_start.timestamp())
+        + t.user_attrs["first_report_seconds"]
+        - started
         for t in study.trials
         if t.user_attrs.get("first_report_seconds") is not None
     ]
