@@ -37,7 +37,7 @@ from ._rank import MAX_IMAGES, kept, rank_backbones
 from ._retrain import refit_best
 from ._slices import Slices
 from ._storage import open_storage
-from ._trial_files import frozen, lineage, retry, save_model, state_file, tidy
+from ._trial_files import frozen, lineage, retry, save_model, state_file, stop_when_failing, tidy
 from ._workers import first_ctrl_c_sets, run_workers
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -47,7 +47,6 @@ RANK_SCALE = 0.5  # backbones are ranked at this resolution scale at least, exce
 TRIAL_SHARE = 0.25  # on a large dataset, no trial may use more than this share of --timeout (its schedule fits it)
 WAIT_S = 5.0
 START_WAIT_S = 300.0  # how long a process waits for another that starts the same new study
-FAILING_IN_A_ROW = 5  # the search stops after this many trials in a row failed with an error
 WORKER_SEED_STEP = 7919  # worker i samples with seed + WORKER_SEED_STEP * (i + 1): no two draw the same recipes
 
 
@@ -471,7 +470,7 @@ def _optimize(study, ctx, runner, n_trials, deadline) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        _stop_when_failing(study)
+        stop_when_failing(study)
         finished = _count_finished(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if finished >= n_trials:
@@ -561,18 +560,6 @@ class _TrialRunner:
             report.write(self.study, self.setup.report_path)
         except Exception as error:  # noqa: BLE001 - a report bug must never stop a long search
             self.show.say(f"warning: the report could not be refreshed ({error.__class__.__name__}: {error})")
-
-
-def _stop_when_failing(study) -> None:
-    """Stop a search whose last FAILING_IN_A_ROW trials all failed with an error: the next would fail too."""
-    ended = [t for t in study.get_trials(deepcopy=False) if t.state in (*FINISHED, TrialState.FAIL)]
-    last = [TrialRecord.of(t, "error").error for t in ended[-FAILING_IN_A_ROW:]]
-    failed = [e for e in last if e and not e.startswith("interrupted")]
-    if len(failed) == FAILING_IN_A_ROW:
-        raise AutoTLError(
-            f"the last {FAILING_IN_A_ROW} trials failed, the last one with {failed[-1]}: fix that and rerun "
-            f"(finished trials are kept)"
-        )
 
 
 def _device(device: str):

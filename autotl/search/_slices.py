@@ -25,7 +25,7 @@ from ..space import TrialConfig
 from ..train import Plan
 from ..trials import best_trial, score
 from ._schedule import Candidate, Decision, Forecast, decide, slice_reports
-from ._trial_files import frozen, retry_lost
+from ._trial_files import frozen, retry_lost, stop_when_failing
 
 WAIT_S = 5.0
 REPORTS_PER_EPOCH = 4  # a sliced trial reports at least this often an epoch: a first slice is not a whole epoch
@@ -48,6 +48,7 @@ class Slices:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)
+            stop_when_failing(self.study)
             decision = self.next()
             if decision is None:
                 if any(t.state == TrialState.RUNNING for t in self.study.get_trials(deepcopy=False)):

@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..errors import AutoTLError
 from ..records import TrialRecord
 from ..train import save_tensors
 from ..trials import Standing, accuracy_index, best
@@ -28,6 +29,8 @@ from ..trials import Standing, accuracy_index, best
 TRIALS, STATE, MODEL = "trials", "state.safetensors", "model.safetensors"
 OPEN = (TrialState.RUNNING, TrialState.WAITING)
 LOST_RETRIES = 2  # a recipe that kills its worker again and again is not retried for ever
+FAILING_IN_A_ROW = 5  # the search stops after this many trials in a row failed with an error
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def frozen(trial) -> FrozenTrial:
@@ -107,3 +110,15 @@ def best_complete(study: optuna.Study, trials: list[FrozenTrial], count: int) ->
         winner = best([Standing.of(t) for t in left.values()], study.directions, accuracy_index(study))
         chosen.append(left.pop(winner.number))
     return chosen
+
+
+def stop_when_failing(study) -> None:
+    """Stop a search whose last FAILING_IN_A_ROW trials all failed with an error: the next would fail too."""
+    ended = [t for t in study.get_trials(deepcopy=False) if t.state in (*FINISHED, TrialState.FAIL)]
+    last = [TrialRecord.of(t, "error").error for t in ended[-FAILING_IN_A_ROW:]]
+    failed = [e for e in last if e and not e.startswith("interrupted")]
+    if len(failed) == FAILING_IN_A_ROW:
+        raise AutoTLError(
+            f"the last {FAILING_IN_A_ROW} trials failed, the last one with {failed[-1]}: fix that and rerun "
+            f"(finished trials are kept)"
+        )
