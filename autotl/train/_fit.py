@@ -372,8 +372,13 @@ def _ahead(val: dict, report: int, than: dict, images: int) -> bool:
 
 def finish(run: Run, state: TrainState, duty: _Duty, end_reason: str = "completed") -> TrialResult:
     """The kept weights (a soup of them, when that helps), scored on all of val, with their latency."""
-    if end_reason == "completed" and run.plan.shortened:
-        end_reason = f"completed a schedule shortened to {run.plan.last_report} reports to end within the time budget"
+    plan = run.plan
+    if end_reason == "completed" and plan.cool_from is not None:
+        end_reason = (
+            f"completed: ended early by a cool-down after report {plan.cool_report} ({plan.last_report} reports)"
+        )
+    elif end_reason == "completed" and plan.shortened:
+        end_reason = f"completed a schedule shortened to {plan.last_report} reports to end within the time budget"
     soup_reports, unsouped = _souped(run, state) if duty.soup else ([], None)
     run.model.load_state_dict(state.best_weights)
     metrics, val = state.best, run.split.val

@@ -26,6 +26,7 @@ class Plan:
     probe_steps: int = 0  # LP-FT: steps that train the head alone, before the schedule proper
     cool_from: int | None = None  # the step where a run ended early began its cool-down (``end_soon``)
     cool_factor: float = 1.0  # the learning rate's multiplier when its cool-down began
+    cool_report: int | None = None  # the report after which it began
 
     @property
     def protected_steps(self) -> int:
@@ -68,7 +69,7 @@ class Plan:
         if self.cool_from is not None or report + reports >= self.last_report:
             return
         self.cool_factor = self.lr_factor(step, schedule, probe_scale)
-        self.cool_from, self.last_report = step, report + reports
+        self.cool_from, self.cool_report, self.last_report = step, report, report + reports
         self.total_steps = step + reports * self.steps_per_report
         if step < self.probe_steps:
             self.probe_steps = self.total_steps  # a probe ended early stays a probe
