@@ -127,17 +127,15 @@ def _markdown(runs, lengths, arms, data) -> str:
             cells.append(f"{statistics.median(r['test_accuracy'] for r in mine):.4f} ({tests})")
         rows.append(f"| {length} epochs | " + " | ".join(cells) + " |")
     recipe = dataclasses.asdict(TrialConfig.from_dict(dict(RECIPE, lr_schedule="wsd")))
-    return "\n".join(
-        [
-            "`python benchmarks/schedules.py` on "
-            + f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads: "
-            + f"Fashion-MNIST, {data.count('train')} train / {data.count('test')} test images, "
-            + f"full fine-tune of lite0 at 56 px ({recipe['optimizer']} lr {recipe['lr']}, batch "
-            + f"{recipe['batch_size']}). Test accuracy of the best report, median (per seed):",
-            "",
-            *rows,
-        ]
-    )
+    return [
+        "`python benchmarks/schedules.py` on "
+        + f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads: "
+        + f"Fashion-MNIST, {data.count('train')} train / {data.count('test')} test images, "
+        + f"full fine-tune of lite0 at 56 px ({recipe['optimizer']} lr {recipe['lr']}, batch "
+        + f"{recipe['batch_size']}). Test accuracy of the best report, median (per seed):",
+        "",
+        *rows,
+    ]
 
 
 if __name__ == "__main__":
