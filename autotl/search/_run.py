@@ -46,6 +46,7 @@ LARGE_DATASET_REPORTS = 4  # a dataset of more training images than this many re
 RANK_SCALE = 0.5  # backbones are ranked at this resolution scale at least, except on large datasets of small images
 TRIAL_SHARE = 0.25  # on a large dataset, no trial may use more than this share of --timeout (its schedule fits it)
 WAIT_S = 5.0
+PAUSED_REPORT_S = 60.0  # the report is refreshed after a paused slice at most this often (always after a trial ends)
 START_WAIT_S = 300.0  # how long a process waits for another that starts the same new study
 WORKER_SEED_STEP = 7919  # worker i samples with seed + WORKER_SEED_STEP * (i + 1): no two draw the same recipes
 
@@ -490,6 +491,7 @@ class _TrialRunner:
     def __init__(self, study, ctx, objective, setup: _Setup, show: Progress, keep_models: int):
         self.study, self.ctx, self.objective, self.setup, self.show = study, ctx, objective, setup, show
         self.keep_models = keep_models
+        self.reported = 0.0  # when the report was last written
         self.takes_ctx = len(inspect.signature(objective).parameters) >= 2
 
     def __call__(self, trial):
@@ -551,11 +553,14 @@ class _TrialRunner:
         )
         self._refresh_report()
 
-    def paused(self, study, trial) -> None:
-        """A slice ended with the trial paused: the report shows it."""
-        self._refresh_report()
+    def paused(self) -> None:
+        """A slice ended with the trial paused: the report shows it, refreshed at most every PAUSED_REPORT_S
+        (rendering it takes about a second; slices come every few seconds)."""
+        if time.time() - self.reported >= PAUSED_REPORT_S:
+            self._refresh_report()
 
     def _refresh_report(self) -> None:
+        self.reported = time.time()
         try:
             report.write(self.study, self.setup.report_path)
         except Exception as error:  # noqa: BLE001 - a report bug must never stop a long search

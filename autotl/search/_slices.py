@@ -134,7 +134,7 @@ class Slices:
         record.slices[-1].ended = "paused" if result is not None else "interrupted"
         record.write(trial, "slices")
         self.study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
-        self.runner.paused(self.study, frozen(trial))
+        self.runner.paused()
 
     def _end(self, trial, record: TrialRecord, started: float, state: TrialState, value=None) -> None:
         record.slices[-1].seconds = round(time.time() - started, 3)
@@ -148,16 +148,13 @@ class Slices:
         a trial another worker continues is left to it)."""
         storage = self.study._storage
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            if not TrialRecord.of(t, "history").history:
-                continue  # never trained: a recipe a later run may start
-            if not storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
-                continue
             reports = len(TrialRecord.of(t, "history").history)
-            TrialRecord(end_reason=f"paused after report {reports}: not worth another slice").write(
-                optuna.Trial(self.study, t._trial_id)
-            )
-            self.study.tell(t.number, state=TrialState.PRUNED)
-            self.runner.ended(self.study, frozen(optuna.Trial(self.study, t._trial_id)))
+            if not reports or not storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                continue  # never trained (a recipe a later run may start), or another worker continues it
+            trial = optuna.Trial(self.study, t._trial_id)
+            TrialRecord(end_reason=f"paused after report {reports}: not worth another slice").write(trial)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            self.runner.ended(self.study, frozen(trial))
 
     def _candidate(self, trial) -> Candidate:
         record = TrialRecord.of(trial, "history", "config", "warm_start", "strategy")
