@@ -1,6 +1,6 @@
 """Search arms side by side: best validation accuracy against wall time, and the exported model's test accuracy.
 
-    python benchmarks/anytime.py                  # 2 datasets x 4 arms x 3 seeds x 300 s, ~65 min on 2 cores
+    python benchmarks/anytime.py                  # 2 datasets x 5 arms x 3 seeds x 300 s, ~80 min on 2 cores
     python benchmarks/anytime.py --budget 60 --seeds 1 --datasets photos --no-results   # a quick look
     python benchmarks/anytime.py --arms top-k,hyperband   # rerun a subset (it replaces anytime.json)
 
@@ -10,6 +10,10 @@ the way trials share the time differs:
   top-k            every candidate one slice while a third of the time lasts, then only the best two
   hyperband        each trial to its end, Hyperband pruning (the search before slices)
   warm start only  each trial to its end, no pruning, only the space's warm-start recipes
+and one peer:
+  autogluon        AutoGluon's MultiModalPredictor, its default fit on the same lite0 weights, given the same
+                   train/val/test images and seconds (benchmarks/autogluon_arm.py); it needs its own venv:
+                   run benchmarks/setup_autogluon.sh first, else this arm fails (the others still run)
 
 Each run is a fresh process with one CPU thread and the same wall-clock budget (data loading and
 ranking included); two run at a time. A trial counts when it ends complete, at its best epoch's
@@ -48,7 +52,15 @@ ARMS = {
     "hyperband": dict(scheduler="off", pruner="hyperband"),
     "warm start only": dict(scheduler="off", pruner="none"),  # n_trials: the number of recipes (warm_start_trials)
 }
-COLOURS = {"freeze-thaw": "#1f77b4", "top-k": "#2ca02c", "hyperband": "#ff7f0e", "warm start only": "#7f7f7f"}
+ALL_ARMS = (*ARMS, "autogluon")  # and a peer, run in its own venv
+COLOURS = {
+    "freeze-thaw": "#1f77b4",
+    "top-k": "#2ca02c",
+    "hyperband": "#ff7f0e",
+    "warm start only": "#7f7f7f",
+    "autogluon": "#d62728",
+}
+AUTOGLUON_PYTHON = HERE / ".autogluon" / "venv" / "bin" / "python"  # made by setup_autogluon.sh
 SECTION = "Search arms side by side (issue 22)"
 FASHION = dict(spec="builtin:fashion-mnist", max_per_class=40)  # 320 train / 80 val / 400 test images, 10 classes
 PHOTO_CROP, PHOTO_SIZE, PHOTO_PER_CLASS, PHOTO_TEST = (0.06, 0.12), 32, 30, 20  # 12 classes: 288/72 train/val, 240 test
@@ -70,9 +82,14 @@ def run_one(task: dict) -> dict:
 
     torch.set_num_threads(1)
     try:
-        return dict(task, **search_and_test(task))
-    except Exception:
-        return dict(task, error=traceback.format_exc(), curve=[], final=None, test=None, trials=0, complete=0)
+        return dict(task, **(autogluon(task) if task["arm"] == "autogluon" else search_and_test(task)))
+    except Exception as error:
+        reason = str(error) if isinstance(error, PeerMissing) else traceback.format_exc()
+        return dict(task, error=reason, curve=[], final=None, test=None, trials=0, complete=0)
+
+
+class PeerMissing(RuntimeError):
+    """A peer's own environment is not set up: the run fails with this one line."""
 
 
 def search_and_test(task: dict) -> dict:
@@ -129,12 +146,78 @@ def test_accuracy(model_dir, spec: str, max_per_class: int | None, seed: int) ->
     model = load_model(model_dir)
     pre = model.preprocessing
     data = load_dataset(spec, max_per_class=max_per_class, seed=seed, image_size=pre.size)
-    idx = data.indices("test") if data.count("test") else np.arange(len(data.labels))
+    idx = test_indices(data)
     column = np.array([model.classes.index(name) for name in data.classes])  # dataset label -> model output
     correct = 0
     for images, labels in data.batches(idx, pre.size, pre.interpolation, batch_size=128):
         correct += int((model.logits(images).argmax(1) == column[labels.numpy()]).sum())
     return correct / len(idx), len(idx)
+
+
+def test_indices(data):
+    """The dataset's test split, else all its images (the photos' test folder has no split)."""
+    import numpy as np
+
+    return data.indices("test") if data.count("test") else np.arange(len(data.labels))
+
+
+def autogluon(task: dict) -> dict:
+    """AutoGluon's default fit on the images autotl's search and test would see, in its venv, on the same budget."""
+    import subprocess
+
+    if not AUTOGLUON_PYTHON.is_file():
+        raise PeerMissing(f"no AutoGluon venv at {AUTOGLUON_PYTHON}: run bash benchmarks/setup_autogluon.sh first")
+    out = Path(task["out"])
+    tables = write_images(task, out / "images")
+    started = time.time()  # the process's budget starts here; AutoGluon reads the images inside it
+    command = [str(AUTOGLUON_PYTHON), str(HERE / "autogluon_arm.py"), *tables, "--budget", str(task["budget"])]
+    command += ["--seed", str(task["seed"]), "--out", str(out / "autogluon.json"), "--started", str(started)]
+    with open(out / "autogluon.log", "w") as log:
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode:
+        tail = "".join((out / "autogluon.log").read_text().splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"autogluon_arm.py exited with {done.returncode}:\n{tail}")
+    r = json.loads((out / "autogluon.json").read_text())
+    return dict(
+        curve=[[r["wall_s"], r["val"]]],  # one model, ready at the end of its fit
+        final=r["val"],
+        to_final=round(r["wall_s"] / task["budget"], 3),
+        test=r["test"],
+        test_images=r["test_images"],
+        trials=1,
+        complete=1,
+        wall=r["wall_s"],
+        test_seconds=r["eval_s"],
+    )
+
+
+def write_images(task: dict, folder: Path) -> list[str]:
+    """The task's train, val and test images as PNGs, one CSV (image,label) per split: the same images, split
+    and seed as autotl's search and test_accuracy load (load_dataset's val_fraction and cap); returns the CSVs."""
+    import csv
+
+    from PIL import Image
+
+    from autotl.data import load_dataset
+
+    cap, seed = task.get("max_per_class"), task["seed"]
+    data = load_dataset(task["spec"], max_per_class=cap, seed=seed)
+    test = data if task["test_spec"] == task["spec"] else load_dataset(task["test_spec"], max_per_class=cap, seed=seed)
+    tables = []
+    for split, source, idx in [
+        ("train", data, data.indices("train")),
+        ("val", data, data.indices("val")),
+        ("test", test, test_indices(test)),
+    ]:
+        (folder / split).mkdir(parents=True)
+        with open(folder / f"{split}.csv", "w", newline="") as handle:
+            rows = csv.writer(handle)
+            rows.writerow(["image", "label"])
+            for i in idx:
+                Image.fromarray(source.pixels(i)).save(folder / split / f"{i}.png")
+                rows.writerow([f"{split}/{i}.png", source.classes[source.labels[i]]])
+        tables.append(str(folder / f"{split}.csv"))
+    return tables
 
 
 def median(values: list) -> float | None:
@@ -148,7 +231,7 @@ def summarise(runs: list[dict]) -> dict:
     out = {}
     for dataset in sorted({r["dataset"] for r in runs}):
         arms = {}
-        for arm in ARMS:
+        for arm in ALL_ARMS:
             mine = sorted((r for r in runs if r["dataset"] == dataset and r["arm"] == arm), key=lambda r: r["seed"])
             if not mine:
                 continue
@@ -179,9 +262,10 @@ def figure(runs: list[dict], budget: float, path: Path) -> None:
     datasets = sorted({r["dataset"] for r in runs})
     fig = make_subplots(rows=1, cols=len(datasets), subplot_titles=datasets)
     shown = set()
+    longest = max([budget] + [p[0] for r in runs for p in r["curve"]])  # AutoGluon runs past the budget
     for col, dataset in enumerate(datasets, 1):
         for r in sorted((r for r in runs if r["dataset"] == dataset), key=lambda r: (r["arm"], r["seed"])):
-            xs = [p[0] for p in r["curve"]] + [budget]
+            xs = [p[0] for p in r["curve"]] + [max([budget] + [p[0] for p in r["curve"]])]
             ys = [p[1] for p in r["curve"]] + ([r["curve"][-1][1]] if r["curve"] else [])
             fig.add_trace(
                 go.Scatter(
@@ -198,7 +282,7 @@ def figure(runs: list[dict], budget: float, path: Path) -> None:
                 col=col,
             )
             shown.add(r["arm"])
-        fig.update_xaxes(title_text="wall time (s)", range=[0, budget], row=1, col=col)
+        fig.update_xaxes(title_text="wall time (s)", range=[0, longest], row=1, col=col)
         fig.update_yaxes(title_text="best validation accuracy (complete trials)", row=1, col=col)
     fig.update_layout(
         template="plotly_white",
@@ -258,7 +342,9 @@ def write_results(summary: dict, budget: float, seeds: int, parallel: int, comma
         "measured after the search as `autotl evaluate` does: Fashion-MNIST's official test split capped at "
         f"{FASHION['max_per_class']} per class, and {PHOTO_TEST} test crops per class of the photos. The curve "
         "counts complete trials only: under a scheduler the trials it left paused end pruned, not complete. "
-        "AutoGluon's MultiModalPredictor is not an arm yet: it needs its own virtual environment.",
+        "autogluon is AutoGluon's MultiModalPredictor (its default fit of the same lite0 weights, in its own venv, "
+        "on the same train/val/test images and one thread): one point, its validation accuracy at the end of "
+        "its fit, which runs past the budget by the seconds it takes to average its checkpoints.",
         "",
         "| dataset | arm | median test acc | test acc per seed | median val acc | "
         "median time to own final best / budget | complete trials (median) |",
@@ -286,7 +372,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=300.0, help="seconds per search run (default 300)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", default="fashion,photos")
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)} (default all)")
+    parser.add_argument("--arms", default=",".join(ALL_ARMS), help=f"comma list of {', '.join(ALL_ARMS)} (default all)")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each (default 2)")
     parser.add_argument("--out-json", type=Path, default=HERE / "anytime.json", help="default benchmarks/anytime.json")
     parser.add_argument("--no-results", action="store_true", help="write no RESULTS.md section, no html/png")
@@ -297,9 +383,9 @@ def parse_args() -> argparse.Namespace:
     )
     args = parser.parse_args()
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in args.arms if a not in ARMS]
+    unknown = [a for a in args.arms if a not in ALL_ARMS]
     if unknown:
-        parser.error(f"unknown arm {unknown[0]!r}: use {', '.join(ARMS)}")
+        parser.error(f"unknown arm {unknown[0]!r}: use {', '.join(ALL_ARMS)}")
     return args
 
 
