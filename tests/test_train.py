@@ -115,6 +115,16 @@ def test_a_run_ended_early_cools_down_from_where_its_learning_rate_is():
     assert planned_end.cool_from is None and planned_end.last_report == 10
 
 
+@pytest.mark.parametrize("n_train, warmup_steps", [(320, 10), (48_000, 32)])
+def test_a_warmup_epoch_lasts_at_most_one_report(n_train, warmup_steps):
+    """A report an epoch (320 images): the warmup is the epoch; 12 reports an epoch (48,000 images, a report every
+    1,024): the warmup is the first report's 32 steps, so the scheduler does not judge a trial by warmup reports."""
+    config = TrialConfig(max_epochs=8, warmup_epochs=1, batch_size=32, report_every_images=1024)
+    plan = Plan.make(config, n_train=n_train)
+    assert plan.warmup_steps == warmup_steps == plan.steps_per_report
+    assert plan.lr_factor(warmup_steps, "cosine", 1.0) == pytest.approx(1.0, abs=1e-3)
+
+
 @pytest.mark.parametrize("step", [0, 1, 5, 17, 29, 30, 59, 99])
 def test_schedules_match_their_formulas(step):
     total, warmup = 100, 10

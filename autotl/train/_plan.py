@@ -14,7 +14,11 @@ COOL_DOWN_SHARE = 0.2  # a run ended early decays its learning rate over this sh
 @dataclass
 class Plan:
     """The schedule of one run: a pure function of the recipe and the number of training images, until a time
-    budget shortens it (then it is part of the run's saved state)."""
+    budget shortens it (then it is part of the run's saved state).
+
+    A warmup epoch lasts at most one report: where an epoch holds several reports (a large dataset), a warmup
+    over the whole epoch would hold down every report the scheduler judges a trial by first, and it trained no
+    better (RESULTS.md, "Warmup on a large dataset")."""
 
     batch_size: int
     steps_per_epoch: int
@@ -42,7 +46,7 @@ class Plan:
         steps_per_report = math.ceil(steps_per_epoch / reports_per_epoch)  # an epoch in equal parts
         total_steps = steps_per_epoch * config.max_epochs
         probe_steps = min(config.probe_epochs * steps_per_epoch, total_steps // 2) if config.strategy == "lp_ft" else 0
-        warmup_steps = min(config.warmup_epochs * steps_per_epoch, (total_steps - probe_steps) // 2)
+        warmup_steps = min(config.warmup_epochs * steps_per_report, (total_steps - probe_steps) // 2)
         last_report = config.max_epochs * reports_per_epoch
         if reports:
             last_report = min(reports, last_report)
