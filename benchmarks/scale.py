@@ -343,16 +343,28 @@ def fashion(work: Path, budget: float) -> dict:
     )
 
 
+def _ran(part: dict) -> str:
+    """When and at which commit a part of the results was measured."""
+    ran = part.get("ran")
+    return f"{ran['date']}, `{ran['command']}` at {ran['commit']}" if ran else "an earlier run"
+
+
+def _stamp(command: str) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
+    return dict(date=time.strftime("%Y-%m-%d"), commit=commit.stdout.strip() or "?", command=command)
+
+
 def write_results(result: dict) -> None:
     lines = [
-        f"Run on {platform.node()} ({os.cpu_count()} CPU cores), {time.strftime('%Y-%m-%d')}, "
-        f"`python benchmarks/scale.py`. Peak RSS from `/usr/bin/time -v`.",
+        f"Run on {platform.node()} ({os.cpu_count()} CPU cores); each part names the run it comes from (the "
+        "readings of the runs are in the next section, which this script does not touch). Peak RSS from "
+        "`/usr/bin/time -v`.",
         "",
     ]
     p = result.get("photos_12mp")
     if p:
         lines += [
-            f"**photos_12mp** ({p['n_images']} generated 4000x3000 JPEGs, 10 classes):",
+            f"**photos_12mp** ({p['n_images']} generated 4000x3000 JPEGs, 10 classes; {_ran(p)}):",
             "",
             "| measure | value | target |",
             "|---|---|---|",
@@ -402,7 +414,7 @@ def write_results(result: dict) -> None:
         c = f["cnn"]
         lines += [
             f"**fashion_full** (builtin:fashion-mnist, 48,000 train / 12,000 val, default space, "
-            f"--timeout {f['budget_s']:g}):",
+            f"--timeout {f['budget_s']:g}; {_ran(f)}):",
             "",
             "| measure | autotl | small CNN from scratch (peer) | target |",
             "|---|---|---|---|",
@@ -452,6 +464,9 @@ def main() -> None:
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
+    command = "python benchmarks/scale.py" + (f" --only {args.only}" if args.only else "")
+    for part in result.values():
+        part["ran"] = _stamp(command)
     previous = {}
     saved = HERE / "scale.json"
     if saved.exists():
