@@ -134,3 +134,24 @@ def test_the_state_holds_only_what_trains(photos, tmp_path):
     names = {n.split("/", 1)[1] for n in load_file(str(state)) if n.startswith("weights/")}
     assert names == {"classifier.weight", "classifier.bias"}
     assert state.stat().st_size < 100_000
+
+
+def test_a_trial_ended_with_a_cool_down_is_trained_again_with_it(photos, tmp_path):
+    """export --trial and --refit train a recipe again: a trial the scheduler finished with a cool-down after
+    report 2 is repeated as paused there and cooled down, the same weights, not cut mid-schedule."""
+    from autotl.records import Slice, TrialRecord
+    from autotl.search._retrain import train_again
+
+    config = TrialConfig(**{**BASE, **CASES["timm test model, full, L2-SP"][0], "max_epochs": 8})
+    setup = Setup(pretrained=False)
+    state = tmp_path / "state.safetensors"
+    fit(config, photos, setup=setup, state_file=state, budget=Budget(pause_after=2))
+    searched = fit(config, photos, setup=setup, state_file=state, budget=Budget(end_soon=True))
+    assert "cool-down after report 2" in searched.record.end_reason
+    record = TrialRecord(slices=[Slice(action="start", after_report=0), Slice(action="finish", after_report=2)])
+    again = train_again(config, photos, record, len(searched.record.history), setup, seed=0, number=0)
+    assert again.record.end_reason == searched.record.end_reason
+    for name, value in searched.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[name]), name
+    cut = train_again(config, photos, TrialRecord(), len(searched.record.history), setup, seed=0, number=0)
+    assert "cool-down" not in cut.record.end_reason  # no finish slice: the schedule cut, as before

@@ -9,6 +9,7 @@ without training.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -59,9 +60,8 @@ def export_trial(
     else:
         config = TrialConfig.from_dict(record.config)
         say(f"training trial {number}'s recipe again for {len(record.history)} report(s): {config.describe()}")
-        budget = Budget(reports=len(record.history))
-        seed, soup = data.seed, bool(record.soup_reports)
-        result = fit(config, data, setup=setup, budget=budget, seed=seed, number=lineage(trial), soup=soup)
+        soup = bool(record.soup_reports)
+        result = train_again(config, data, record, len(record.history), setup, data.seed, lineage(trial), soup=soup)
     stored = record.metrics.accuracy if record.metrics and record.metrics.accuracy is not None else float("nan")
     model_dir = export.save(result, out, extra=dict(trial=number, value=result.metrics["accuracy"], dataset=data.spec))
     add_onnx(model_dir, data, say)
@@ -98,13 +98,26 @@ def refit_best(study, best, data, model_dir, setup: Setup, seed: int, say=print)
         f"refit: training trial #{best.number}'s recipe on {merged.count('train')} images (train + validation) "
         f"for {record.best_report} report(s)"
     )
-    budget = Budget(reports=record.best_report)
-    result = fit(config, merged, setup=setup, budget=budget, seed=seed, number=lineage(best), keep_last=True)
+    result = train_again(config, merged, record, record.best_report, setup, seed, lineage(best), keep_last=True)
     result.record.metrics = record.metrics
     facts = Refit(best.number, merged.count("train"), record.best_report, round(result.record.wall_seconds, 3))
     extra = dict(trial=best.number, value=best.values[0], dataset=data.spec, refit=dataclasses.asdict(facts))
     export.save(result, model_dir, extra=extra)
     StudyRecord(refit=facts).write(study)
+
+
+def train_again(config, data, record: TrialRecord, reports: int, setup: Setup, seed: int, number: int, **keep):
+    """The trial's recipe trained again for ``reports`` reports, as the search trained it: where the scheduler
+    ended it with a cool-down after report R (its "finish" slice), the run pauses after R and cools down from
+    there, so the model is the annealed one the search scored, not one cut mid-schedule."""
+    cool_after = next((s.after_report for s in reversed(record.slices or []) if s.action == "finish"), None)
+    if cool_after is None or not 0 < cool_after < reports:
+        return fit(config, data, setup=setup, budget=Budget(reports=reports), seed=seed, number=number, **keep)
+    with tempfile.TemporaryDirectory(prefix="autotl-retrain-") as folder:
+        state = Path(folder) / "state.safetensors"
+        again = dict(setup=setup, seed=seed, number=number, state_file=state, **keep)
+        fit(config, data, budget=Budget(pause_after=cool_after), **again)
+        return fit(config, data, budget=Budget(end_soon=True), **again)
 
 
 def _dataset(study):
