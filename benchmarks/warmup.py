@@ -14,29 +14,22 @@ from __future__ import annotations
 
 import json
 import resource
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from autotl import load_dataset
-from autotl.search import _curves
-from autotl.space import TrialConfig
-from autotl.train import Budget, fit
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from schedules import RECIPE as SCHEDULES_RECIPE  # noqa: E402  the warm start's full fine-tune of lite0
 
-RECIPE = dict(
-    backbone="tf_efficientnet_lite0",
-    resolution_scale=0.25,
-    strategy="full",
-    optimizer="adamw",
-    lr=5e-4,
-    lr_schedule="cosine",
-    regularizer="label_smoothing",
-    regularizer_strength=0.1,
-    batch_size=32,
-    augment_strength=0.3,
-    report_every_images=4096,
-    max_epochs=8,
-)
+from autotl import load_dataset  # noqa: E402
+from autotl.search import _curves  # noqa: E402
+from autotl.space import TrialConfig  # noqa: E402
+from autotl.train import Budget, fit  # noqa: E402
+
+RECIPE = dict(SCHEDULES_RECIPE, lr_schedule="cosine", report_every_images=4096, max_epochs=8)  # 12 reports an epoch
 HORIZON = 2.5  # epochs
 
 
