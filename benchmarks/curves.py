@@ -3,6 +3,7 @@
     python benchmarks/curves.py --studies /tmp/fresh/reports/digits/study.db   # ~20 min on 1 thread
     python benchmarks/curves.py --quick            # a couple of minutes; the shipped prior is left alone
     python benchmarks/curves.py --from-json        # the error table again from the shipped curves, no training
+    python benchmarks/curves.py --from-json --check STUDY.db   # also: forecast a search's curves, not learnt
 
 Curves come from two sources: the trials of Optuna study databases of real searches
 (``--studies``, paths or globs; each trial's stored history), and fine-tuning runs made
@@ -75,6 +76,7 @@ def study_curves(paths: list[str]) -> list[dict]:
                 dict(
                     source=f"study {path} trial {trial.number}",
                     dataset=dataset.path if dataset else path,
+                    train_images=dataset.n_train if dataset else None,
                     strategy=record.strategy,
                     backbone=record.backbone,
                     resolution_scale=config.get("resolution_scale"),
@@ -207,6 +209,24 @@ def evaluate(rows: list[dict]) -> dict:
     return table
 
 
+def check(rows: list[dict], studies: list[str]) -> dict:
+    """Per k: the predictors' error on the curves of ``studies`` (searches on a dataset the prior has no curve
+    of), the prior fitted on all of ``rows``."""
+    held_out = study_curves(studies)
+    prior = fit_prior(rows)
+    table = {}
+    for k in KS:
+        cases = [r for r in held_out if len(r["points"]) > k + 2]
+        if cases:
+            actual = [float(best_so_far(r["points"])[1][-1]) for r in cases]
+            found = {"curves": len(cases)}
+            for name, predict in predictors(prior).items():
+                values = [predict(r["points"][:k], r["points"][-1][0], r["strategy"]) for r in cases]
+                found[name] = _scores(values, actual, [r["dataset"] for r in cases])
+            table[str(k)] = found
+    return dict(studies=sorted({r["dataset"] for r in held_out}), train_images=held_out[0]["train_images"], **table)
+
+
 def _scores(predicted: list[float], actual: list[float], groups: list[str]) -> dict:
     predicted, actual = np.array(predicted), np.array(actual)
     within = []
@@ -295,8 +315,29 @@ def write_results(payload: dict) -> None:
             f"| {name} | {s['curves']} | {s['beta_mean']} | {s['beta_std']} | "
             f"{s['empty_at_1'][0]} ± {s['empty_at_1'][1]} | {s['empty_at_6'][0]} ± {s['empty_at_6'][1]} |"
         )
-    lines += ["", *findings(table), "", SCOPE]
+    lines += ["", *findings(table), *checked(payload.get("check")), "", SCOPE]
     write_section("Learning-curve model", lines)
+
+
+def checked(found: dict | None) -> list[str]:
+    """The held-out check: forecasts of a search's curves on a dataset the prior has no curve of."""
+    if not found:
+        return []
+    lines = [
+        "",
+        f"Held out (`{found['command']}`): the curves of a search on {', '.join(found['studies'])} "
+        f"({found['train_images']} training images, a report a twelfth of an epoch; not in the prior), each "
+        "forecast from its first k reports to its last with the prior of all the curves above:",
+        "",
+        "| k | curves | predictor | MAE | bias |",
+        "|---|---|---|---|---|",
+    ]
+    for k in KS:
+        row = found.get(str(k)) or {}
+        for name, s in row.items():
+            if isinstance(s, dict):
+                lines.append(f"| {k} | {row['curves']} | {name} | {s['mae']:.4f} | {s['bias']:+.4f} |")
+    return lines
 
 
 def findings(table: dict) -> list[str]:
@@ -334,6 +375,7 @@ def main() -> dict:
         "--quick", action="store_true", help="one dataset, one recipe a strategy, 3 epochs; the shipped prior is kept"
     )
     parser.add_argument("--from-json", action="store_true", help="no training: the shipped curves, evaluated again")
+    parser.add_argument("--check", nargs="*", default=[], help="study.db paths whose curves are forecast, not learnt")
     parser.add_argument("--studies", nargs="*", default=[], help="study.db paths or globs whose trials add curves")
     parser.add_argument("--recipes", type=int, default=3, help="recipes per strategy and dataset")
     parser.add_argument("--seed", type=int, default=0)
@@ -359,6 +401,10 @@ def main() -> dict:
     )
     payload["errors"] = {str(k): v for k, v in evaluate(rows).items()}
     payload["prior"] = prior_summary(rows)
+    if args.check:
+        payload["check"] = dict(command=" ".join(["--check", *args.check]), **check(rows, args.check))
+    elif shipped and "check" in shipped:
+        payload["check"] = shipped["check"]
     if not args.quick:
         PRIOR_FILE.write_text(json.dumps(payload, separators=(",", ":")) + "\n")
         write_results(payload)
