@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from .errors import AutoTLError
+from .records import StudyRecord
 from .search import POLICIES, PRUNERS, SAMPLERS, SearchOptions, search
 
 
@@ -22,6 +23,18 @@ def _search(args) -> int:
     print(f"best validation accuracy: {result.best_value:.4f}")
     print(f"best recipe: {result.best_config.describe()}")
     print(f"model: {result.model_dir}")
+    chosen = StudyRecord.of(result.study).ensemble if options.ensemble else None
+    if chosen is not None:
+        better = chosen.ensemble_held_back - chosen.single_held_back
+        print(
+            f"ensemble: {result.run_dir / 'ensemble_model' if chosen.written else 'not written'} "
+            f"({better:+.4f} accuracy against the best model on {chosen.held_back} held-back validation images"
+            + (
+                f", {chosen.latency_ms:.3g} ms an image against {chosen.single_latency_ms:.3g})"
+                if chosen.latency_ms
+                else ")"
+            )
+        )
     print(f"report: {result.report_path}")
     return 0
 
@@ -263,6 +276,12 @@ def _add_search_data_and_extras(s, default: SearchOptions) -> None:
         default=default.keep_models,
         metavar="N",
         help="keep the weights of the N best trials in RUN_DIR/trials/, for export --trial (default: %(default)s)",
+    )
+    s.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also select a greedy ensemble of those kept trials, written to RUN_DIR/ensemble_model when it beats "
+        "the best model on validation images it was not selected on",
     )
     s.add_argument(
         "--compile",

@@ -205,6 +205,25 @@ class Refit:
 
 
 @dataclass
+class EnsembleRecord:
+    """The greedy ensemble of the kept trials: its members and weights, chosen on one half of the validation
+    images and checked on the other against the trial that scored best on the first."""
+
+    members: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    selection_curve: list[float] = field(default_factory=list)  # accuracy on the selection half after each addition
+    selected_on: int | None = None  # validation images the selection saw
+    held_back: int | None = None  # validation images it was checked on
+    ensemble_held_back: float | None = None
+    single_held_back: float | None = None
+    single_trial: int | None = None
+    ensemble_val: float | None = None  # on all of validation (half of it was selected on)
+    latency_ms: float | None = None  # the sum of the members'
+    single_latency_ms: float | None = None
+    written: bool = False  # RUN_DIR/ensemble_model was written: it beat the single model on the held-back half
+
+
+@dataclass
 class StudyRecord:
     """What the search stores about the study as a whole (its user attrs)."""
 
@@ -221,6 +240,7 @@ class StudyRecord:
     best_model_trial: int | None = None
     best_model_analysis: Analysis | None = None
     refit: Refit | None = None
+    ensemble: EnsembleRecord | None = None
     objectives: list[str] = field(default_factory=list)  # older studies; newer ones name them with set_metric_names
 
     @classmethod

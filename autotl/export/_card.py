@@ -10,7 +10,8 @@ from ..space import TrialConfig
 
 def write_card(model_dir: Path, config) -> Path:
     """Write ``model_dir/README.md`` from the folder's config (a ``ModelConfig``)."""
-    lines = _summary(config) + _timm_usage()
+    members = config.record.get("ensemble")
+    lines = _ensemble_summary(config, members) if members else _summary(config) + _timm_usage()
     onnx = config.record.get("onnx")
     if onnx:
         lines += _onnx_usage(onnx, config.preprocessing.size)
@@ -68,6 +69,36 @@ def _summary(config) -> list[str]:
         f"Input: RGB, shorter side resized to {pre.size} px ({pre.interpolation}), centre crop {pre.size} x "
         f"{pre.size}, scaled to [0, 1], mean {list(pre.mean)}, std {list(pre.std)}.",
     ]
+
+
+def _ensemble_summary(config, members: list[dict]) -> list[str]:
+    """What an ensemble folder is: its members and weights, how it was chosen, and its latency."""
+    record, pre = config.record, config.preprocessing
+    check = record.get("selection") or {}
+    lines = [
+        "---",
+        "tags:",
+        "- image-classification",
+        "- autotl",
+        "---",
+        "",
+        f"# An ensemble of {len(members)} models fine-tuned by autotl",
+        "",
+        f"Dataset: `{printable(record.get('dataset', 'unknown'))}`. {len(config.classes)} classes. The prediction "
+        "is the weighted average of the members' class probabilities; each member is a timm model folder here:",
+        "",
+        *[f"- `{m['folder']}/`: trial {m['trial']}, weight {m['weight']:.3g}" for m in members],
+        "",
+        "Chosen by greedy ensemble selection with replacement (Caruana et al., 2004) on one half of the "
+        f"validation images; on the other half: accuracy {check.get('ensemble_held_back', float('nan')):.4f} "
+        f"against {check.get('single_held_back', float('nan')):.4f} for the best single model. Latency: "
+        f"{record.get('latency_ms', float('nan')):.3g} ms an image (the sum of the members').",
+        "",
+        f"Input: RGB, shorter side resized to {pre.size} px ({pre.interpolation}), centre crop {pre.size} x "
+        f"{pre.size}, scaled to [0, 1], mean {list(pre.mean)}, std {list(pre.std)}; the output is the log of the "
+        "averaged probabilities (a softmax of it gives them back).",
+    ]
+    return lines
 
 
 def _timm_usage() -> list[str]:

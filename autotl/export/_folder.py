@@ -26,6 +26,7 @@ from ._card import write_card
 
 WEIGHTS, CONFIG, ONNX, CARD = "model.safetensors", "config.json", "model.onnx", "README.md"
 RECORD = "autotl"  # the config.json key that holds autotl's own record
+ENSEMBLE = "ensemble"  # the key of that record that makes a folder an ensemble of model folders
 CROP = dict(crop_pct=1.0, crop_mode="center")  # autotl resizes the shorter side to the input size, then centre-crops
 
 
@@ -102,11 +103,12 @@ def read_config(model_dir: str | Path) -> ModelConfig:
         raise ModelDirError(
             f"model folder {model_dir} does not exist: pass the best_model/ folder of a finished search"
         )
-    for name in (CONFIG, WEIGHTS):
-        if not (model_dir / name).is_file():
-            raise ModelDirError(f"{model_dir} has no {name}: pass the best_model/ folder of a finished search")
+    if not (model_dir / CONFIG).is_file():
+        raise ModelDirError(f"{model_dir} has no {CONFIG}: pass the best_model/ folder of a finished search")
     try:
         config = json.loads((model_dir / CONFIG).read_text())
+        if not (model_dir / WEIGHTS).is_file() and ENSEMBLE not in config.get(RECORD, {}):
+            raise ModelDirError(f"{model_dir} has no {WEIGHTS}: pass the best_model/ folder of a finished search")
         return _timm_schema(config) if RECORD in config else _first_schema(config)
     except (ValueError, KeyError, TypeError, IndexError) as error:
         raise ModelDirError(
@@ -145,11 +147,16 @@ def record(model_dir: str | Path) -> dict:
 
 
 def plain_model(model_dir: str | Path, config: ModelConfig | None = None) -> torch.nn.Module:
-    """The folder's model as plain timm builds it (no autotl changes), weights loaded, in eval mode."""
+    """The folder's model as plain timm builds it (no autotl changes), weights loaded, in eval mode; an ensemble
+    folder's members so, averaged (``_ensemble``)."""
     import timm
     from safetensors.torch import load_file
 
     config = config or read_config(model_dir)
+    if ENSEMBLE in config.record:
+        from ._ensemble import ensemble_model
+
+        return ensemble_model(model_dir, config)
     model = timm.create_model(
         config.architecture, pretrained=False, num_classes=len(config.classes), **config.model_args
     )

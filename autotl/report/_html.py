@@ -135,6 +135,7 @@ def render(study: optuna.Study) -> str:
         _mattered_section(study, trials, configs, info),
         _strategies_section(_records.strategy_records(study), info["best_trial"]),
         _best_model_section(_records.best_model_records(study), info),
+        _ensemble_section(info["record"].ensemble),
         _section(
             "trials",
             "All trials",
@@ -383,6 +384,7 @@ def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, s
         *([("Objectives", _objectives_text(info, pareto))] if info["objectives"] else []),
         ("Best configuration", recipe),
         ("Exported model", where),
+        *([("Ensemble", _ensemble_verdict(record.ensemble))] if record.ensemble else []),
     ]
     body = "\n".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>" for name, value in rows)
     params = ""
@@ -402,6 +404,60 @@ def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, s
         "and where its exported model is.",
         f'<table class="summary">\n{body}\n</table>',
         params,
+    )
+
+
+def _ensemble_verdict(chosen) -> str:
+    """The summary's line on the ensemble: which is better, by how much on the held-back images, at what latency."""
+    where = "written to ensemble_model/" if chosen.written else "not written (it does not beat the best model)"
+    latency = (
+        f"; {chosen.latency_ms:.3g} ms an image against {chosen.single_latency_ms:.3g}"
+        if chosen.latency_ms is not None and chosen.single_latency_ms is not None
+        else ""
+    )
+    return (
+        f"{len(chosen.members)} models, {where}: accuracy {_text(chosen.ensemble_held_back)} against "
+        f"{_text(chosen.single_held_back)} for trial {chosen.single_trial} alone on {_text(chosen.held_back)} "
+        f"held-back validation images{latency}"
+    )
+
+
+def _ensemble_section(chosen) -> tuple[str, str, str, str] | None:
+    """The greedy ensemble: members and weights, the selection curve, and the check against the best model."""
+    if chosen is None:
+        return None
+    rows = "\n".join(
+        f"<tr><td>{trial}</td><td>{weight:.3g}</td></tr>" for trial, weight in zip(chosen.members, chosen.weights)
+    )
+    fig = go.Figure(
+        go.Scatter(
+            x=list(range(1, len(chosen.selection_curve) + 1)),
+            y=chosen.selection_curve,
+            mode="lines+markers",
+            name="ensemble",
+        )
+    )
+    fig.update_layout(
+        xaxis_title="members added (with replacement)",
+        yaxis_title=f"accuracy on the {chosen.selected_on} selection images",
+        height=320,
+        margin=dict(l=60, r=20, t=20, b=50),
+    )
+    return _section(
+        "ensemble",
+        "Ensemble of the best trials",
+        "Greedy ensemble selection with replacement (Caruana et al., 2004) over the kept trials' validation "
+        "probabilities, on one half of the validation images; the other half decides whether the ensemble is "
+        "written. Its latency is the sum of its members'.",
+        f"<p>{html.escape(_ensemble_verdict(chosen))}.</p>",
+        f'<table class="summary">\n<tr><th>trial</th><th>weight</th></tr>\n{rows}\n</table>',
+        _figure_block(
+            "Selection curve",
+            "Accuracy on the selection half as members are added; the ensemble is taken at its best round.",
+            fig,
+            "ensemble-curve",
+            "",
+        ),
     )
 
 

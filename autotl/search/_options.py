@@ -43,6 +43,7 @@ class SearchOptions:
     refit: bool = False  # retrain the best recipe on train + validation before the final export
     soup: bool = False  # average each trial's best reports greedily when validation does not get worse
     keep_models: int = 3  # the best complete trials whose weights stay in RUN_DIR/trials/ (export --trial uses them)
+    ensemble: bool = False  # a greedy ensemble of those trials, in RUN_DIR/ensemble_model when it beats the best one
     compile: bool = False  # run training steps through torch.compile (for a GPU)
     cache_dir: str | Path | None = None  # decoded-image cache (None: ~/.cache/autotl/images), shared by runs
 

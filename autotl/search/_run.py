@@ -30,6 +30,7 @@ from ..space import SearchSpace, TrialConfig, load_space
 from ..train import Budget, Setup, TrialResult, fit, resolve_device
 from ..trials import best_trial, objective_names, score
 from ._best import add_onnx, keep_best
+from ._ensemble import build_ensemble, ensemble_line, val_probabilities
 from ._options import OBJECTIVES, SearchOptions, parse_objectives
 from ._plugins import make_pruner, make_sampler
 from ._progress import Progress
@@ -75,6 +76,10 @@ class SearchResult:
     @property
     def best_config(self) -> TrialConfig:
         return TrialConfig.from_dict(TrialRecord.of(self.best_trial).config or {})
+
+    @property
+    def ensemble_dir(self) -> Path:
+        return self.run_dir / "ensemble_model"
 
     @property
     def report_path(self) -> Path:
@@ -236,6 +241,10 @@ class _Setup:
         return self.run_dir / "best_model"
 
     @property
+    def ensemble_dir(self) -> Path:
+        return self.run_dir / "ensemble_model"
+
+    @property
     def report_path(self) -> Path:
         return self.run_dir / "report.html"
 
@@ -342,7 +351,7 @@ def _run_trials_here(study, setup: _Setup, options: SearchOptions, objective, de
     )
     try:
         with first_ctrl_c_sets(ctx.interrupt):
-            runner = _TrialRunner(study, ctx, objective or default_objective, setup, show, options.keep_models)
+            runner = _TrialRunner(study, ctx, objective or default_objective, setup, show, options)
             if options.scheduler == "off":
                 _optimize(study, ctx, runner, options.n_trials, deadline)
             else:
@@ -375,11 +384,18 @@ def _finish(study, setup: _Setup, options: SearchOptions, show: Progress) -> Sea
         compute = Setup(setup.device, options.weights_dir, progress=options.progress)
         refit_best(study, best, setup.data, setup.model_dir, compute, options.seed, show.say)
     add_onnx(setup.model_dir, setup.data, show.say)
+    chosen = (
+        build_ensemble(study, setup.run_dir, setup.data, options.keep_models, show.say) if options.ensemble else None
+    )
+    if chosen is not None and chosen.written:
+        add_onnx(setup.ensemble_dir, setup.data, show.say)
     report.write(study, setup.report_path)
     show.say(
         f"best validation accuracy {score(best, study):.4f} (trial #{best.number}); "
         f"model in {setup.model_dir}; report in {setup.report_path}"
     )
+    if chosen is not None:
+        show.say(ensemble_line(chosen, setup.ensemble_dir))
     return SearchResult(study=study, run_dir=setup.run_dir, model_dir=setup.model_dir)
 
 
@@ -488,9 +504,9 @@ class _TrialRunner:
     """One trial of the search: the objective, then the best model and the trial's weights kept; after it ends,
     files no trial can use deleted, the progress line and the report."""
 
-    def __init__(self, study, ctx, objective, setup: _Setup, show: Progress, keep_models: int):
+    def __init__(self, study, ctx, objective, setup: _Setup, show: Progress, options: SearchOptions):
         self.study, self.ctx, self.objective, self.setup, self.show = study, ctx, objective, setup, show
-        self.keep_models = keep_models
+        self.keep_models, self.ensemble = options.keep_models, options.ensemble
         self.reported = 0.0  # when the report was last written
         self.takes_ctx = len(inspect.signature(objective).parameters) >= 2
 
@@ -537,7 +553,10 @@ class _TrialRunner:
                 latency=value[1] if pair and len(value) > 1 else None,
             )
             if self.keep_models:
-                save_model(self.setup.run_dir, trial, result)
+                seen = (
+                    val_probabilities(result.model, result.preprocessing, self.ctx.dataset) if self.ensemble else None
+                )
+                save_model(self.setup.run_dir, trial, result, seen)
 
     def ended(self, study, trial) -> None:
         self.ctx.results.pop(trial.number, None)

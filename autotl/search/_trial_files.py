@@ -8,16 +8,20 @@ continues the same training state. The folder holds
   (``autotl.train``), while the trial runs or waits to be retried; deleted once it ended;
 - ``model.safetensors``: a finished trial's kept weights (a plain timm state dict, with
   its recipe in the header), for the ``keep`` best complete trials only; ``autotl export
-  --trial`` uses them instead of training the recipe again.
+  --trial`` uses them instead of training the recipe again;
+- ``val_probabilities.npy``: with ``--ensemble``, those trials' class probabilities on the
+  validation split, which the greedy ensemble is selected on (``_ensemble``).
 
 So the disk holds at most one state per running or waiting trial, plus ``keep`` models.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -26,7 +30,7 @@ from ..records import TrialRecord
 from ..train import save_tensors
 from ..trials import Standing, accuracy_index, best
 
-TRIALS, STATE, MODEL = "trials", "state.safetensors", "model.safetensors"
+TRIALS, STATE, MODEL, PROBABILITIES = "trials", "state.safetensors", "model.safetensors", "val_probabilities.npy"
 OPEN = (TrialState.RUNNING, TrialState.WAITING)
 LOST_RETRIES = 2  # a recipe that kills its worker again and again is not retried for ever
 FAILING_IN_A_ROW = 5  # the search stops after this many trials in a row failed with an error
@@ -53,6 +57,10 @@ def model_file(run_dir: Path, trial) -> Path:
     return Path(run_dir) / TRIALS / str(lineage(trial)) / MODEL
 
 
+def probabilities_file(run_dir: Path, trial) -> Path:
+    return Path(run_dir) / TRIALS / str(lineage(trial)) / PROBABILITIES
+
+
 def retry(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue ``trial``'s recipe again as a new trial that continues its saved state (as Optuna's
     RetryHeartbeatStaleTrialCallback does, without copying what the lost trial recorded)."""
@@ -75,11 +83,18 @@ def retry_lost(study: optuna.Study, trial: FrozenTrial) -> None:
         retry(study, trial)
 
 
-def save_model(run_dir: Path, trial, result) -> None:
-    """Keep a finished trial's weights (its recipe and classes in the file's header), atomically."""
+def save_model(run_dir: Path, trial, result, probabilities: np.ndarray | None = None) -> None:
+    """Keep a finished trial's weights (its recipe and classes in the file's header), atomically, and its
+    validation probabilities when given."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in result.model.state_dict().items()}
     facts = dict(trial=trial.number, config=result.config.to_dict(), classes=result.classes, metrics=result.metrics)
     save_tensors(model_file(run_dir, trial), tensors, facts)
+    if probabilities is not None:
+        path = probabilities_file(run_dir, trial)
+        staging = path.with_name(f".{PROBABILITIES}.partial")
+        with open(staging, "wb") as handle:
+            np.save(handle, probabilities)
+        os.replace(staging, path)
 
 
 def tidy(study: optuna.Study, run_dir: Path, keep: int) -> None:
@@ -98,6 +113,7 @@ def tidy(study: optuna.Study, run_dir: Path, keep: int) -> None:
             path.unlink(missing_ok=True)
         if int(folder.name) not in kept:
             (folder / MODEL).unlink(missing_ok=True)
+            (folder / PROBABILITIES).unlink(missing_ok=True)
         if not any(folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -1,0 +1,165 @@
+"""The search's best models together: a greedy ensemble of the kept trials, kept only when it beats the best one.
+
+Each kept trial (``_trial_files``: the ``keep_models`` best complete trials) also keeps its
+predicted probabilities on the validation split (``trials/<n>/val_probabilities.npy``).
+At the end of the search the validation images are split in two stratified halves: greedy
+ensemble selection with replacement (Caruana et al., ICML 2004) picks members and weights
+on the first half, and the ensemble is written to ``RUN_DIR/ensemble_model/`` only when it
+beats, on the second half, the trial that scores best on the first: on a small validation
+split every trial can tie, and a selection judged on the images it was chosen on would
+always look better. The members share one preprocessing (the best candidate's), so that
+one input feeds them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from .. import backbones, export
+from ..records import EnsembleRecord, Metrics, StudyRecord, TrialRecord
+from ..space import TrialConfig
+from ..train import TrialResult, read_facts
+from ._trial_files import best_complete, model_file, probabilities_file
+
+ROUNDS = 25  # greedy additions, with replacement
+SPLIT_SEED = 0
+
+
+def val_probabilities(model: torch.nn.Module, pre, data) -> np.ndarray:
+    """``model``'s class probabilities on the validation split, in ``data.indices("val")`` order (float32)."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for images, _ in data.batches(data.indices("val"), pre.size, pre.interpolation):
+            out.append(model(pre.normalize(images.to(device))).float().softmax(1).cpu())
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def scored(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(accuracy, minus the mean log loss): higher is better; the loss breaks ties in accuracy."""
+    accuracy = float((probabilities.argmax(1) == labels).mean())
+    loss = float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, None)).mean())
+    return accuracy, -loss
+
+
+def greedy_selection(candidates: list[np.ndarray], labels: np.ndarray, rounds: int = ROUNDS):
+    """Caruana's greedy selection with replacement: each round adds the candidate whose addition scores best
+    (``scored``; ties go to the earlier candidate). Returns (counts per candidate at the best round, the score
+    after each round)."""
+    counts, total, curve, best = np.zeros(len(candidates), dtype=int), None, [], None
+    for _ in range(rounds):
+        trials = [
+            (scored((c if total is None else total + c) / (counts.sum() + 1), labels), i)
+            for i, c in enumerate(candidates)
+        ]
+        score, chosen = max(trials, key=lambda t: (t[0], -t[1]))
+        counts[chosen] += 1
+        total = candidates[chosen].copy() if total is None else total + candidates[chosen]
+        curve.append(score)
+        if best is None or score > best[0]:
+            best = (score, counts.copy())
+    return best[1], curve
+
+
+def halves(labels: np.ndarray, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Two stratified halves of the validation rows: the selection's and the check's."""
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        first.append(rows[: (len(rows) + 1) // 2])
+        second.append(rows[(len(rows) + 1) // 2 :])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+
+
+def build_ensemble(study, run_dir: Path, data, keep: int, say=print) -> EnsembleRecord | None:
+    """Select an ensemble of the kept trials and write it to ``run_dir/ensemble_model`` when it beats the best
+    single model on the held-back half; the decision is stored in the study either way (None: too few kept)."""
+    kept = [t for t in best_complete(study, study.get_trials(deepcopy=False), keep) if _has_files(run_dir, t)]
+    facts = {t.number: read_facts(model_file(run_dir, t)) for t in kept}
+    shape = {t.number: _preprocessing(facts[t.number]) for t in kept}
+    kept = [t for t in kept if shape[t.number] == shape[kept[0].number]] if kept else []
+    if len(kept) < 2:
+        say("no ensemble: fewer than two kept trials share one input size")
+        return None
+    labels = data.labels[data.indices("val")].astype(int)
+    probabilities = [np.load(probabilities_file(run_dir, t)) for t in kept]
+    select, check = halves(labels)
+    counts, curve = greedy_selection([p[select] for p in probabilities], labels[select])
+    members = [i for i in range(len(kept)) if counts[i]]
+    weights = [float(counts[i] / counts.sum()) for i in members]
+    single = max(range(len(kept)), key=lambda i: (scored(probabilities[i][select], labels[select]), -i))
+    average = sum(w * probabilities[i] for w, i in zip(weights, members))
+    latency = [TrialRecord.of(kept[i], "latency_ms").latency_ms for i in members]
+    record = EnsembleRecord(
+        members=[kept[i].number for i in members],
+        weights=[round(w, 4) for w in weights],
+        selection_curve=[round(s[0], 4) for s in curve],
+        selected_on=len(select),
+        held_back=len(check),
+        ensemble_held_back=round(scored(average[check], labels[check])[0], 4),
+        single_held_back=round(scored(probabilities[single][check], labels[check])[0], 4),
+        single_trial=kept[single].number,
+        ensemble_val=round(scored(average, labels)[0], 4),
+        latency_ms=round(sum(latency), 3) if None not in latency else None,
+        single_latency_ms=TrialRecord.of(kept[single], "latency_ms").latency_ms,
+    )
+    record.written = len(members) > 1 and record.ensemble_held_back > record.single_held_back
+    if record.written:
+        results = [_kept_result(model_file(run_dir, kept[i]), facts[kept[i].number], kept[i]) for i in members]
+        export.save_ensemble(
+            results,
+            weights,
+            run_dir / "ensemble_model",
+            dict(
+                members=[dict(trial=kept[i].number) for i in members],
+                dataset=data.spec,
+                value=record.ensemble_val,
+                latency_ms=record.latency_ms,
+                selection=dataclasses.asdict(record),
+            ),
+        )
+    StudyRecord(ensemble=record).write(study, "ensemble")
+    return record
+
+
+def ensemble_line(record: EnsembleRecord, folder: Path) -> str:
+    """The CLI's last word on the ensemble: which is better, by how much on the held-back half, at what latency."""
+    ensemble, single = record.ensemble_held_back, record.single_held_back
+    members = ", ".join(f"#{t} x{w:.2f}" for t, w in zip(record.members, record.weights))
+    latency = (
+        f"; latency {record.latency_ms:.3g} ms an image against {record.single_latency_ms:.3g} ms"
+        if record.latency_ms is not None and record.single_latency_ms is not None
+        else ""
+    )
+    verdict = f"ensemble in {folder}" if record.written else "not written: it does not beat the best single model"
+    return (
+        f"ensemble of {len(record.members)} ({members}): accuracy {ensemble:.4f} against {single:.4f} for trial "
+        f"#{record.single_trial} alone on {record.held_back} held-back validation images{latency}; {verdict}"
+    )
+
+
+def _has_files(run_dir: Path, trial) -> bool:
+    return model_file(run_dir, trial).is_file() and probabilities_file(run_dir, trial).is_file()
+
+
+def _preprocessing(facts: dict):
+    config = TrialConfig.from_dict(facts["config"])
+    return backbones.preprocessing(config.backbone, config.resolution_scale)
+
+
+def _kept_result(path: Path, facts: dict, trial) -> TrialResult:
+    """A kept trial's weights as a result to export (its stored metrics; no new pass over the images)."""
+    config = TrialConfig.from_dict(facts["config"])
+    pre = _preprocessing(facts)
+    model = backbones.create(config.backbone, len(facts["classes"]), pretrained=False, input_size=pre.size)
+    model.load_state_dict(load_file(str(path)))
+    record = TrialRecord.of(trial)
+    record = dataclasses.replace(record, metrics=record.metrics or Metrics(**facts["metrics"]))
+    return TrialResult(config, record, list(facts["classes"]), pre, model=model.eval())
