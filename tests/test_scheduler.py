@@ -72,6 +72,19 @@ def test_the_leader_ends_with_its_cool_down_when_the_time_left_needs_it():
     assert decide([leader, other], needed + 100.0, None, model, can_start=False).action == "continue"
 
 
+def test_a_slice_that_would_leave_no_time_for_its_own_cool_down_is_not_given():
+    """A trial of 15 reports may become the leader with its next slice; its cool-down (4 reports, then the final
+    scoring: 50 s) must then fit too, not only the present leader's (20 s)."""
+    leader = paused(0, "full", 0.90, 10.0, reports=2)
+    long_one = paused(1, "lora", 0.85, 10.0, reports=15, last_report=40)
+    model = fake_forecast({"full": (0.90, 0.0001), "lora": (0.99, 0.01)})  # the leader has nothing to gain
+    assert finish_seconds(leader) == 20.0 and finish_seconds(long_one, 1) == 50.0
+    decision = decide([leader, long_one], 55.0, None, model, can_start=False)
+    assert decision.candidate.number == 0 and decision.action == "finish"
+    decision = decide([leader, long_one], 65.0, None, model, can_start=False)
+    assert decision.candidate.number == 1 and decision.action == "continue"
+
+
 def test_flat_curves_make_room_for_a_new_configuration():
     """Trials predicted to gain nothing lose to a new configuration, whose spread gives it a chance."""
     flat = [paused(0, "linear_probe", 0.80, 5.0), paused(1, "full", 0.82, 5.0)]

@@ -81,10 +81,18 @@ def expected_improvement(forecast: Forecast, best: float) -> float:
     )
 
 
-def finish_seconds(candidate: Candidate) -> float:
-    """The time to end ``candidate``: its cool-down's reports and the final scoring (about one report)."""
-    steps_share = COOL_DOWN_SHARE * max(candidate.reports, 1)
+def finish_seconds(candidate: Candidate, more: int = 0) -> float:
+    """The time to end ``candidate`` (after ``more`` reports): its cool-down's reports and the final scoring (about
+    one report)."""
+    steps_share = COOL_DOWN_SHARE * max(candidate.reports + more, 1)
     return (max(1, math.ceil(steps_share)) + 1) * (candidate.seconds_per_report or 0.0)
+
+
+def _slice_fits(c: Candidate, seconds_left: float, kept_back: float) -> bool:
+    """A slice of ``c`` fits when, after it, both the leader's cool-down (``kept_back``) and ``c``'s own still do:
+    the slice may make ``c`` the leader, whose cool-down is then the one to run."""
+    more = slice_reports(c)
+    return more * (c.seconds_per_report or 0.0) + max(kept_back, finish_seconds(c, more)) <= seconds_left
 
 
 def decide(
@@ -111,7 +119,7 @@ def decide(
     usable = seconds_left - (finish_seconds(leader) if ahead else 0.0)  # the leader's cool-down is kept back
     if queued and start_seconds < usable:
         return Decision(queued[0], "start", "a first slice: " + (queued[0].label or "queued"))
-    fits = [c for c in paused if slice_reports(c) * (c.seconds_per_report or 0.0) <= usable]
+    fits = [c for c in paused if _slice_fits(c, seconds_left, finish_seconds(leader) if ahead else 0.0)]
     new = can_start and start_seconds < usable
     if policy == "top-k":
         chosen = _top_k(paused, fits, new, used_share)
