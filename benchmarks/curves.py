@@ -44,6 +44,7 @@ from results_md import write_section  # noqa: E402
 
 from autotl.search import _curves  # noqa: E402
 from autotl.search._curves import PRIOR_FILE, best_so_far, fit_prior, forecast, loglog_fit  # noqa: E402
+from autotl.train import VAL_CHECK_IMAGES  # noqa: E402
 
 STRATEGIES = ("full", "frozen_prefix", "linear_probe", "lp_ft", "surgical", "lora", "bitfit", "norm_only")
 KS = (1, 2, 3, 5)
@@ -77,6 +78,7 @@ def study_curves(paths: list[str]) -> list[dict]:
                     source=f"study {path} trial {trial.number}",
                     dataset=dataset.path if dataset else path,
                     train_images=dataset.n_train if dataset else None,
+                    check_images=min(VAL_CHECK_IMAGES, dataset.n_val) if dataset and dataset.n_val else None,
                     strategy=record.strategy,
                     backbone=record.backbone,
                     resolution_scale=config.get("resolution_scale"),
@@ -146,6 +148,7 @@ def run_curves(args, work: Path) -> list[dict]:
                     dict(
                         source="benchmarks/curves.py",
                         dataset=name,
+                        check_images=min(VAL_CHECK_IMAGES, data.count("val")),
                         strategy=strategy,
                         backbone=config.backbone,
                         resolution_scale=config.resolution_scale,
@@ -163,7 +166,7 @@ def predictors(prior) -> dict:
     """Forecasters of a curve's final best-so-far from its first points: the model, its halves, the baseline."""
 
     def pow_with(beta_of):
-        def predict(points, horizon, strategy):
+        def predict(points, horizon, strategy, check_images):
             xs, best = best_so_far(points)
             err = max(1.0 - best[-1], _curves.ERR_FLOOR) * (horizon / xs[-1]) ** -beta_of(xs, best, strategy)
             return min(1.0, max(best[-1], 1.0 - err))
@@ -175,10 +178,11 @@ def predictors(prior) -> dict:
         return fitted[1] if fitted is not None else prior.of(strategy).beta_mean
 
     return {
-        "model (power law, shrunk beta)": lambda p, h, s: forecast(p, h, s, prior).mean,
+        "model (power law, shrunk beta)": lambda p, h, s, n: forecast(p, h, s, prior, n).mean,
+        "model, drift not scaled by check size": lambda p, h, s, n: forecast(p, h, s, prior).mean,
         "prior beta alone": pow_with(lambda xs, best, s: prior.of(s).beta_mean),
         "own beta alone": pow_with(own_beta),
-        "baseline: last value stays": lambda p, h, s: float(best_so_far(p)[1][-1]),
+        "baseline: last value stays": lambda p, h, s, n: float(best_so_far(p)[1][-1]),
     }
 
 
@@ -197,9 +201,10 @@ def evaluate(rows: list[dict]) -> dict:
             prior = fit_prior(held)
             horizon, final = row["points"][-1][0], float(best_so_far(row["points"])[1][-1])
             actual.append(final)
+            n = row.get("check_images")
             for name, predict in predictors(prior).items():
-                predicted.setdefault(name, []).append(predict(row["points"][:k], horizon, row["strategy"]))
-            stds.append(forecast(row["points"][:k], horizon, row["strategy"], prior).std)
+                predicted.setdefault(name, []).append(predict(row["points"][:k], horizon, row["strategy"], n))
+            stds.append(forecast(row["points"][:k], horizon, row["strategy"], prior, n).std)
         for name, values in predicted.items():
             found[name] = _scores(values, actual, [r["dataset"] for r in cases])
         errors = np.abs(np.array(predicted["model (power law, shrunk beta)"]) - actual)
@@ -221,7 +226,7 @@ def check(rows: list[dict], studies: list[str]) -> dict:
             actual = [float(best_so_far(r["points"])[1][-1]) for r in cases]
             found = {"curves": len(cases)}
             for name, predict in predictors(prior).items():
-                values = [predict(r["points"][:k], r["points"][-1][0], r["strategy"]) for r in cases]
+                values = [predict(r["points"][:k], r["points"][-1][0], r["strategy"], r["check_images"]) for r in cases]
                 found[name] = _scores(values, actual, [r["dataset"] for r in cases])
             table[str(k)] = found
     return dict(studies=sorted({r["dataset"] for r in held_out}), train_images=held_out[0]["train_images"], **table)
@@ -259,7 +264,8 @@ def prior_summary(rows: list[dict]) -> dict:
             beta_std=round(own.beta_std, 3),
             **{f"empty_at_{h}": [round(f.mean, 3), round(f.std, 3)] for h, f in at.items()},
         )
-    return dict(noise=round(prior.noise, 3), drift=round(prior.drift, 3), strategies=out)
+    per_noise = round(prior.drift_per_noise, 3) if prior.drift_per_noise is not None else None
+    return dict(noise=round(prior.noise, 3), drift=round(prior.drift, 3), drift_per_noise=per_noise, strategies=out)
 
 
 def write_results(payload: dict) -> None:
@@ -302,7 +308,9 @@ def write_results(payload: dict) -> None:
     prior = payload["prior"]
     lines += [
         "",
-        f"The shipped prior (residual sd of log error: {prior['noise']}; drift: {prior['drift']}). A trial not "
+        f"The shipped prior (residual sd of log error: {prior['noise']}; drift: {prior['drift']}, or "
+        f"{prior.get('drift_per_noise')} times the binomial variance of log err for a trial whose check size is "
+        "known, as in a search). A trial not "
         "started is forecast from its strategy's curves alone, pooled over datasets (hence the wide std):",
         "",
     ]

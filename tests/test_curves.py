@@ -3,6 +3,7 @@ between the best so far and 1, and the prior ships inside the package."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import math
@@ -51,6 +52,17 @@ def test_more_points_weigh_more_against_the_prior():
     few = forecast(power_law(0.4, 0.6, [1.0, 1.5]), 8.0, "full", a_prior(0.1))
     many = forecast(power_law(0.4, 0.6, [1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0]), 8.0, "full", a_prior(0.1))
     assert abs(many.mean - truth) < abs(few.mean - truth)
+
+
+def test_a_trial_checked_on_more_images_trusts_its_own_slope_sooner():
+    """The drift scales with the binomial variance of log err: a curve scored on 1,000 images follows its own power
+    law (beta 0.6) more closely than the same curve scored on 50, against a prior that says beta 0.1."""
+    prior = dataclasses.replace(a_prior(0.1), drift_per_noise=20.0)
+    curve, truth = power_law(0.4, 0.6, [1.0, 1.5, 2.0, 2.5]), 1.0 - 0.4 * 8.0**-0.6
+    many, few = (forecast(curve, 8.0, "full", prior, check_images=n) for n in (1000, 50))
+    assert abs(many.mean - truth) < abs(few.mean - truth)
+    assert forecast(curve, 8.0, "full", prior) == forecast(curve, 8.0, "full", a_prior(0.1))  # no count: as before
+    assert prior.drift_for(0.2, 1000) == pytest.approx(20.0 * 0.8 / (1000 * 0.2))
 
 
 def test_one_point_extrapolates_with_the_prior_beta():

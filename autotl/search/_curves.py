@@ -9,6 +9,9 @@ estimate's variance is (drift + the trial's residual variance) over the spread o
 epochs, so it weighs more as points accumulate and span more epochs; the drift, learned
 from the recorded curves, is how far the beta of a curve's first points strayed from the
 slope the curve then followed (residuals alone made the own estimate far too confident).
+When the trial's check size is known, the drift is scaled by the binomial variance of its
+log error (``measurement_var``) over that of the recorded curves: the prior's curves were
+scored on 72 to 128 images, a large dataset's reports on 1,000, whose slope strays less.
 Predictions are clipped to [best so far, 1]. The std adds beta's uncertainty, propagated
 through the extrapolation, to the curve's noise, which grows from nothing at the last
 report to the prior's residual spread far from it.
@@ -74,11 +77,25 @@ class Prior:
     strategies: dict[str, StrategyPrior] = field(default_factory=dict)
     noise: float = 0.1
     drift: float = 0.5
+    drift_per_noise: float | None = None  # the drift over the binomial variance of the curves' log err (below)
+
+    def drift_for(self, err: float, check_images: int | None) -> float:
+        """The drift of a trial whose reports score ``check_images`` images, at error ``err``: a trial measured on
+        more images strays less (``drift_per_noise``); without a count, the recorded curves' own drift."""
+        if check_images is None or self.drift_per_noise is None:
+            return self.drift
+        return self.drift_per_noise * measurement_var(err, check_images)
 
     def of(self, strategy: str) -> StrategyPrior:
         """The strategy's prior, or all strategies' when it has too few recorded curves."""
         own = self.strategies.get(strategy)
         return own if own is not None and len(own.params) >= MIN_CURVES else self.strategies[ALL]
+
+
+def measurement_var(err: float, check_images: int) -> float:
+    """The binomial variance of log err when the error rate ``err`` is measured on ``check_images`` images."""
+    err = min(max(err, ERR_FLOOR), 1.0 - ERR_FLOOR)
+    return (1.0 - err) / (check_images * err)
 
 
 def best_so_far(curve) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +122,8 @@ def loglog_fit(xs: np.ndarray, best: np.ndarray) -> tuple[float, float, float, f
 
 
 def fit_prior(curves: list[dict]) -> Prior:
-    """The prior from recorded curves: rows with "strategy" and "points" ([[epochs, accuracy], ...])."""
+    """The prior from recorded curves: rows with "strategy", "points" ([[epochs, accuracy], ...]) and, optionally,
+    "check_images" (how many validation images each report scored)."""
     per_strategy: dict[str, list[tuple[float, float]]] = {}
     rss_total, dof_total, kept = 0.0, 0.0, []
     for row in curves:
@@ -117,26 +135,31 @@ def fit_prior(curves: list[dict]) -> Prior:
         for key in (str(row.get("strategy")), ALL):
             per_strategy.setdefault(key, []).append((intercept, beta))
         rss_total, dof_total = rss_total + rss, dof_total + len(xs) - 2
-        kept.append((xs, best))
+        kept.append((xs, best, row.get("check_images")))
     if ALL not in per_strategy:
         raise ValueError("no recorded curve has enough points to fit a prior")
     noise = math.sqrt(rss_total / dof_total) if dof_total > 0 else Prior.noise
     strategies = {k: StrategyPrior(tuple(v)) for k, v in per_strategy.items()}
-    return Prior(strategies, noise=noise, drift=_drift(kept))
+    drift, per_noise = _drift(kept)
+    return Prior(strategies, noise=noise, drift=drift, drift_per_noise=per_noise)
 
 
-def _drift(curves: list[tuple[np.ndarray, np.ndarray]]) -> float:
+def _drift(curves: list[tuple[np.ndarray, np.ndarray, int | None]]) -> tuple[float, float | None]:
     """How far a partial curve's own beta strays from the slope its curve then follows to its end: the mean of
-    (beta of the first m points - realised slope from point m to the last) ** 2 * spread of their log epochs."""
-    found = []
-    for xs, best in curves:
+    (beta of the first m points - realised slope from point m to the last) ** 2 * spread of their log epochs;
+    and the mean of the same over the binomial variance of log err at point m, for curves whose check size is
+    known (None if none is)."""
+    found, per_noise = [], []
+    for xs, best, check_images in curves:
         err_end = max(1.0 - best[-1], ERR_FLOOR)
         for m in range(2, len(xs)):
             fitted = loglog_fit(xs[:m], best[:m])
             if fitted is not None and xs[-1] > xs[m - 1]:
                 realised = -math.log(err_end / max(1.0 - best[m - 1], ERR_FLOOR)) / math.log(xs[-1] / xs[m - 1])
                 found.append((fitted[1] - realised) ** 2 * fitted[2])
-    return float(np.mean(found)) if found else Prior.drift
+                if check_images:
+                    per_noise.append(found[-1] / measurement_var(1.0 - best[m - 1], check_images))
+    return (float(np.mean(found)) if found else Prior.drift), (float(np.mean(per_noise)) if per_noise else None)
 
 
 @functools.cache
@@ -145,10 +168,17 @@ def load_prior() -> Prior:
     return fit_prior(json.loads(PRIOR_FILE.read_text())["curves"])
 
 
-def forecast(curve: list[tuple[float, float]], horizon: float, strategy: str, prior: Prior | None = None) -> Forecast:
+def forecast(
+    curve: list[tuple[float, float]],
+    horizon: float,
+    strategy: str,
+    prior: Prior | None = None,
+    check_images: int | None = None,
+) -> Forecast:
     """The best validation accuracy a trial will have reached at ``horizon`` epochs, from its curve so far
     ([(epochs, accuracy)], possibly empty: then from its strategy's prior alone). A horizon before the
-    curve's last point is taken as that point."""
+    curve's last point is taken as that point. ``check_images``: how many validation images its reports score
+    (more: its own slope is trusted sooner)."""
     prior = prior or load_prior()
     strategy_prior = prior.of(strategy)
     xs, best = best_so_far(curve)
@@ -156,7 +186,7 @@ def forecast(curve: list[tuple[float, float]], horizon: float, strategy: str, pr
         return _unstarted(strategy_prior, max(horizon, 1e-3))
     t_k, b_k = float(xs[-1]), float(best[-1])
     horizon = max(float(horizon), t_k)
-    beta, beta_var = _shrunk_beta(xs, best, strategy_prior, prior.drift)
+    beta, beta_var = _shrunk_beta(xs, best, strategy_prior, prior.drift_for(1.0 - b_k, check_images))
     err_k = max(1.0 - b_k, ERR_FLOOR)
     stretch = math.log(horizon / t_k)
     err_h = err_k * math.exp(-beta * stretch)

@@ -12,6 +12,7 @@ interrupts paused at its last saved report, so the same command continues it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import time
 import warnings
@@ -22,7 +23,7 @@ from optuna.trial import TrialState
 
 from ..records import Slice, TrialRecord
 from ..space import TrialConfig
-from ..train import Plan
+from ..train import VAL_CHECK_IMAGES, Plan
 from ..trials import best_trial, score
 from ._schedule import Candidate, Decision, Forecast, decide, slice_reports
 from ._trial_files import frozen, retry_lost, stop_when_failing
@@ -37,7 +38,8 @@ class Slices:
     def __init__(self, study, ctx, runner, *, n_trials: int, deadline, policy: str, room, forecast=None):
         self.study, self.ctx, self.runner = study, ctx, runner
         self.n_trials, self.deadline, self.policy, self.room = n_trials, deadline, policy, room
-        self.forecast = forecast or _forecast
+        check_images = min(VAL_CHECK_IMAGES, ctx.dataset.count("val")) or None
+        self.forecast = forecast or functools.partial(_forecast, check_images=check_images)
         self.started, self.slices = time.time(), 0
 
     def run(self) -> None:
@@ -225,9 +227,9 @@ def _unstarted(trial) -> bool:
     return trial.state == TrialState.WAITING and not TrialRecord.of(trial, "history").history
 
 
-def _forecast(curve, horizon, strategy) -> Forecast:
-    """The learning-curve model (``_curves``) with its shipped prior."""
+def _forecast(curve, horizon, strategy, check_images: int | None = None) -> Forecast:
+    """The learning-curve model (``_curves``) with its shipped prior, for reports scored on ``check_images``."""
     from ._curves import forecast, load_prior
 
-    predicted = forecast(curve, horizon, strategy or "any", load_prior())
+    predicted = forecast(curve, horizon, strategy or "any", load_prior(), check_images)
     return Forecast(predicted.mean, predicted.std)

@@ -4,6 +4,7 @@ from ._build import Setup
 from ._device import resolve_device
 from ._evaluate import evaluate
 from ._fit import Budget, TrialResult, fit
+from ._inputs import VAL_CHECK_IMAGES
 from ._metrics import macro_f1, per_class
 from ._plan import COOL_DOWN_SHARE, Plan
 from ._state import StateError, read_facts, save_tensors
@@ -22,4 +23,5 @@ __all__ = [
     "per_class",
     "Plan",
     "COOL_DOWN_SHARE",
+    "VAL_CHECK_IMAGES",
 ]
