@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from autotl import TrialConfig, load_dataset
-from autotl.train import Budget, Setup, fit
+from autotl.train import Budget, Setup, StateError, fit
 
 pytestmark = pytest.mark.slow  # every test here fine-tunes a model
 
@@ -155,3 +155,17 @@ def test_a_trial_ended_with_a_cool_down_is_trained_again_with_it(photos, tmp_pat
         assert torch.equal(value, again.model.state_dict()[name]), name
     cut = train_again(config, photos, TrialRecord(), len(searched.record.history), setup, seed=0, number=0)
     assert "cool-down" not in cut.record.end_reason  # no finish slice: the schedule cut, as before
+
+
+def test_a_paused_run_ended_now_keeps_its_best_report_without_training_more(photos, tmp_path):
+    """What a search does with a paused trial it keeps for its ensemble: the state's best report, scored on all of
+    validation, no step trained; without a saved report there is nothing to end at."""
+    config = TrialConfig(**{**BASE, "strategy": "frozen_prefix", "frozen_depth": 0.5})
+    state = tmp_path / "state.safetensors"
+    paused = fit(config, photos, state_file=state, budget=Budget(pause_after=2))
+    ended = fit(config, photos, state_file=state, budget=Budget(end_now=True))
+    assert not ended.paused and ended.model is not None
+    assert ended.record.history == paused.record.history and ended.record.best_report == paused.record.best_report
+    assert "kept for an ensemble" in ended.record.end_reason and ended.record.val_images == photos.count("val")
+    with pytest.raises(StateError):
+        fit(config, photos, state_file=tmp_path / "none.safetensors", budget=Budget(end_now=True))

@@ -107,13 +107,15 @@ class SearchContext:
         """Sample the search space into a TrialConfig the caller may change before fitting."""
         return self.space.sample(trial)
 
-    def fit(self, trial, config: TrialConfig, *, more: int | None = None, end_soon: bool = False) -> TrialResult:
+    def fit(
+        self, trial, config: TrialConfig, *, more: int | None = None, end_soon: bool = False, end_now: bool = False
+    ) -> TrialResult:
         """Fine-tune with ``config``, reporting each report to ``trial``; raises TrialPruned when pruned.
 
         The training state is saved in the run directory after every report, so a retry of an interrupted
         trial continues where it stopped. The scheduler's slices: ``more`` reports and a pause
-        (``result.paused``), or ``end_soon``, a cool-down and the end."""
-        sliced = more is not None or end_soon
+        (``result.paused``), ``end_soon``, a cool-down and the end, or ``end_now``, the end where it stands."""
+        sliced = more is not None or end_soon or end_now
         stored = TrialRecord.of(frozen(trial), "config", "out_of_memory_retry")
         if stored.out_of_memory_retry and stored.config:  # an earlier slice ran out of CUDA memory: its batch size
             config = dataclasses.replace(config, batch_size=stored.config["batch_size"])
@@ -125,6 +127,7 @@ class SearchContext:
             seconds=None if sliced else self.trial_budget,
             more=more,
             end_soon=end_soon,
+            end_now=end_now,
             interrupt=self.interrupt,
         )
         try:

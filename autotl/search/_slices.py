@@ -147,16 +147,40 @@ class Slices:
 
     def close(self) -> None:
         """The trials still paused when the search ends are told PRUNED: not worth another slice (claimed first, so
-        a trial another worker continues is left to it)."""
+        a trial another worker continues is left to it). For an ensemble, the best of them, as many as the kept
+        models lack, end where they stand instead: complete, their best report's weights kept."""
         storage = self.study._storage
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        waiting = sorted(waiting, key=lambda t: _best_check(t), reverse=True)
+        complete = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        spare = max(0, self.runner.keep_models - complete) if self.runner.ensemble else 0
+        for t in waiting:
             reports = len(TrialRecord.of(t, "history").history)
             if not reports or not storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
                 continue  # never trained (a recipe a later run may start), or another worker continues it
             trial = optuna.Trial(self.study, t._trial_id)
+            if spare and self._end_now(trial):
+                spare -= 1
+                continue
             TrialRecord(end_reason=f"paused after report {reports}: not worth another slice").write(trial)
             self.study.tell(trial, state=TrialState.PRUNED)
             self.runner.ended(self.study, frozen(trial))
+
+    def _end_now(self, trial) -> bool:
+        """End a paused trial at its best report for the ensemble (complete, kept); False if that fails."""
+        try:
+            result = self.ctx.fit(
+                trial, finer_reports(self.ctx.suggest(trial), self.ctx.dataset.count("train")), end_now=True
+            )
+        except Exception as error:  # noqa: BLE001 - it then ends as pruned, as without an ensemble
+            warnings.warn(f"trial {trial.number} could not be kept for the ensemble: {error}", stacklevel=2)
+            return False
+        self.ctx.results.pop(trial.number, None)
+        value = result.metrics["accuracy"]
+        self.runner.keep(trial, result, value)
+        self.study.tell(trial, value)
+        self.runner.ended(self.study, frozen(trial))
+        return True
 
     def _candidate(self, trial) -> Candidate:
         record = TrialRecord.of(trial, "history", "config", "warm_start", "strategy")
@@ -220,6 +244,13 @@ def finer_reports(config: TrialConfig, n_train: int) -> TrialConfig:
     an epoch: slices that long leave the scheduler few choices)."""
     every = max(config.batch_size, -(-n_train // REPORTS_PER_EPOCH))
     return dataclasses.replace(config, report_every_images=min(config.report_every_images, every))
+
+
+def _best_check(trial) -> float:
+    """A trial's best report on the validation check (-1 without one)."""
+    return max(
+        (r.val_accuracy for r in TrialRecord.of(trial, "history").history if r.val_accuracy is not None), default=-1.0
+    )
 
 
 def _unstarted(trial) -> bool:
