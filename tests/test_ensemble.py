@@ -119,3 +119,31 @@ def members_average(folder, images) -> np.ndarray:
 
     members = json.loads((folder / "config.json").read_text())["autotl"]["ensemble"]
     return sum(m["weight"] * autotl.load_model(folder / m["folder"]).predict_proba(images) for m in members)
+
+
+def test_a_member_of_another_input_size_is_resized_in_the_graph(searched, photo_folder, tmp_path):
+    """An ensemble whose input is 32 px while its member was trained at 64: PyTorch and ONNX Runtime agree within
+    1e-4, and the resized member mostly predicts what it predicts at its own size."""
+    import dataclasses
+
+    from autotl import export
+    from autotl.search._best import add_onnx
+    from autotl.search._ensemble import _kept_result
+    from autotl.search._trial_files import model_file
+    from autotl.train import read_facts
+
+    trial = kept_trials(searched)[0]
+    path = model_file(searched.run_dir, trial)
+    member = _kept_result(path, read_facts(path), trial)
+    given = dataclasses.replace(member.preprocessing, size=member.preprocessing.size // 2)
+    folder = export.save_ensemble(
+        [member], [1.0], tmp_path / "ensemble", dict(members=[dict(trial=trial.number)]), given
+    )
+    data = autotl.load_dataset(StudyRecord.of(searched.study).dataset.path)
+    add_onnx(folder, data)
+    images = sorted(str(p) for p in photo_folder.rglob("*.png"))[:12]
+    small = autotl.load_model(folder).predict_proba(images)
+    assert autotl.load_model(folder).preprocessing.size == given.size
+    assert np.abs(autotl.load_model(folder, runtime="onnx").predict_proba(images) - small).max() < 1e-4
+    own = autotl.load_model(folder / "member_0").predict_proba(images)
+    assert (small.argmax(1) == own.argmax(1)).mean() >= 0.75

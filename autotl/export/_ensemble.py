@@ -2,11 +2,13 @@
 
 ``RUN_DIR/ensemble_model/`` holds ``member_0/``, ``member_1/``, ... (each a timm model folder,
 as ``best_model/`` is), and a ``config.json`` that names them with their weights under
-``autotl.ensemble``, together with the members' shared preprocessing in timm's keys, so
+``autotl.ensemble``, together with the ensemble's input (the best member's) in timm's keys, so
 that ``read_config``, ``load_model``, ``autotl predict`` and ``autotl evaluate`` take the
-folder as they take a single model. The ensemble's output is the log of the weighted
-average of the members' probabilities: a softmax of it gives the average back, so every
-caller that takes logits takes it unchanged; ``model.onnx`` computes the same.
+folder as they take a single model. A member trained at another input size (or
+normalisation) gets the ensemble's input resized in the graph (``Adapted``). The
+ensemble's output is the log of the weighted average of the members' probabilities: a
+softmax of it gives the average back, so every caller that takes logits takes it
+unchanged; ``model.onnx`` computes the same.
 """
 
 from __future__ import annotations
@@ -17,12 +19,40 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ._card import write_card
 from ._folder import CONFIG, ENSEMBLE, RECORD, _replace_dir, plain_model, read_config, save
 
 ARCHITECTURE = "autotl_ensemble"
 PROBABILITY_FLOOR = 1e-12  # the log of a probability of 0 would be -inf
+
+
+class Adapted(torch.nn.Module):
+    """A member whose own input differs from the ensemble's: the ensemble's normalised pixels are taken back to
+    [0, 1], resized (bilinear) to the member's size and normalised as the member was trained."""
+
+    def __init__(self, model: torch.nn.Module, own, given):
+        super().__init__()
+        self.model, self.size = model, own.size
+        for name, values in (
+            ("given_mean", given.mean),
+            ("given_std", given.std),
+            ("mean", own.mean),
+            ("std", own.std),
+        ):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.given_std + self.given_mean
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.model((x - self.mean) / self.std)
+
+
+def adapted(model: torch.nn.Module, own, given) -> torch.nn.Module:
+    """``model`` fed the ensemble's input (``given`` preprocessing): as it is when ``own`` is the same."""
+    return model if own == given else Adapted(model, own, given)
 
 
 class Ensemble(torch.nn.Module):
@@ -43,9 +73,10 @@ def member_folder(index: int) -> str:
     return f"member_{index}"
 
 
-def save_ensemble(members: list, weights: list[float], model_dir: str | Path, record: dict) -> Path:
+def save_ensemble(members: list, weights: list[float], model_dir: str | Path, record: dict, given=None) -> Path:
     """Write the members (TrialResults, their trial numbers in ``record["members"]``) and the ensemble's config to
-    ``model_dir``, replacing what was there atomically. ``record``: what autotl stores about the ensemble."""
+    ``model_dir``, replacing what was there atomically. ``record``: what autotl stores about the ensemble;
+    ``given``: the ensemble's input preprocessing (default: the first member's)."""
     model_dir = Path(model_dir)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
@@ -53,11 +84,19 @@ def save_ensemble(members: list, weights: list[float], model_dir: str | Path, re
         for index, (result, trial) in enumerate(zip(members, record["members"])):
             save(result, staging / member_folder(index), extra=dict(trial=trial["trial"]))
         first = json.loads((staging / member_folder(0) / CONFIG).read_text())
+        pretrained_cfg = dict(first["pretrained_cfg"])
+        if given is not None:
+            pretrained_cfg.update(
+                input_size=[3, given.size, given.size],
+                interpolation=given.interpolation,
+                mean=list(given.mean),
+                std=list(given.std),
+            )
         config = dict(
             architecture=ARCHITECTURE,
             num_classes=first["num_classes"],
             label_names=first["label_names"],
-            pretrained_cfg=first["pretrained_cfg"],
+            pretrained_cfg=pretrained_cfg,
         )
         config[RECORD] = dict(format=2, **record)
         config[RECORD][ENSEMBLE] = [
@@ -77,5 +116,8 @@ def save_ensemble(members: list, weights: list[float], model_dir: str | Path, re
 def ensemble_model(model_dir: str | Path, config) -> Ensemble:
     """The ensemble of the folder's members (each as plain timm builds it), in eval mode."""
     members = config.record[ENSEMBLE]
-    models = [plain_model(d, read_config(d)) for d in (Path(model_dir) / m["folder"] for m in members)]
+    models = []
+    for folder in (Path(model_dir) / m["folder"] for m in members):
+        own = read_config(folder)
+        models.append(adapted(plain_model(folder, own), own.preprocessing, config.preprocessing))
     return Ensemble(models, [float(m["weight"]) for m in members]).eval()

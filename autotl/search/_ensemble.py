@@ -7,8 +7,9 @@ ensemble selection with replacement (Caruana et al., ICML 2004) picks members an
 on the first half, and the ensemble is written to ``RUN_DIR/ensemble_model/`` only when it
 beats, on the second half, the trial that scores best on the first: on a small validation
 split every trial can tie, and a selection judged on the images it was chosen on would
-always look better. The members share one preprocessing (the best candidate's), so that
-one input feeds them all.
+always look better. The ensemble takes the best kept trial's input; a member trained at
+another size gets it resized in the graph (``export.Adapted``), and its probabilities are
+computed again that way, so the selection judges the ensemble that is exported.
 """
 
 from __future__ import annotations
@@ -82,14 +83,13 @@ def build_ensemble(study, run_dir: Path, data, keep: int, say=print) -> Ensemble
     """Select an ensemble of the kept trials and write it to ``run_dir/ensemble_model`` when it beats the best
     single model on the held-back half; the decision is stored in the study either way (None: too few kept)."""
     kept = [t for t in best_complete(study, study.get_trials(deepcopy=False), keep) if _has_files(run_dir, t)]
-    facts = {t.number: read_facts(model_file(run_dir, t)) for t in kept}
-    shape = {t.number: _preprocessing(facts[t.number]) for t in kept}
-    kept = [t for t in kept if shape[t.number] == shape[kept[0].number]] if kept else []
     if len(kept) < 2:
-        say("no ensemble: fewer than two kept trials share one input size")
+        say(f"no ensemble: {len(kept)} trial kept with its validation probabilities (--keep-models {keep})")
         return None
+    facts = {t.number: read_facts(model_file(run_dir, t)) for t in kept}
+    given = _preprocessing(facts[kept[0].number])
     labels = data.labels[data.indices("val")].astype(int)
-    probabilities = [np.load(probabilities_file(run_dir, t)) for t in kept]
+    probabilities = [_probabilities(run_dir, t, facts[t.number], given, data) for t in kept]
     select, check = halves(labels)
     counts, curve = greedy_selection([p[select] for p in probabilities], labels[select])
     members = [i for i in range(len(kept)) if counts[i]]
@@ -124,6 +124,7 @@ def build_ensemble(study, run_dir: Path, data, keep: int, say=print) -> Ensemble
                 latency_ms=record.latency_ms,
                 selection=dataclasses.asdict(record),
             ),
+            given=given,
         )
     StudyRecord(ensemble=record).write(study, "ensemble")
     return record
@@ -147,6 +148,16 @@ def ensemble_line(record: EnsembleRecord, folder: Path) -> str:
 
 def _has_files(run_dir: Path, trial) -> bool:
     return model_file(run_dir, trial).is_file() and probabilities_file(run_dir, trial).is_file()
+
+
+def _probabilities(run_dir: Path, trial, facts: dict, given, data) -> np.ndarray:
+    """A kept trial's validation probabilities as the ensemble computes them: the saved ones when its input is the
+    ensemble's, else again, on the ensemble's input resized in the graph."""
+    own = _preprocessing(facts)
+    if own == given:
+        return np.load(probabilities_file(run_dir, trial))
+    model = export.adapted(_kept_result(model_file(run_dir, trial), facts, trial).model, own, given)
+    return val_probabilities(model, given, data)
 
 
 def _preprocessing(facts: dict):
