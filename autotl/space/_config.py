@@ -19,6 +19,7 @@ REGULARIZERS = ("none", "weight_decay", "l1", "l2sp", "dropout", "drop_path", "l
 STRATEGIES = ("full", "frozen_prefix", "linear_probe", "lp_ft", "surgical", "bitfit", "norm_only", "lora")
 SURGICAL_GROUPS = ("early", "middle", "late")  # thirds of the backbone's blocks, input side first
 LORA_LAYERS = ("all", "late")  # every linear and 1x1 convolution of the body, or those in its later half
+CLASS_BALANCE = ("none", "inverse", "sqrt_inverse", "balanced_sampling", "focal")  # autotl.train.class_balance
 
 
 def setting(default, title: str, scale: str = "number", strategies: tuple = (), shown: bool = True):
@@ -53,6 +54,8 @@ class TrialConfig:
     layer_decay: float = setting(1.0, "layer-wise learning-rate decay")
     regularizer: str = setting("label_smoothing", "regularizer", "category")
     regularizer_strength: float = setting(0.1, "regularizer strength", "log")
+    class_balance: str = setting("none", "class balance (loss and sampling)", "category")
+    focal_gamma: float = setting(2.0, "focal loss gamma")  # only with class_balance focal
     batch_size: int = setting(32, "batch size", "log")
     augment_strength: float = setting(0.3, "augmentation strength")
     max_epochs: int = setting(8, "most epochs", shown=False)
@@ -88,6 +91,8 @@ class TrialConfig:
                 values[f.name] = None
         if self.regularizer == "none":
             values["regularizer_strength"] = None
+        if self.class_balance != "focal":
+            values["focal_gamma"] = None
         return values
 
     @classmethod
@@ -129,9 +134,16 @@ class TrialConfig:
             else ""
         )
         reg = "no regularizer" if self.regularizer == "none" else f"{self.regularizer} {self.regularizer_strength:.3g}"
+        balance = {
+            "none": "",
+            "inverse": ", classes weighted 1/n",
+            "sqrt_inverse": ", classes weighted 1/sqrt(n)",
+            "balanced_sampling": ", class-balanced batches",
+            "focal": f", focal loss (gamma {self.focal_gamma:g})",
+        }[self.class_balance]
         return (
             f"{self.backbone} (x{self.resolution_scale:g} resolution), {frozen}, {self.optimizer} at {self.lr:.2g}, "
-            f"{self.lr_schedule}{warm}, {reg}, batch {self.batch_size}, augment {self.augment_strength:.2f}"
+            f"{self.lr_schedule}{warm}, {reg}{balance}, batch {self.batch_size}, augment {self.augment_strength:.2f}"
         )
 
 
@@ -142,6 +154,7 @@ VOCABULARY = {
     "strategy": STRATEGIES,
     "surgical_group": SURGICAL_GROUPS,
     "lora_layers": LORA_LAYERS,
+    "class_balance": CLASS_BALANCE,
 }
 FIELD_NAMES = tuple(f.name for f in fields(TrialConfig))
 SETTING_TYPES = typing.get_type_hints(TrialConfig)  # name -> int, float or str: how a space samples it

@@ -18,6 +18,7 @@ from ..space import TrialConfig
 from ._device import resolve_device
 from ._inputs import Inputs, split_prefix, validation_check
 from ._plan import Plan
+from .class_balance import class_weights
 from .regularizers import make_penalty
 
 
@@ -75,6 +76,7 @@ class Run:
     inputs: Inputs | None = None
     feature_cache: str = "off"  # 'hit', 'miss' or 'off'
     probing: bool = False  # LP-FT: the head trains alone until the plan's probe steps
+    class_weights: torch.Tensor | None = None  # the loss's weight per class (class_balance inverse, sqrt_inverse)
     _changing: list | None = field(default=None, repr=False)
 
     @property
@@ -125,6 +127,9 @@ def build(config: TrialConfig, dataset: ImageDataset, setup: Setup, *, seed: int
         frozen=backbones.frozen_modules(model),
         penalty=_penalty(model, config),
         probing=config.strategy == "lp_ft",
+        class_weights=class_weights(
+            torch.bincount(split.train_labels, minlength=len(dataset.classes)), config.class_balance
+        ),
     )
     key = (config.backbone, str(setup.weights_dir), setup.pretrained) if setup.cache_prefix else None
     run.network, run.inputs, run.feature_cache = split_prefix(

@@ -35,6 +35,8 @@ from ._evaluate import evaluate
 from ._memory import keep_freed_memory
 from ._soup import SOUP_REPORTS, greedy_soup
 from ._state import StateError, TrainState, load_state, save_state
+from .class_balance import balanced_order
+from .class_balance import loss as class_loss
 
 SAVE_SHARE = 0.05  # saving the state may cost at most this share of the training time
 
@@ -270,7 +272,11 @@ def train_step(run: Run, state: TrainState) -> tuple[float, int]:
     plan, config = run.plan, run.config
     within = state.step % plan.steps_per_epoch
     if within == 0:
-        state.order = torch.randperm(len(run.split.train), generator=run.generator)
+        state.order = (
+            balanced_order(run.split.train_labels, run.generator)
+            if config.class_balance == "balanced_sampling"
+            else torch.randperm(len(run.split.train), generator=run.generator)
+        )
     if run.probing and state.step >= plan.probe_steps:
         run.fine_tune_all()
         backbones.train_mode(run.model, run.frozen)
@@ -280,7 +286,8 @@ def train_step(run: Run, state: TrainState) -> tuple[float, int]:
     for group in run.optimizer.param_groups:
         group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
     with autocast(run.device):
-        loss = F.cross_entropy(run.train_network(channels_last(x)).float(), targets)
+        gamma = config.focal_gamma if config.class_balance == "focal" else None
+        loss = class_loss(run.train_network(channels_last(x)), targets, run.class_weights, gamma)
     if run.penalty is not None:
         loss = loss + run.penalty.penalty()
     if not torch.isfinite(loss):
