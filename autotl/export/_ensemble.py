@@ -14,15 +14,12 @@ unchanged; ``model.onnx`` computes the same.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ._card import write_card
-from ._folder import CONFIG, ENSEMBLE, RECORD, _replace_dir, plain_model, read_config, save
+from ._folder import CONFIG, ENSEMBLE, RECORD, plain_model, read_config, save, staged, write_config
 
 ARCHITECTURE = "autotl_ensemble"
 PROBABILITY_FLOOR = 1e-12  # the log of a probability of 0 would be -inf
@@ -78,9 +75,7 @@ def save_ensemble(members: list, weights: list[float], model_dir: str | Path, re
     ``model_dir``, replacing what was there atomically. ``record``: what autotl stores about the ensemble;
     ``given``: the ensemble's input preprocessing (default: the first member's)."""
     model_dir = Path(model_dir)
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
-    try:
+    with staged(model_dir) as staging:
         for index, (result, trial) in enumerate(zip(members, record["members"])):
             save(result, staging / member_folder(index), extra=dict(trial=trial["trial"]))
         first = json.loads((staging / member_folder(0) / CONFIG).read_text())
@@ -104,12 +99,7 @@ def save_ensemble(members: list, weights: list[float], model_dir: str | Path, re
             for i, (m, w) in enumerate(zip(record["members"], weights))
         ]
         del config[RECORD]["members"]
-        (staging / CONFIG).write_text(json.dumps(config, indent=2, default=str))
-        write_card(staging, read_config(staging))
-        _replace_dir(staging, model_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_config(staging, config)
     return model_dir
 
 

@@ -9,6 +9,7 @@ Writing is atomic: a half-written folder never replaces a good one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,9 +54,7 @@ def save(result, model_dir: str | Path, *, extra: dict | None = None) -> Path:
         best_report=result.record.best_report,
         **(extra or {}),
     )
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
-    try:
+    with staged(model_dir) as staging:
         save_for_hf(
             model,
             str(staging),
@@ -72,13 +71,28 @@ def save(result, model_dir: str | Path, *, extra: dict | None = None) -> Path:
         )
         config = json.loads((staging / CONFIG).read_text())
         config[RECORD] = record
-        (staging / CONFIG).write_text(json.dumps(config, indent=2, default=str))
-        write_card(staging, read_config(staging))
+        write_config(staging, config)
+    return model_dir
+
+
+@contextlib.contextmanager
+def staged(model_dir: Path):
+    """A temporary folder beside ``model_dir`` to write into; it replaces ``model_dir`` atomically when the block
+    ends, and is deleted if the block fails."""
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
+    try:
+        yield staging
         _replace_dir(staging, model_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return model_dir
+
+
+def write_config(folder: Path, config: dict) -> None:
+    """Write ``config.json`` and the model card that it describes."""
+    (folder / CONFIG).write_text(json.dumps(config, indent=2, default=str))
+    write_card(folder, read_config(folder))
 
 
 def _replace_dir(new: Path, target: Path) -> None:
