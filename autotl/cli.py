@@ -20,7 +20,7 @@ def _search(args) -> int:
         **given, objectives=args.objective, rank=not args.no_rank, warm_start=not args.no_warm_start
     )
     result = search(args.dataset, options=options)
-    print(f"best validation accuracy: {result.best_value:.4f}")
+    print(f"best validation {result.metric}: {result.best_value:.4f}")
     print(f"best recipe: {result.best_config.describe()}")
     print(f"model: {result.model_dir}")
     chosen = StudyRecord.of(result.study).ensemble if options.ensemble else None
@@ -28,7 +28,7 @@ def _search(args) -> int:
         better = chosen.ensemble_held_back - chosen.single_held_back
         print(
             f"ensemble: {result.run_dir / 'ensemble_model' if chosen.written else 'not written'} "
-            f"({better:+.4f} accuracy against the best model on {chosen.held_back} held-back validation images"
+            f"({better:+.4f} {result.metric} against the best model on {chosen.held_back} held-back validation images"
             + (
                 f", {chosen.latency_ms:.3g} ms an image against {chosen.single_latency_ms:.3g})"
                 if chosen.latency_ms
@@ -101,11 +101,18 @@ def _evaluate(args) -> int:
         raise AutoTLError(
             f"class {unknown[0]!r} of {args.dataset} is unknown to the model: evaluate on the same classes"
         )
+    from .train import prediction_score
+
     column = np.array([model.classes.index(name) for name in data.classes])  # dataset label -> model output
-    correct = 0
+    truth, predicted = [], []
     for images, labels in data.batches(idx, pre.size, pre.interpolation, batch_size=128):
-        correct += int((model.logits(images).argmax(1) == column[labels.numpy()]).sum())
+        predicted.append(np.asarray(model.logits(images)).argmax(1))
+        truth.append(column[labels.numpy()])
+    truth, predicted = np.concatenate(truth), np.concatenate(predicted)
+    correct = int((truth == predicted).sum())
     print(f"{split} accuracy: {correct / len(idx):.4f} ({correct}/{len(idx)} images)")
+    scores = {m: prediction_score(truth, predicted, m) for m in ("macro_f1", "balanced_accuracy")}
+    print(f"{split} macro_f1: {scores['macro_f1']:.4f}; balanced_accuracy: {scores['balanced_accuracy']:.4f}")
     return 0
 
 
@@ -135,6 +142,7 @@ def _report(args) -> int:
 
 
 def _export(args) -> int:
+    from .export import read_config
     from .search import export_trial
 
     out = args.out or Path(args.run_dir) / f"trial_{args.trial}_model"
@@ -149,7 +157,8 @@ def _export(args) -> int:
         weights_dir=args.weights_dir,
         say=lambda text: print(text, file=sys.stderr),
     )
-    print(f"trial {args.trial}: validation accuracy {got:.4f} (the search recorded {stored:.4f})")
+    metric = read_config(model_dir).record.get("metric", "accuracy")
+    print(f"trial {args.trial}: validation {metric} {got:.4f} (the search recorded {stored:.4f})")
     print(f"model: {model_dir}")
     return 0
 
@@ -245,7 +254,14 @@ def _add_search_data_and_extras(s, default: SearchOptions) -> None:
     s.add_argument(
         "--objective",
         default=default.objectives,
-        help="accuracy (default), or accuracy,latency for a multi-objective search (Pareto front in the report)",
+        help="accuracy (default), or accuracy,latency for a multi-objective search (Pareto front in the report); "
+        "'accuracy' stands for the --metric",
+    )
+    s.add_argument(
+        "--metric",
+        default=None,
+        help="what trials are scored by: accuracy (default), macro_f1 or balanced_accuracy (for imbalanced classes: "
+        "every class counts alike); a space file's 'metric:' is used when this is not given",
     )
     s.add_argument(
         "--drop-backbones",

@@ -21,6 +21,7 @@ import pandas as pd
 
 # Keys written by earlier versions, read under their new names (reports were called epochs).
 _RENAMED = {"best_epoch": "best_report", "epochs_run": "reports", "soup_epochs": "soup_reports"}
+METRICS = ("accuracy", "macro_f1", "balanced_accuracy")  # what a search can score its trials by (--metric)
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Report:
     val_loss: float | None = None
     val_accuracy: float | None = None
     val_macro_f1: float | None = None
+    val_balanced_accuracy: float | None = None
     seconds: float | None = None  # this report's wall time: training and checking
     train_seconds: float | None = None  # this report's training time
 
@@ -51,7 +53,13 @@ class Metrics:
 
     accuracy: float | None = None
     macro_f1: float | None = None
+    balanced_accuracy: float | None = None
     loss: float | None = None  # mean cross-entropy: breaks near-ties between the most accurate trials
+
+
+def report_score(entry: Report, metric: str = "accuracy") -> float | None:
+    """A report's validation score by ``metric`` (accuracy, macro_f1 or balanced_accuracy)."""
+    return getattr(entry, f"val_{metric}")
 
 
 @dataclass
@@ -211,7 +219,8 @@ class EnsembleRecord:
 
     members: list[int] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
-    selection_curve: list[float] = field(default_factory=list)  # accuracy on the selection half after each addition
+    metric: str | None = None  # the score below (None: accuracy, as before --metric)
+    selection_curve: list[float] = field(default_factory=list)  # the score on the selection half after each addition
     selected_on: int | None = None  # validation images the selection saw
     held_back: int | None = None  # validation images it was checked on
     ensemble_held_back: float | None = None

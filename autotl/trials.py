@@ -1,7 +1,8 @@
 """Which trial is best: the one rule that the search, the export and the report share.
 
-A study optimizes validation accuracy, or accuracy and latency. The best trial is the
-most accurate complete one, where trials within one validation image of each other tie
+A study optimizes a validation score (accuracy, macro-F1 or balanced accuracy: the user's
+``--metric``), or the score and latency. The best trial is the highest-scoring complete
+one, where trials within one validation image of each other tie
 and the lower validation loss wins; then the better other objectives, then the earlier
 trial. This module imports only ``autotl.records``, so every part of autotl can use the rule.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .records import StudyRecord, TrialRecord
+from .records import METRICS, StudyRecord, TrialRecord
 
 
 def objective_names(study: optuna.Study) -> list[str]:
@@ -37,10 +38,16 @@ def multi_objective(study: optuna.Study) -> bool:
     return len(study.directions) > 1
 
 
-def accuracy_index(study: optuna.Study) -> int:
-    """Which objective value is the validation accuracy (the score); 0 unless the objectives name it."""
+def score_index(study: optuna.Study) -> int:
+    """Which objective value is the validation score (accuracy or the study's metric); 0 unless the names say."""
     names = objective_names(study)
-    return names.index("accuracy") if multi_objective(study) and "accuracy" in names else 0
+    return next((i for i, name in enumerate(names) if name in METRICS), 0) if multi_objective(study) else 0
+
+
+def study_metric(study: optuna.Study) -> str:
+    """The metric the study scores its trials by (``--metric``): accuracy unless its objectives name another."""
+    name = objective_names(study)[score_index(study)]
+    return name if name in METRICS else "accuracy"
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class Standing:
     values: tuple
     number: int
     loss: float | None = None  # mean validation cross-entropy
-    val_images: int | None = None  # how many validation images the accuracy counts
+    val_images: int | None = None  # how many validation images the score counts
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> Standing:
@@ -59,9 +66,10 @@ class Standing:
         return cls(tuple(trial.values or ()), trial.number, loss, record.val_images)
 
 
-def best(standings, directions, accuracy: int = 0) -> Standing | None:
-    """The best of ``standings``: among those within one validation image of the top accuracy, the lowest
-    validation loss; then the better other objectives; then the earlier trial.
+def best(standings, directions, scored: int = 0) -> Standing | None:
+    """The best of ``standings``: among those within one validation image of the top score (objective
+    ``scored``, the study's metric), the lowest validation loss; then the better other objectives; then
+    the earlier trial.
 
     On a small validation set accuracy saturates (many trials at 1.000); the loss still
     tells which of them is more sure of its answers. ``directions`` are the study's
@@ -75,10 +83,10 @@ def best(standings, directions, accuracy: int = 0) -> Standing | None:
     def placed(s: Standing, i: int) -> float:
         return _placed(signs[i], s.values[i] if i < len(s.values) else None)
 
-    top = max(standings, key=lambda s: (placed(s, accuracy), -s.number))
+    top = max(standings, key=lambda s: (placed(s, scored), -s.number))
     tolerance = 1.0 / top.val_images + 1e-9 if top.val_images else 0.0
-    near = [s for s in standings if placed(s, accuracy) >= placed(top, accuracy) - tolerance]
-    others = [i for i in range(len(signs)) if i != accuracy]
+    near = [s for s in standings if placed(s, scored) >= placed(top, scored) - tolerance]
+    others = [i for i in range(len(signs)) if i != scored]
     return max(near, key=lambda s: (_placed(-1.0, s.loss), *(placed(s, i) for i in others), -s.number))
 
 
@@ -93,13 +101,13 @@ def best_trial(study: optuna.Study, trials=None) -> FrozenTrial | None:
     if trials is None:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE and t.values}
-    winner = best([Standing.of(t) for t in complete.values()], study.directions, accuracy_index(study))
+    winner = best([Standing.of(t) for t in complete.values()], study.directions, score_index(study))
     return complete[winner.number] if winner is not None else None
 
 
 def score(trial: FrozenTrial | None, study: optuna.Study | None = None) -> float | None:
-    """A trial's validation accuracy: its value, or its accuracy objective in a multi-objective study."""
+    """A trial's validation score: its value, or its score objective in a multi-objective study."""
     if trial is None or not trial.values:
         return None
-    index = accuracy_index(study) if study is not None else 0
+    index = score_index(study) if study is not None else 0
     return trial.values[index] if index < len(trial.values) else None

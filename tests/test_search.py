@@ -160,7 +160,8 @@ def test_cli_search_predict_and_report(tmp_path, photo_folder, capsys):
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0 and (out / "report.html").is_file()
     assert main(["evaluate", "--model", str(out / "best_model"), "--dataset", str(photo_folder)]) == 0
-    assert "all accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "all accuracy" in printed and "all macro_f1" in printed and "balanced_accuracy" in printed
 
 
 def test_cli_rejects_unknown_sampler_and_pruner_in_one_line(tmp_path, photo_folder, capsys):

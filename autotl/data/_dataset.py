@@ -20,6 +20,7 @@ from ._sources import Sample, find_samples
 from ._store import ImageStore, open_store
 
 DEFAULT_IMAGE_SIZE = 224
+MIN_VAL_PER_CLASS = 10  # validation images a class gets when its training images allow (a third at most)
 
 
 @dataclass
@@ -54,6 +55,10 @@ class ImageDataset:
 
     def count(self, split: str) -> int:
         return len(self.indices(split))
+
+    def class_counts(self, split: str) -> np.ndarray:
+        """How many images of each class ``split`` holds, in the order of ``classes``."""
+        return np.bincount(self.labels[self.indices(split)], minlength=len(self.classes))
 
     def images(self, index, size: int, interpolation: str = "bicubic") -> torch.Tensor:
         """uint8 N x 3 x size x size images (``index``: positions in this dataset), read and resized as one batch."""
@@ -102,7 +107,8 @@ def load_dataset(
     """Find, decode (once, into the cache) and split a dataset (a folder, a CSV file or ``builtin:NAME``).
 
     Images without a split go to train, and a stratified ``val_fraction`` of train
-    becomes val when the dataset names no val split. ``max_per_class`` caps each
+    becomes val when the dataset names no val split (at least MIN_VAL_PER_CLASS images
+    of each class where a third of the class allows). ``max_per_class`` caps each
     class's images per split, for quick runs. A CSV's paths must stay inside its folder
     unless ``allow_outside_paths``. Images are cached as squares of ``image_size`` px
     (the largest any trial asks for; smaller images keep their size) under ``cache_dir``
@@ -178,4 +184,22 @@ def _split_off_val(
     _, val = train_test_split(train, test_size=n_val, stratify=labels[train], random_state=seed)
     split_of = split_of.copy()
     split_of[val] = "val"
+    split_of[_more_of_small_classes(labels, split_of, seed)] = "val"
     return split_of
+
+
+def _more_of_small_classes(labels: np.ndarray, split_of: np.ndarray, seed: int) -> np.ndarray:
+    """Training images that move to validation so that each class has MIN_VAL_PER_CLASS there, where a third of
+    the class allows and no more than the largest class holds there: a stratified split of an imbalanced dataset
+    holds out 4 images of a 20-image class, too few to tell whether the model ever predicts it. A balanced
+    dataset (every class as many validation images as the largest holds) keeps its split as it was."""
+    rng, moved = np.random.default_rng(seed), []
+    classes = np.unique(labels[split_of != "test"])
+    held = {c: int(np.sum((split_of == "val") & (labels == c))) for c in classes}
+    most = max(held.values())
+    for c in classes:
+        train = np.flatnonzero((split_of == "train") & (labels == c))
+        wanted = min(MIN_VAL_PER_CLASS, (len(train) + held[c]) // 3, most) - held[c]
+        if wanted > 0:
+            moved.append(rng.choice(train, size=wanted, replace=False))
+    return np.concatenate(moved) if moved else np.array([], dtype=int)

@@ -50,7 +50,9 @@ def _summary(config) -> list[str]:
         + (TrialConfig.from_dict(recipe).describe() if recipe else "not recorded")
         + ".",
         "",
-        "Validation metrics: "
+        "Validation metrics"
+        + (f" (the search scored its trials by {record['metric']})" if record.get("metric") else "")
+        + ": "
         + (
             ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epoch")
             or "not recorded"

@@ -20,7 +20,7 @@ from .. import export
 from ..data import resize
 from ..records import Analysis, ClassScore, Misclassified, StudyRecord
 from ..train import per_class
-from ..trials import Standing, best
+from ..trials import Standing, best, study_metric
 
 MAX_GALLERY = 24
 THUMBNAIL_PX = 64
@@ -48,7 +48,13 @@ def keep_best(study, result, data, model_dir, trial_number: int, value: float, l
             )
             if best([new, old], study.directions) is not new:
                 return False
-        extra = dict(trial=trial_number, value=value, dataset=data.spec, val_images=result.record.val_images)
+        extra = dict(
+            trial=trial_number,
+            value=value,
+            metric=study_metric(study),
+            dataset=data.spec,
+            val_images=result.record.val_images,
+        )
         if latency is not None:
             extra["latency_ms"] = latency
         export.save(result, model_dir, extra=extra)

@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from .. import backbones, export
 from ..records import EnsembleRecord, Metrics, StudyRecord, TrialRecord
 from ..space import TrialConfig
-from ..train import TrialResult, read_facts
+from ..train import TrialResult, prediction_score, read_facts
+from ..trials import study_metric
 from ._trial_files import best_complete, model_file, probabilities_file
 
 ROUNDS = 25  # greedy additions, with replacement
@@ -42,21 +43,21 @@ def val_probabilities(model: torch.nn.Module, pre, data) -> np.ndarray:
     return torch.cat(out).numpy().astype(np.float32)
 
 
-def scored(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(accuracy, minus the mean log loss): higher is better; the loss breaks ties in accuracy."""
-    accuracy = float((probabilities.argmax(1) == labels).mean())
+def scored(probabilities: np.ndarray, labels: np.ndarray, metric: str = "accuracy") -> tuple[float, float]:
+    """(the score by ``metric``, minus the mean log loss): higher is better; the loss breaks ties in the score."""
+    value = prediction_score(labels, probabilities.argmax(1), metric)
     loss = float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, None)).mean())
-    return accuracy, -loss
+    return value, -loss
 
 
-def greedy_selection(candidates: list[np.ndarray], labels: np.ndarray, rounds: int = ROUNDS):
+def greedy_selection(candidates: list[np.ndarray], labels: np.ndarray, rounds: int = ROUNDS, metric: str = "accuracy"):
     """Caruana's greedy selection with replacement: each round adds the candidate whose addition scores best
-    (``scored``; ties go to the earlier candidate). Returns (counts per candidate at the best round, the score
-    after each round)."""
+    (``scored`` by ``metric``; ties go to the earlier candidate). Returns (counts per candidate at the best round,
+    the score after each round)."""
     counts, total, curve, best = np.zeros(len(candidates), dtype=int), None, [], None
     for _ in range(rounds):
         trials = [
-            (scored((c if total is None else total + c) / (counts.sum() + 1), labels), i)
+            (scored((c if total is None else total + c) / (counts.sum() + 1), labels, metric), i)
             for i, c in enumerate(candidates)
         ]
         score, chosen = max(trials, key=lambda t: (t[0], -t[1]))
@@ -90,23 +91,26 @@ def build_ensemble(study, run_dir: Path, data, keep: int, say=print) -> Ensemble
     given = _preprocessing(facts[kept[0].number])
     labels = data.labels[data.indices("val")].astype(int)
     probabilities = [_probabilities(run_dir, t, facts[t.number], given, data) for t in kept]
-    select, check = halves(labels)
-    counts, curve = greedy_selection([p[select] for p in probabilities], labels[select])
+    select, check, metric = *halves(labels), study_metric(study)
+    counts, curve = greedy_selection([p[select] for p in probabilities], labels[select], metric=metric)
     members = [i for i in range(len(kept)) if counts[i]]
     weights = [float(counts[i] / counts.sum()) for i in members]
-    single = max(range(len(kept)), key=lambda i: (scored(probabilities[i][select], labels[select]), -i))
+    single = max(range(len(kept)), key=lambda i: (scored(probabilities[i][select], labels[select], metric), -i))
     average = sum(w * probabilities[i] for w, i in zip(weights, members))
     latency = [TrialRecord.of(kept[i], "latency_ms").latency_ms for i in members]
+    on = lambda p, rows: round(scored(p[rows], labels[rows], metric)[0], 4)  # noqa: E731
+    every = np.arange(len(labels))
     record = EnsembleRecord(
         members=[kept[i].number for i in members],
+        metric=metric,
         weights=[round(w, 4) for w in weights],
         selection_curve=[round(s[0], 4) for s in curve],
         selected_on=len(select),
         held_back=len(check),
-        ensemble_held_back=round(scored(average[check], labels[check])[0], 4),
-        single_held_back=round(scored(probabilities[single][check], labels[check])[0], 4),
+        ensemble_held_back=on(average, check),
+        single_held_back=on(probabilities[single], check),
         single_trial=kept[single].number,
-        ensemble_val=round(scored(average, labels)[0], 4),
+        ensemble_val=on(average, every),
         latency_ms=round(sum(latency), 3) if None not in latency else None,
         single_latency_ms=TrialRecord.of(kept[single], "latency_ms").latency_ms,
     )
@@ -121,6 +125,7 @@ def build_ensemble(study, run_dir: Path, data, keep: int, say=print) -> Ensemble
                 members=[dict(trial=kept[i].number) for i in members],
                 dataset=data.spec,
                 value=record.ensemble_val,
+                metric=metric,
                 latency_ms=record.latency_ms,
                 selection=dataclasses.asdict(record),
             ),
@@ -141,7 +146,8 @@ def ensemble_line(record: EnsembleRecord, folder: Path) -> str:
     )
     verdict = f"ensemble in {folder}" if record.written else "not written: it does not beat the best single model"
     return (
-        f"ensemble of {len(record.members)} ({members}): accuracy {ensemble:.4f} against {single:.4f} for trial "
+        f"ensemble of {len(record.members)} ({members}): {record.metric or 'accuracy'} {ensemble:.4f} against "
+        f"{single:.4f} for trial "
         f"#{record.single_trial} alone on {record.held_back} held-back validation images{latency}; {verdict}"
     )
 

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AutoTLError
+from ..records import METRICS
 from ._plugins import make_pruner, make_sampler
 from ._schedule import POLICIES
 
 STUDY_NAME = "autotl"
-OBJECTIVES = {("accuracy",): ["maximize"], ("accuracy", "latency"): ["maximize", "minimize"]}
+OBJECTIVES = (("accuracy",), ("accuracy", "latency"))  # "accuracy" here names the score: the --metric
+IMBALANCE_RATIO = 3.0  # the largest class over the smallest beyond which the search suggests --metric macro_f1
 
 
 @dataclass
@@ -37,6 +39,7 @@ class SearchOptions:
     allow_outside_paths: bool = False  # let a CSV name images outside its own folder (only for CSVs you trust)
     progress: bool = True  # print trials and their reports to stderr
     objectives: str | tuple[str, ...] = "accuracy"  # accuracy, or accuracy,latency for a Pareto front
+    metric: str | None = None  # the score: accuracy, macro_f1 or balanced_accuracy (None: the space's, or accuracy)
     rank: bool = True  # rank the backbones by LogME before the first trial
     warm_start: bool = True  # the space's warm-start recipes on the best-ranked backbones are the first trials
     drop_backbones: float | None = None  # a LogME margin: leave out backbones that score that far below the best
@@ -70,6 +73,7 @@ class SearchOptions:
         if self.max_epochs is not None and self.max_epochs < 1:
             raise AutoTLError(f"max_epochs must be at least 1, got {self.max_epochs}")
         parse_objectives(self.objectives)
+        check_metric(self.metric)
         if self.drop_backbones is not None and self.drop_backbones < 0:
             raise AutoTLError(f"drop_backbones is a LogME margin and cannot be negative, got {self.drop_backbones}")
         make_sampler(self.sampler, self.seed)  # each raises on an unknown name
@@ -84,5 +88,24 @@ def parse_objectives(objectives) -> tuple[str, ...]:
     """'accuracy' or 'accuracy,latency' (or a sequence of those names) as a checked tuple."""
     names = tuple(n.strip() for n in (objectives.split(",") if isinstance(objectives, str) else objectives))
     if names not in OBJECTIVES:
-        raise AutoTLError(f"unknown objective {','.join(names)!r}: use accuracy (the default) or accuracy,latency")
+        raise AutoTLError(
+            f"unknown objective {','.join(names)!r}: use accuracy (the default) or accuracy,latency "
+            f"(the score is chosen with --metric)"
+        )
     return names
+
+
+def check_metric(metric: str | None) -> None:
+    """Refuse a metric autotl cannot score trials by (None: not chosen)."""
+    if metric is not None and metric not in METRICS:
+        raise AutoTLError(f"unknown metric {metric!r}: use {', '.join(METRICS)}")
+
+
+def study_goals(objectives, metric: str) -> tuple[str, ...]:
+    """The study's objective names: the metric in place of "accuracy", then latency if asked."""
+    return (metric,) + parse_objectives(objectives)[1:]
+
+
+def directions(goals) -> list[str]:
+    """Optuna's direction of each objective: latency is minimized, the score maximized."""
+    return ["minimize" if goal == "latency" else "maximize" for goal in goals]

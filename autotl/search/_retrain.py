@@ -22,6 +22,7 @@ from ..errors import AutoTLError
 from ..records import Metrics, Refit, StudyRecord, TrialRecord
 from ..space import TrialConfig
 from ..train import Budget, Setup, TrialResult, evaluate, fit, read_facts, resolve_device
+from ..trials import study_metric
 from ._best import add_onnx
 from ._trial_files import lineage, model_file
 
@@ -39,7 +40,8 @@ def export_trial(
     """Export trial ``number``'s model to ``out``: its kept weights (``run_dir/trials/``) when the search kept
     them, else its recipe trained again for the reports it ran, keeping its best report.
 
-    Returns (model dir, the accuracy stored for the trial, the exported model's accuracy on validation).
+    Returns (model dir, the score stored for the trial, the exported model's score on validation), both by the
+    study's metric.
     """
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
@@ -52,7 +54,7 @@ def export_trial(
         )
     if not record.config:
         raise AutoTLError(f"trial {number} stored no recipe (a custom objective that does not call ctx.fit)")
-    data, setup = _dataset(study), Setup(resolve_device(device), weights_dir)
+    data, setup, metric = _dataset(study), Setup(resolve_device(device), weights_dir), study_metric(study)
     kept = model_file(run_dir, trial) if run_dir is not None else None
     if kept is not None and kept.is_file():
         say(f"exporting trial {number}'s kept weights ({kept})")
@@ -61,11 +63,13 @@ def export_trial(
         config = TrialConfig.from_dict(record.config)
         say(f"training trial {number}'s recipe again for {len(record.history)} report(s): {config.describe()}")
         soup = bool(record.soup_reports)
-        result = train_again(config, data, record, len(record.history), setup, data.seed, lineage(trial), soup=soup)
-    stored = record.metrics.accuracy if record.metrics and record.metrics.accuracy is not None else float("nan")
-    model_dir = export.save(result, out, extra=dict(trial=number, value=result.metrics["accuracy"], dataset=data.spec))
+        again = dict(soup=soup, metric=metric)
+        result = train_again(config, data, record, len(record.history), setup, data.seed, lineage(trial), **again)
+    stored = getattr(record.metrics, metric, None) if record.metrics else None
+    got = result.metrics[metric]
+    model_dir = export.save(result, out, extra=dict(trial=number, value=got, metric=metric, dataset=data.spec))
     add_onnx(model_dir, data, say)
-    return model_dir, stored, result.metrics["accuracy"]
+    return model_dir, float("nan") if stored is None else stored, got
 
 
 def kept_result(path: Path, record: TrialRecord, data, device) -> TrialResult:
@@ -101,7 +105,8 @@ def refit_best(study, best, data, model_dir, setup: Setup, seed: int, say=print)
     result = train_again(config, merged, record, record.best_report, setup, seed, lineage(best), keep_last=True)
     result.record.metrics = record.metrics
     facts = Refit(best.number, merged.count("train"), record.best_report, round(result.record.wall_seconds, 3))
-    extra = dict(trial=best.number, value=best.values[0], dataset=data.spec, refit=dataclasses.asdict(facts))
+    extra = dict(trial=best.number, value=best.values[0], metric=study_metric(study), dataset=data.spec)
+    extra["refit"] = dataclasses.asdict(facts)
     export.save(result, model_dir, extra=extra)
     StudyRecord(refit=facts).write(study)
 

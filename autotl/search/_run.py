@@ -28,10 +28,10 @@ from ..errors import AutoTLError
 from ..records import DatasetInfo, StudyRecord, TrialRecord
 from ..space import SearchSpace, TrialConfig, load_space
 from ..train import Budget, Setup, TrialResult, fit, resolve_device
-from ..trials import best_trial, objective_names, score
+from ..trials import best_trial, objective_names, score, study_metric
 from ._best import add_onnx, keep_best
 from ._ensemble import build_ensemble, ensemble_line, val_probabilities
-from ._options import OBJECTIVES, SearchOptions, parse_objectives
+from ._options import IMBALANCE_RATIO, SearchOptions, directions, parse_objectives, study_goals
 from ._plugins import make_pruner, make_sampler
 from ._progress import Progress
 from ._rank import MAX_IMAGES, kept, rank_backbones
@@ -67,7 +67,13 @@ class SearchResult:
 
     @property
     def best_value(self) -> float:
+        """The best trial's validation score, by the study's metric."""
         return score(self.best_trial, self.study)
+
+    @property
+    def metric(self) -> str:
+        """What the study scores its trials by: accuracy, macro_f1 or balanced_accuracy."""
+        return study_metric(self.study)
 
     @property
     def best_params(self) -> dict:
@@ -100,6 +106,7 @@ class SearchContext:
     results: dict = field(default_factory=dict)
     interrupt: threading.Event = field(default_factory=threading.Event)
     objectives: tuple = ("accuracy",)
+    metric: str = "accuracy"  # what a trial is scored by: its reports, its kept weights, its value
     soup: bool = False
     trial_budget: float | None = None  # seconds one trial may take, at most
 
@@ -164,18 +171,19 @@ class SearchContext:
             state_file=saved,
             soup=self.soup,
             on_report=on_report,
+            metric=self.metric,
         )
 
 
 def default_objective(trial, ctx: SearchContext):
-    """Fine-tune the sampled recipe; the score is the best report's validation accuracy.
+    """Fine-tune the sampled recipe; the score is the kept weights' validation score by ``ctx.metric``.
 
-    In a study of accuracy and latency, the pair (accuracy, milliseconds per image).
+    In a study of the score and latency, the pair (score, milliseconds per image).
     """
     result = ctx.fit(trial, ctx.suggest(trial))
     if len(ctx.objectives) == 2:
-        return result.metrics["accuracy"], result.record.latency_ms
-    return result.metrics["accuracy"]
+        return result.metrics[ctx.metric], result.record.latency_ms
+    return result.metrics[ctx.metric]
 
 
 def run_name(dataset: str) -> str:
@@ -198,8 +206,10 @@ def search(dataset: str, *, objective=None, options: SearchOptions | None = None
     Before the first trial the space's backbones are ranked by LogME on their frozen
     features (``rank``); ``drop_backbones`` (a LogME margin) leaves out those that score
     that far below the best. The space's warm-start recipes on the best-ranked backbones
-    are the first trials (``warm_start``). ``objectives="accuracy,latency"`` makes a
-    multi-objective study (no pruning; the report shows the Pareto front). ``refit``
+    are the first trials (``warm_start``). ``metric`` is what trials are scored by:
+    accuracy (the default), macro_f1 or balanced_accuracy (None: the space file's
+    ``metric``, else accuracy). ``objectives="accuracy,latency"`` makes a
+    multi-objective study of that score and latency (no pruning; the report shows the Pareto front). ``refit``
     retrains the best recipe on train + validation before the final export. ``soup``
     averages each trial's best reports greedily (a model soup) when validation does not
     get worse. ``compile`` runs training steps through ``torch.compile`` (for a GPU).
@@ -236,8 +246,12 @@ class _Setup:
     space: SearchSpace
     data: ImageDataset
     device: torch.device
-    goals: tuple[str, ...]  # the objectives, checked
+    goals: tuple[str, ...]  # the objectives, checked: the metric, then latency if asked
     run_dir: Path
+
+    @property
+    def metric(self) -> str:
+        return self.goals[0]
 
     @property
     def model_dir(self) -> Path:
@@ -270,7 +284,8 @@ def _load(dataset: str, options: SearchOptions, worker: int | None = None) -> _S
         progress=options.progress and worker is None,
     )
     run_dir = Path(options.out) if options.out is not None else Path("reports") / run_name(dataset)
-    return _Setup(dataset, space, data, device, parse_objectives(options.objectives), run_dir)
+    goals = study_goals(options.objectives, options.metric or space.metric or "accuracy")
+    return _Setup(dataset, space, data, device, goals, run_dir)
 
 
 def _open_study(setup: _Setup, options: SearchOptions, worker: int | None = None) -> optuna.Study:
@@ -283,15 +298,16 @@ def _open_study(setup: _Setup, options: SearchOptions, worker: int | None = None
     study = optuna.create_study(
         storage=open_storage(options.storage or f"sqlite:///{setup.run_dir / 'study.db'}"),
         study_name=options.study_name,
-        directions=OBJECTIVES[setup.goals],
+        directions=directions(setup.goals),
         load_if_exists=True,
         sampler=make_sampler(options.sampler, seed),
         pruner=make_pruner(pruner, reports_in_a_trial(setup.space, setup.data)),
     )
-    if [d.name.lower() for d in study.directions] != OBJECTIVES[setup.goals]:
+    same = [d.name.lower() for d in study.directions] == directions(setup.goals)
+    if not same or (study.metric_names is not None and list(study.metric_names) != list(setup.goals)):
         raise AutoTLError(
             f"{setup.run_dir} holds a study of objective(s) {objective_names(study)}, "
-            f"not {list(setup.goals)}: pass the same --objective, or --out with a new run directory"
+            f"not {list(setup.goals)}: pass the same --objective and --metric, or --out with a new run directory"
         )
     if study.metric_names is None:
         with warnings.catch_warnings():
@@ -304,6 +320,8 @@ def _introduce(study, setup: _Setup, options: SearchOptions, show: Progress) -> 
     """Before the trials: refuse another dataset's study, record the run, rank and warm-start a new study."""
     _check_same_dataset(study, setup.data, setup.run_dir, same_path=options.storage is None)
     _describe(study, setup, options)
+    if options.metric is None and setup.space.metric is None:
+        _imbalance_hint(setup.data, show)
     if not study.trials and _first_to_start(study, show):
         try:
             _start(study, setup, options, show)
@@ -318,6 +336,18 @@ def _introduce(study, setup: _Setup, options: SearchOptions, show: Progress) -> 
             f"searching {data.spec}: {len(data.classes)} classes, {data.count('train')} train / "
             f"{data.count('val')} val images; {finished} of {options.n_trials} trials already finished; "
             f"device {setup.device}; {options.workers} worker(s); run directory {setup.run_dir}"
+        )
+
+
+def _imbalance_hint(data: ImageDataset, show: Progress) -> None:
+    """One line when the largest class has over IMBALANCE_RATIO times the images of the smallest: accuracy then
+    rewards a model that predicts the large classes, and the user may want every class to count."""
+    counts = data.class_counts("train")
+    if counts.max() > IMBALANCE_RATIO * max(counts.min(), 1):
+        largest, smallest = data.classes[counts.argmax()], data.classes[counts.argmin()]
+        show.say(
+            f"note: the classes are imbalanced ({largest!r} has {counts.max()} training images, {smallest!r} "
+            f"{counts.min()}) and trials are scored by accuracy; pass --metric macro_f1 to weigh every class alike"
         )
 
 
@@ -349,6 +379,7 @@ def _run_trials_here(study, setup: _Setup, options: SearchOptions, objective, de
         options.seed,
         show,
         objectives=setup.goals,
+        metric=setup.metric,
         soup=options.soup,
         trial_budget=_trial_budget(options.timeout, setup.space, setup.data),
     )
@@ -394,7 +425,7 @@ def _finish(study, setup: _Setup, options: SearchOptions, show: Progress) -> Sea
         add_onnx(setup.ensemble_dir, setup.data, show.say)
     report.write(study, setup.report_path)
     show.say(
-        f"best validation accuracy {score(best, study):.4f} (trial #{best.number}); "
+        f"best validation {setup.metric} {score(best, study):.4f} (trial #{best.number}); "
         f"model in {setup.model_dir}; report in {setup.report_path}"
     )
     if chosen is not None:

@@ -21,7 +21,7 @@ import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
-from ..records import Slice, TrialRecord
+from ..records import Slice, TrialRecord, report_score
 from ..space import TrialConfig
 from ..train import VAL_CHECK_IMAGES, Plan
 from ..trials import best_trial, score
@@ -124,7 +124,7 @@ class Slices:
         if result.paused:
             self._pause(trial, record, started, result)
             return
-        value = result.metrics["accuracy"]
+        value = result.metrics[self.ctx.metric]
         self.runner.keep(trial, result, value)
         self._end(trial, record, started, TrialState.COMPLETE, value)
 
@@ -151,7 +151,7 @@ class Slices:
         models lack, end where they stand instead: complete, their best report's weights kept."""
         storage = self.study._storage
         waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        waiting = sorted(waiting, key=lambda t: _best_check(t), reverse=True)
+        waiting = sorted(waiting, key=lambda t: _best_check(t, self.ctx.metric), reverse=True)
         complete = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         spare = max(0, self.runner.keep_models - complete) if self.runner.ensemble else 0
         for t in waiting:
@@ -176,7 +176,7 @@ class Slices:
             warnings.warn(f"trial {trial.number} could not be kept for the ensemble: {error}", stacklevel=2)
             return False
         self.ctx.results.pop(trial.number, None)
-        value = result.metrics["accuracy"]
+        value = result.metrics[self.ctx.metric]
         self.runner.keep(trial, result, value)
         self.study.tell(trial, value)
         self.runner.ended(self.study, frozen(trial))
@@ -184,7 +184,8 @@ class Slices:
 
     def _candidate(self, trial) -> Candidate:
         record = TrialRecord.of(trial, "history", "config", "warm_start", "strategy")
-        history = [r for r in record.history if r.val_accuracy is not None]
+        metric = self.ctx.metric
+        history = [r for r in record.history if report_score(r, metric) is not None]
         strategy = record.strategy or trial.params.get("strategy")
         label = record.warm_start or strategy or ""
         if not history:
@@ -196,7 +197,7 @@ class Slices:
         return Candidate(
             trial.number,
             strategy,
-            curve=[(e, r.val_accuracy) for e, r in zip(epochs, history)],
+            curve=[(e, report_score(r, metric)) for e, r in zip(epochs, history)],
             seconds_per_report=statistics.median(seconds) if seconds else None,
             epochs_per_report=epochs[-1] / len(history) if epochs[-1] else 1.0,
             reports=len(history),
@@ -246,11 +247,10 @@ def finer_reports(config: TrialConfig, n_train: int) -> TrialConfig:
     return dataclasses.replace(config, report_every_images=min(config.report_every_images, every))
 
 
-def _best_check(trial) -> float:
-    """A trial's best report on the validation check (-1 without one)."""
-    return max(
-        (r.val_accuracy for r in TrialRecord.of(trial, "history").history if r.val_accuracy is not None), default=-1.0
-    )
+def _best_check(trial, metric: str) -> float:
+    """A trial's best report on the validation check, by ``metric`` (-1 without one)."""
+    scores = (report_score(r, metric) for r in TrialRecord.of(trial, "history").history)
+    return max((s for s in scores if s is not None), default=-1.0)
 
 
 def _unstarted(trial) -> bool:

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import AutoTLError
 from ..records import TrialRecord
 from ..train import save_tensors
-from ..trials import Standing, accuracy_index, best
+from ..trials import Standing, best, score_index
 
 TRIALS, STATE, MODEL, PROBABILITIES = "trials", "state.safetensors", "model.safetensors", "val_probabilities.npy"
 OPEN = (TrialState.RUNNING, TrialState.WAITING)
@@ -123,7 +123,7 @@ def best_complete(study: optuna.Study, trials: list[FrozenTrial], count: int) ->
     left = {t.number: t for t in trials if t.state == TrialState.COMPLETE and t.values}
     chosen = []
     while left and len(chosen) < count:
-        winner = best([Standing.of(t) for t in left.values()], study.directions, accuracy_index(study))
+        winner = best([Standing.of(t) for t in left.values()], study.directions, score_index(study))
         chosen.append(left.pop(winner.number))
     return chosen
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import SpaceError
+from ..records import METRICS
 from ._config import FIELD_NAMES, SETTING_TYPES, VOCABULARY, TrialConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -40,6 +41,7 @@ class SearchSpace:
     start_from: dict = field(default_factory=dict)
     warm_start: dict = field(default_factory=dict)  # recipe name -> settings over start_from
     warm_start_backbones: int = 1
+    metric: str | None = None  # the score the file asks for (``metric: macro_f1``); --metric overrides it
 
     def sample(self, trial) -> TrialConfig:
         """Ask the trial for every searched setting; conditional ones only under their choice."""
@@ -154,6 +156,9 @@ def load_space(space: str | Path = "default") -> SearchSpace:
     max_epochs = raw.pop("max_epochs", TrialConfig.max_epochs)
     if not isinstance(max_epochs, int) or max_epochs < 1:
         raise SpaceError(f"{path}: max_epochs must be a positive whole number, got {max_epochs!r}")
+    metric = raw.pop("metric", None)
+    if metric is not None and metric not in METRICS:
+        raise SpaceError(f"{path}: metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if not isinstance(start, dict):
         raise SpaceError(f"{path}: start_from must be a mapping of setting names to values")
     for key in start:
@@ -168,6 +173,7 @@ def load_space(space: str | Path = "default") -> SearchSpace:
         start_from=start,
         warm_start=recipes,
         warm_start_backbones=warm_backbones,
+        metric=metric,
     )
 
 
@@ -211,7 +217,7 @@ def _parse(path, key, value) -> Param:
     where = f"{path}: {key}"
     if key not in FIELD_NAMES or key == "max_epochs":
         allowed = ", ".join(n for n in FIELD_NAMES if n != "max_epochs")
-        raise SpaceError(f"{where} is not a setting autotl knows; allowed: {allowed}, max_epochs, start_from")
+        raise SpaceError(f"{where} is not a setting autotl knows; allowed: {allowed}, max_epochs, metric, start_from")
     if not isinstance(value, dict):
         _check_vocabulary(where, key, [value])
         return Param(key, "fixed", value=value)

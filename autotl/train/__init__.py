@@ -5,7 +5,7 @@ from ._device import resolve_device
 from ._evaluate import evaluate
 from ._fit import Budget, TrialResult, fit
 from ._inputs import VAL_CHECK_IMAGES
-from ._metrics import macro_f1, per_class
+from ._metrics import macro_f1, per_class, prediction_score
 from ._plan import COOL_DOWN_SHARE, Plan
 from ._state import StateError, read_facts, save_tensors
 
@@ -21,6 +21,7 @@ __all__ = [
     "read_facts",
     "macro_f1",
     "per_class",
+    "prediction_score",
     "Plan",
     "COOL_DOWN_SHARE",
     "VAL_CHECK_IMAGES",

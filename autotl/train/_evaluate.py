@@ -1,4 +1,4 @@
-"""Score a model on batches of validation images: accuracy, macro-F1 and mean cross-entropy."""
+"""Score a model on batches of validation images: accuracy, macro-F1, balanced accuracy and mean cross-entropy."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ._device import BAR_DELAY_S, autocast, bars
-from ._metrics import macro_f1
+from ._metrics import balanced_accuracy, macro_f1
 
 
 def evaluate(model, batches, *, device, num_classes: int, progress_total: int | None = None) -> dict:
-    """Accuracy, macro-F1 and mean cross-entropy of ``model`` over ``batches`` of (inputs, labels).
+    """Accuracy, macro-F1, balanced accuracy and mean cross-entropy of ``model`` over ``batches`` of (inputs, labels).
 
     With ``progress_total`` (the number of images), a long evaluation shows a progress bar.
     """
@@ -35,5 +35,8 @@ def evaluate(model, batches, *, device, num_classes: int, progress_total: int | 
     pred, labels = torch.cat(preds), torch.cat(truth)
     truth, predicted = labels.numpy(), pred.numpy()
     return dict(
-        accuracy=float((truth == predicted).mean()), macro_f1=macro_f1(truth, predicted), loss=loss_sum / len(labels)
+        accuracy=float((truth == predicted).mean()),
+        macro_f1=macro_f1(truth, predicted),
+        balanced_accuracy=balanced_accuracy(truth, predicted),
+        loss=loss_sum / len(labels),
     )

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .. import backbones
 from ..data import ImageDataset, augment, mixup
-from ..records import Metrics, Report, TrialRecord
+from ..records import Metrics, Report, TrialRecord, report_score
 from ..space import TrialConfig
 from ..trials import Standing, best
 from ._build import Run, Setup, build
@@ -70,7 +70,7 @@ class TrialResult:
 
     @property
     def metrics(self) -> dict:
-        """The kept weights on the validation split: accuracy, macro_f1 and loss."""
+        """The kept weights on the validation split: accuracy, macro_f1, balanced_accuracy and loss."""
         return dataclasses.asdict(self.record.metrics) if self.record.metrics is not None else {}
 
     @property
@@ -92,6 +92,7 @@ def fit(
     keep_last: bool = False,
     soup: bool = False,
     on_report=None,
+    metric: str = "accuracy",
 ) -> TrialResult:
     """Fine-tune ``config.backbone`` on ``dataset`` for up to ``config.max_epochs`` epochs, report by report.
 
@@ -104,7 +105,9 @@ def fit(
     is damaged or of another run is warned about and trained over). ``keep_last`` keeps the
     last report's weights instead of the best (a refit, whose validation images it trains
     on); ``soup`` averages the best reports' weights greedily when validation does not get
-    worse. ``on_report(report, best, restored)`` sees each report, the saved ones too.
+    worse. ``on_report(report, best, restored)`` sees each report, the saved ones too. ``metric``
+    (accuracy, macro_f1 or balanced_accuracy) is what the reports are scored by: it picks the kept
+    report and is what the trial and its pruner see.
     """
     started = time.time()
     setup, budget = setup or Setup(), budget or Budget()
@@ -119,6 +122,7 @@ def fit(
         reports=budget.reports,
         keep_last=keep_last,
         soup=soup,
+        **({"metric": metric} if metric != "accuracy" else {}),  # a state saved before --metric is the same run
     )
     make = lambda: build(config, dataset, setup, seed=identity["seed"], reports=budget.reports)  # noqa: E731
     run, state = _start(make, state_file, identity)
@@ -126,7 +130,7 @@ def fit(
     if budget.end_soon:
         run.plan.end_soon(state.report, state.step, config.lr_schedule, config.probe_lr_scale)
     clock = _Clock(started, state.wall_seconds, budget)
-    duty = _Duty(trial, keep_last, soup, on_report, clock)
+    duty = _Duty(trial, keep_last, soup, on_report, clock, metric)
     saves = _Saves(state_file, identity, since=started)
     duty.begin(run, state)
     if budget.end_now:
@@ -198,6 +202,7 @@ class _Duty:
     soup: bool
     on_report: object
     clock: _Clock
+    metric: str = "accuracy"
 
     @property
     def reporting(self) -> bool:
@@ -213,7 +218,7 @@ class _Duty:
             if self.reporting:
                 with warnings.catch_warnings():  # a trial continued after a pause has these reports already
                     warnings.filterwarnings("ignore", "The reported value is ignored")
-                    self.trial.report(entry.val_accuracy, entry.report)
+                    self.trial.report(report_score(entry, self.metric), entry.report)
             if self.on_report is not None:
                 self.on_report(entry, state.best, True)
         if state.history and self.trial is not None:
@@ -337,6 +342,7 @@ def check(run: Run, state: TrainState, trained) -> Report:
         val_loss=val["loss"],
         val_accuracy=val["accuracy"],
         val_macro_f1=val["macro_f1"],
+        val_balanced_accuracy=val["balanced_accuracy"],
         seconds=round(time.time() - started, 3),
         train_seconds=round(train_seconds, 3),
     )
@@ -348,12 +354,17 @@ def decide(run: Run, state: TrainState, entry: Report, duty: _Duty) -> None:
     """After a report: keep its weights if best, report it, prune, and shorten the schedule to the time left."""
     if state.first_report_seconds is None:
         state.first_report_seconds = round(duty.clock.wall(), 3)
-    val = dict(accuracy=entry.val_accuracy, macro_f1=entry.val_macro_f1, loss=entry.val_loss)
+    val = dict(
+        accuracy=entry.val_accuracy,
+        macro_f1=entry.val_macro_f1,
+        balanced_accuracy=entry.val_balanced_accuracy,
+        loss=entry.val_loss,
+    )
     keep(run, state, val, duty)
     if duty.on_report is not None:
         duty.on_report(entry, state.best, False)
     if duty.reporting:
-        duty.trial.report(entry.val_accuracy, entry.report)
+        duty.trial.report(report_score(entry, duty.metric), entry.report)
         if state.step > run.plan.protected_steps and duty.trial.should_prune():
             stop_pruned(run, state, duty, f"pruned by the pruner after report {entry.report}")
     if not math.isfinite(entry.val_loss):
@@ -366,19 +377,19 @@ def decide(run: Run, state: TrainState, entry: Report, duty: _Duty) -> None:
 def keep(run: Run, state: TrainState, val: dict, duty: _Duty) -> None:
     """Keep the report's weights when they are the best so far (or the last, for a refit), and for a soup."""
     report = state.report
-    if state.best is None or duty.keep_last or _ahead(val, report, state.best, len(run.split.check)):
+    if state.best is None or duty.keep_last or _ahead(val, report, state.best, len(run.split.check), duty.metric):
         state.best = dict(val, report=report)
         state.best_weights = _cpu_copy(run.model)
     if duty.soup:
         weights = state.best_weights if state.best["report"] == report else _cpu_copy(run.model)
-        candidates = state.soup + [((val["accuracy"], -val["loss"]), report, weights)]
+        candidates = state.soup + [((val[duty.metric], -val["loss"]), report, weights)]
         state.soup = sorted(candidates, key=lambda c: c[0], reverse=True)[:SOUP_REPORTS]
 
 
-def _ahead(val: dict, report: int, than: dict, images: int) -> bool:
+def _ahead(val: dict, report: int, than: dict, images: int, metric: str) -> bool:
     """Whether a report beats another by the best-trial rule (``autotl.trials.best``) on the validation check."""
-    mine = Standing((val["accuracy"],), report, val["loss"], images)
-    theirs = Standing((than["accuracy"],), than["report"], than["loss"], images)
+    mine = Standing((val[metric],), report, val["loss"], images)
+    theirs = Standing((than.get(metric),), than["report"], than["loss"], images)
     return best([mine, theirs], [optuna.study.StudyDirection.MAXIMIZE]) is mine
 
 
@@ -391,7 +402,7 @@ def finish(run: Run, state: TrainState, duty: _Duty, end_reason: str = "complete
         )
     elif end_reason == "completed" and plan.shortened:
         end_reason = f"completed a schedule shortened to {plan.last_report} reports to end within the time budget"
-    soup_reports, unsouped = _souped(run, state) if duty.soup else ([], None)
+    soup_reports, unsouped = _souped(run, state, duty.metric) if duty.soup else ([], None)
     run.model.load_state_dict(state.best_weights)
     metrics, val = state.best, run.split.val
     if len(run.split.check) < len(val) or soup_reports:  # the trial's score: its kept weights on all of val
@@ -408,7 +419,7 @@ def finish(run: Run, state: TrainState, duty: _Duty, end_reason: str = "complete
     return result
 
 
-def _souped(run: Run, state: TrainState) -> tuple[list[int], dict | None]:
+def _souped(run: Run, state: TrainState, metric: str) -> tuple[list[int], dict | None]:
     """(reports averaged, the unsouped best weights) when a greedy soup of the best reports is kept."""
     if len(state.soup) <= 1:
         return [], None
@@ -416,7 +427,7 @@ def _souped(run: Run, state: TrainState) -> tuple[list[int], dict | None]:
     def soup_score(weights):
         run.model.load_state_dict(weights)
         m = score(run, run.split.check, run.split.check_rows)
-        return (m["accuracy"], -m["loss"])
+        return (m[metric], -m["loss"])
 
     souped, soup_reports, _ = greedy_soup(state.soup, soup_score)
     if len(soup_reports) <= 1:
@@ -442,7 +453,7 @@ def _result(run: Run, state: TrainState, duty: _Duty, end_reason: str, *, metric
         backbone=run.config.backbone,
         strategy=run.config.strategy,
         config=run.config.to_dict(),
-        metrics=Metrics(kept.get("accuracy"), kept.get("macro_f1"), kept.get("loss")) if kept else None,
+        metrics=_metrics(kept),
         val_images=val_images if val_images is not None else len(run.split.check),
         feature_cache=run.feature_cache,
     )
@@ -454,6 +465,12 @@ def _result(run: Run, state: TrainState, duty: _Duty, end_reason: str, *, metric
         feature_seconds=round(state.feature_seconds, 3),
         paused=paused,
     )
+
+
+def _metrics(kept: dict) -> Metrics | None:
+    """The kept weights' scores as the record stores them (None before any report)."""
+    names = [f.name for f in dataclasses.fields(Metrics)]
+    return Metrics(**{name: kept.get(name) for name in names}) if kept else None
 
 
 class _Stop(Exception):

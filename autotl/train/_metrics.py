@@ -6,7 +6,27 @@ never needs it.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+
+def prediction_score(truth: np.ndarray, predicted: np.ndarray, metric: str = "accuracy") -> float:
+    """Predicted classes scored by ``metric``: accuracy, macro_f1 or balanced_accuracy."""
+    if metric == "macro_f1":
+        return macro_f1(truth, predicted)
+    if metric == "balanced_accuracy":
+        return balanced_accuracy(truth, predicted)
+    return float((np.asarray(truth) == np.asarray(predicted)).mean())
+
+
+def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Recall averaged over the classes in the truth: a class the model never predicts counts as 0, however small."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    with warnings.catch_warnings():  # a class predicted but absent from the truth is not an error here
+        warnings.simplefilter("ignore")
+        return float(balanced_accuracy_score(truth, predicted))
 
 
 def macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
