@@ -17,7 +17,7 @@ from plotly.offline import get_plotlyjs
 
 from autotl import report
 from autotl.cli import main
-from autotl.records import DatasetInfo, Metrics, Report, StudyRecord, TrialRecord
+from autotl.records import DatasetInfo, EnsembleRecord, Metrics, Report, StudyRecord, TrialRecord, report_score
 from autotl.report import _figures, _html, _records
 from autotl.space import STRATEGIES, TrialConfig
 
@@ -85,12 +85,15 @@ def _ask(study, i, backbones=("resnet18", "convnext_atto", EVIL)):
     return trial
 
 
-def _finish(study, trial, accuracies, state=TrialState.COMPLETE):
-    for step, accuracy in enumerate(accuracies, start=1):
-        trial.report(accuracy, step)
+def _finish(study, trial, accuracies, state=TrialState.COMPLETE, metric="accuracy"):
+    """Report and tell the trial's scores by ``metric`` (accuracy or macro_f1), as the trainer does."""
+    history = _history(accuracies)
+    for entry in history:
+        trial.report(report_score(entry, metric), entry.report)
     best = max(accuracies)
+    metrics = Metrics(accuracy=best, macro_f1=best - 0.05, loss=0.5)
     TrialRecord(
-        history=_history(accuracies),
+        history=history,
         best_report=accuracies.index(best) + 1,
         reports=len(accuracies),
         wall_seconds=2.0 * len(accuracies),
@@ -99,10 +102,10 @@ def _finish(study, trial, accuracies, state=TrialState.COMPLETE):
         end_reason="completed" if state == TrialState.COMPLETE else "pruned after report 1",
         backbone=trial.params["backbone"],
         config=_config(trial),
-        metrics=Metrics(accuracy=best, macro_f1=best - 0.05, loss=0.5),
+        metrics=metrics,
     ).write(trial)
     if state == TrialState.COMPLETE:
-        study.tell(trial, best)
+        study.tell(trial, getattr(metrics, metric))
     else:
         study.tell(trial, state=state)
 
@@ -146,11 +149,15 @@ def make_study(
     n_wrong=5,
     n_pruned=1,
     study_name=f"demo {EVIL}",
+    metric="accuracy",
 ):
-    """A study shaped like a real search's: study attrs, trial attrs, a best-model analysis."""
+    """A study shaped like a real search's: study attrs, trial attrs, a best-model analysis; scored by
+    ``metric`` (accuracy or macro_f1, as ``--metric`` chose)."""
     study = optuna.create_study(
         direction="maximize", study_name=study_name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=0)
     )
+    if metric != "accuracy":
+        study.set_metric_names([metric])
     StudyRecord(
         dataset=DatasetInfo(
             path=f"/data/{EVIL}",
@@ -171,7 +178,7 @@ def make_study(
         started_at="2024-01-01T00:00:00+00:00",
     ).write(study)
     for i in range(n_complete):
-        _finish(study, _ask(study, i, backbones), [0.5, 0.6 + 0.05 * i, 0.62 + 0.05 * i])
+        _finish(study, _ask(study, i, backbones), [0.5, 0.6 + 0.05 * i, 0.62 + 0.05 * i], metric=metric)
     for i in range(n_pruned if pruned else 0):
         trial = _ask(study, 10 + i, backbones)
         trial.report(0.3, 1)
@@ -528,10 +535,10 @@ PARETO = {0: (0.80, 10.0), 1: (0.85, 20.0), 2: (0.82, 25.0), 3: (0.90, 40.0), 4:
 FRONT = [0, 1, 6]
 
 
-def make_pareto_study(storage=None):
-    """An accuracy-latency study as the search makes it with two objectives: no pruning, no reports."""
+def make_pareto_study(storage=None, metric="accuracy"):
+    """A score-latency study as the search makes it with two objectives: no pruning, no reports."""
     study = optuna.create_study(directions=["maximize", "minimize"], study_name="pareto", storage=storage)
-    study.set_metric_names(["accuracy", "latency"])
+    study.set_metric_names([metric, "latency"])
     backbones = ["resnet18", "convnext_atto", EVIL]
     lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
     for number in range(8):
@@ -827,7 +834,7 @@ def test_an_old_study_with_the_old_keys_renders_with_its_numbers():
     curves = report.curve_records(study)
     assert curves["report"].tolist()[:3] == [1, 2, 3] and curves["epoch"].tolist()[:3] == [0.25, 0.5, 0.75]
     pareto = report.pareto_records(study)
-    assert pareto["accuracy"].tolist() == [0.7, 0.9, 0.6] and pareto["latency_ms"].tolist() == [12.0, 30.0, 20.0]
+    assert pareto["score"].tolist() == [0.7, 0.9, 0.6] and pareto["latency_ms"].tolist() == [12.0, 30.0, 20.0]
     assert pareto.loc[pareto["on_front"], "number"].tolist() == [0, 1]
     page = _html.render(study)
     assert "0.9 validation accuracy (trial 1; latency 30 ms, val-loss 0.3, at report 3)" in page
@@ -836,3 +843,77 @@ def test_an_old_study_with_the_old_keys_renders_with_its_numbers():
     assert "<th>best report</th>" in table and "<th>reports</th>" in table
     assert table.count('<td class="num" data-v="3.0">3</td>') == 6  # best report and reports of 3 trials
     assert "report 2 (epoch 0.50)" in page  # the curves' hover
+
+
+# --- a study scored by another metric than accuracy (--metric) -------------------------------------
+
+
+def _never_predicted_analysis():
+    """The exported model never predicts dog: its column is empty, its recall 0."""
+    confusion = [[8, 1, 0], [2, 5, 0], [3, 1, 0]]
+    per_class = [
+        {"cls": name, "precision": p, "recall": r, "f1": f, "support": sum(row)}
+        for name, p, r, f, row in zip(CLASSES, [8 / 13, 5 / 7, 0.0], [8 / 9, 5 / 7, 0.0], [0.7, 0.71, 0.0], confusion)
+    ]
+    return {**analysis(n_wrong=0), "confusion": confusion, "per_class": per_class, "n_val": 20}
+
+
+def test_a_macro_f1_study_names_its_metric_first_and_flags_a_class_never_predicted():
+    study = make_study(metric="macro_f1")
+    study.set_user_attr("best_model_analysis", _never_predicted_analysis())
+    info = _records.summary(study)
+    assert info["metric"] == "macro_f1" and info["best_value"] == pytest.approx(0.72)
+    page = _html.render(study)
+    summary = page[page.index('<section id="summary">') : page.index('<section id="history">')]
+    rows = summary.split("<tr><th>")[1:]
+    assert rows[0].startswith("Scored by</th><td>macro-F1 (--metric macro_f1): the mean F1 score over the classes")
+    assert rows[1].startswith("Best score</th><td>0.72 validation macro-F1 (trial 3; accuracy 0.77, val-loss 0.5")
+    assert rows[2].startswith(
+        f"Per-class recall</th><td>cat 0.89, {EVIL_TEXT} 0.71, "
+        '<strong class="never">dog 0.00 (never predicted)</strong></td>'
+    )
+    assert "validation accuracy" not in page.replace(get_plotlyjs(), "")
+    assert "Validation macro-F1 at each report" in page
+    best_model = page[page.index('<section id="best-model">') :]
+    assert "<th>validation images</th>" in best_model and "<th>support</th>" not in best_model
+
+
+def test_the_curves_plot_the_study_metric_and_the_confusion_rows_count_their_images():
+    study = make_study(metric="macro_f1")
+    study.set_user_attr("best_model_analysis", _never_predicted_analysis())
+    curves = report.curve_records(study)
+    history = curves[curves["state"] == "complete"]
+    assert history["score"].tolist() == history["val_macro_f1"].tolist()
+    pruned = curves[curves["state"] == "pruned"]  # no history: its reported values are the metric's
+    assert pruned["score"].tolist() == [0.3] and pruned["val_macro_f1"].tolist() == [0.3]
+    assert pruned["val_accuracy"].isna().all()
+    fig = _figures.curves_figure(curves, 3, "macro_f1")
+    assert fig.layout.yaxis.title.text == "validation macro-F1"
+    assert list(fig.data[-1].y) == pytest.approx([0.45, 0.7, 0.72])  # the best trial, drawn last
+    assert report.curve_records(make_study())["score"].tolist()[:3] == pytest.approx([0.5, 0.6, 0.62])
+    confusion = _figures.confusion_figure(report.best_model_records(study))
+    assert list(confusion.data[0].y) == ["cat (n=9)", f"{EVIL_TEXT} (n=7)", "dog (n=4)"]
+    assert list(confusion.data[0].x) == ["cat", EVIL_TEXT, "dog"]
+
+
+def test_many_classes_show_the_lowest_recalls_and_how_many_are_never_right():
+    per_class = pd.DataFrame({"cls": [f"c{i}" for i in range(14)], "recall": [0.0] * 11 + [0.5, 0.2, 0.9]})
+    text = _html._recalls(per_class, None)
+    assert text.startswith('lowest 10 of 14 classes: <strong class="never">c0 0.00 (never right)</strong>')
+    assert text.count("(never right)") == 10 and text.endswith("; 11 classes are never right")
+    few = _html._recalls(per_class.iloc[11:], None)
+    assert few == "c11 0.50, c12 0.20, c13 0.90"  # a few: in class order, all of them
+
+
+def test_a_macro_f1_pareto_study_and_ensemble_say_macro_f1():
+    study = make_pareto_study(metric="macro_f1")
+    chosen = EnsembleRecord([0, 1], [0.5, 0.5], "macro_f1", [0.8, 0.9], 10, 10, 0.9, 0.85, 6)
+    StudyRecord(ensemble=chosen).write(study)
+    page = _html.render(study)
+    assert "the best macro-F1 of the complete trials" in page and "most accurate" not in page
+    assert "<h2>2. Pareto front: macro-F1 against latency</h2>" in page
+    assert "<th>validation macro-F1</th>" in page
+    fig = _figures.pareto_figure(report.pareto_records(study), "macro_f1")
+    assert fig.layout.yaxis.title.text == "validation macro-F1"
+    assert "macro-F1 0.9 against 0.85 for trial 6 alone" in page  # the ensemble's verdict
+    assert "The macro-F1 on the selection half" in page

@@ -22,6 +22,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from ..space import TrialConfig
+from ._records import metric_title
 
 _STATE_COLORS = {"complete": "#1f77b4", "pruned": "#999999", "fail": "#d62728", "running": "#2ca02c"}
 _STATE_DASH = {"complete": "solid", "pruned": "dash", "fail": "dot", "running": "solid"}
@@ -118,17 +119,18 @@ def time_figure(times: pd.DataFrame) -> go.Figure | None:
     return fig
 
 
-def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Figure | None:
-    """Validation accuracy per report, one line per trial.
+def curves_figure(curves: pd.DataFrame, best_trial: int | None = None, metric: str = "accuracy") -> go.Figure | None:
+    """The validation score (by the study's ``metric``, what the search optimized) per report, one line per trial.
 
     Pruned trials are dashed grey with a red 'x' where they stopped; failed trials are
     dotted; the best trial is drawn thick and orange, on top. The legend has one entry
     per kind of trial (click it to hide that kind); hovering a point names its trial, its
     report and the epochs of training done by then.
     """
-    curves = curves[curves["val_accuracy"].notna()]
+    curves = curves[curves["score"].notna()]
     if curves.empty:
         return None
+    title = f"validation {metric_title(metric)}"
     fig = go.Figure()
     groups = list(curves.groupby("trial", sort=True))
     groups.sort(key=lambda item: best_trial is not None and int(item[0]) == best_trial)  # best last
@@ -141,11 +143,11 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
         name = f"trial {trial}" + (" (best)" if is_best else "" if state == "complete" else f" ({_label(state)})")
         color = _BEST_COLOR if is_best else _STATE_COLORS.get(state, "#7f7f7f")
         reports = group["report"].astype(int).tolist()
-        accuracy = group["val_accuracy"].tolist()
+        scores = group["score"].tolist()
         fig.add_trace(
             go.Scatter(
                 x=reports,
-                y=accuracy,
+                y=scores,
                 text=[_report_text(r, e) for r, e in zip(reports, group["epoch"])],
                 mode="lines+markers",
                 name=f"best trial ({trial})" if is_best else _label(f"{state} trials"),
@@ -154,7 +156,7 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
                 line={"color": color, "width": 4 if is_best else 1.5, "dash": _STATE_DASH.get(state, "solid")},
                 marker={"size": 4, "color": color},
                 opacity=1.0 if is_best or state == "complete" else 0.7,
-                hovertemplate=name + "<br>%{text}<br>val accuracy %{y:.4f}<extra></extra>",
+                hovertemplate=name + f"<br>%{{text}}<br>{title} %{{y:.4f}}<extra></extra>",
             )
         )
         shown.add(kind)
@@ -162,7 +164,7 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
             fig.add_trace(
                 go.Scatter(
                     x=reports[-1:],
-                    y=accuracy[-1:],
+                    y=scores[-1:],
                     mode="markers",
                     legendgroup=kind,
                     showlegend=False,
@@ -170,7 +172,7 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None) -> go.Fig
                     hovertemplate=name + "<br>pruned after report %{x}<extra></extra>",
                 )
             )
-    _layout(fig, xaxis_title="report", yaxis_title="validation accuracy")
+    _layout(fig, xaxis_title="report", yaxis_title=title)
     if curves["report"].max() < 20:
         fig.update_xaxes(dtick=1)  # whole report numbers only
     return fig
@@ -462,8 +464,9 @@ def backbone_figure(configs: pd.DataFrame, backbones: pd.DataFrame) -> go.Figure
     return fig
 
 
-def strategy_figure(strategies: pd.DataFrame) -> go.Figure | None:
-    """Best score (y) against median training seconds per trial (x), one labelled marker per strategy.
+def strategy_figure(strategies: pd.DataFrame, metric: str = "accuracy") -> go.Figure | None:
+    """Best score (y, by the study's ``metric``) against median training seconds per trial (x), one labelled
+    marker per strategy.
 
     ``strategies`` is ``_records.strategy_records``; hovering a marker shows the share of
     parameters the strategy trains, the light ones (LoRA, BitFit) being the point of them.
@@ -473,6 +476,7 @@ def strategy_figure(strategies: pd.DataFrame) -> go.Figure | None:
     shown = strategies[strategies["best"].notna() & strategies["median_train_seconds"].notna()]
     if shown.empty:
         return None
+    title = metric_title(metric)
     fig = go.Figure(
         go.Scatter(
             x=shown["median_train_seconds"].tolist(),
@@ -485,12 +489,12 @@ def strategy_figure(strategies: pd.DataFrame) -> go.Figure | None:
                 [share_text(share), int(best), int(trials)]
                 for share, best, trials in zip(shown["share_trained"], shown["best_trial"], shown["trials"])
             ],
-            hovertemplate="%{text}<br>best accuracy %{y:.4f} (trial %{customdata[1]})<br>"
+            hovertemplate=f"%{{text}}<br>best {title} %{{y:.4f}} (trial %{{customdata[1]}})<br>"
             "median %{x:.3g} s of training per trial (%{customdata[2]} trials)<br>"
             "%{customdata[0]} of parameters trained<extra></extra>",
         )
     )
-    _layout(fig, xaxis_title="median training seconds per trial", yaxis_title="best validation accuracy")
+    _layout(fig, xaxis_title="median training seconds per trial", yaxis_title=f"best validation {title}")
     low, high = shown["median_train_seconds"].min(), shown["median_train_seconds"].max()
     if low > 0 and high / low > 20:
         fig.update_xaxes(type="log")
@@ -507,8 +511,9 @@ def share_text(share: float | None) -> str:
     return f"{percent:.0f}%" if percent >= 10 else f"{percent:.2g}%"
 
 
-def ranking_figure(ranking: pd.DataFrame) -> go.Figure | None:
-    """LogME score (x) against the best accuracy each backbone then reached (y), one labelled marker each.
+def ranking_figure(ranking: pd.DataFrame, metric: str = "accuracy") -> go.Figure | None:
+    """LogME score (x) against the best score (by the study's ``metric``) each backbone then reached (y), one
+    labelled marker each.
 
     ``ranking`` is ``_records.ranking_records``. Backbones without a complete trial
     (dropped, or every trial pruned or failed) have no y: they sit in a thin strip
@@ -520,6 +525,7 @@ def ranking_figure(ranking: pd.DataFrame) -> go.Figure | None:
     if trained.empty:
         return None
     untrained = scored[scored["best"].isna()]
+    title = metric_title(metric)
     rows = 2 if not untrained.empty else 1
     fig = make_subplots(
         rows=rows,
@@ -536,9 +542,9 @@ def ranking_figure(ranking: pd.DataFrame) -> go.Figure | None:
             text=[_label(name) for name in trained["backbone"]],
             textposition="top center",
             marker={"color": "#1f77b4", "size": 10},
-            name="searched: best validation accuracy",
+            name=f"searched: best validation {title}",
             customdata=[[int(r), int(c)] for r, c in zip(trained["rank"], trained["complete"])],
-            hovertemplate="%{text}<br>rank %{customdata[0]}, LogME %{x:.4g}<br>best accuracy "
+            hovertemplate=f"%{{text}}<br>rank %{{customdata[0]}}, LogME %{{x:.4g}}<br>best {title} "
             "%{y:.4f} (%{customdata[1]} complete trials)<extra></extra>",
         ),
         row=1,
@@ -570,14 +576,15 @@ def ranking_figure(ranking: pd.DataFrame) -> go.Figure | None:
     pad = 0.15 * (high - low) if high > low else max(0.5, abs(low) * 0.1)  # room for the labels
     fig.update_xaxes(range=[low - pad, high + pad])
     fig.update_xaxes(title_text="LogME score before training (higher = predicted better)", row=rows, col=1)
-    fig.update_yaxes(title_text="best validation accuracy", row=1, col=1)
+    fig.update_yaxes(title_text=f"best validation {title}", row=1, col=1)
     _layout(fig, height=_HEIGHT)
     fig.update_layout(legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0})
     return fig
 
 
-def pareto_figure(pareto: pd.DataFrame) -> go.Figure | None:
-    """Accuracy against latency of every complete trial; the Pareto front highlighted and joined.
+def pareto_figure(pareto: pd.DataFrame, metric: str = "accuracy") -> go.Figure | None:
+    """Score (by the study's ``metric``) against latency of every complete trial; the Pareto front highlighted
+    and joined.
 
     ``pareto`` is ``_records.pareto_records``. Front trials are orange and labelled with
     their number, joined by a step line: everything below and to the right of it is
@@ -587,7 +594,10 @@ def pareto_figure(pareto: pd.DataFrame) -> go.Figure | None:
     if pareto.empty:
         return None
     fig = go.Figure()
-    hover = "trial %{customdata[0]} (%{customdata[1]})<br>latency %{x:.3g} ms<br>accuracy %{y:.4f}<extra></extra>"
+    title = metric_title(metric)
+    hover = (
+        f"trial %{{customdata[0]}} (%{{customdata[1]}})<br>latency %{{x:.3g}} ms<br>{title} %{{y:.4f}}<extra></extra>"
+    )
 
     def customdata(frame: pd.DataFrame) -> list[list[Any]]:
         return [
@@ -600,7 +610,7 @@ def pareto_figure(pareto: pd.DataFrame) -> go.Figure | None:
         fig.add_trace(
             go.Scatter(
                 x=others["latency_ms"].tolist(),
-                y=others["accuracy"].tolist(),
+                y=others["score"].tolist(),
                 mode="markers",
                 marker={"color": _STATE_COLORS["complete"], "size": 8, "opacity": 0.6},
                 name="complete trials",
@@ -608,12 +618,12 @@ def pareto_figure(pareto: pd.DataFrame) -> go.Figure | None:
                 hovertemplate=hover,
             )
         )
-    front = pareto[pareto["on_front"]].sort_values(["latency_ms", "accuracy", "number"], kind="stable")
+    front = pareto[pareto["on_front"]].sort_values(["latency_ms", "score", "number"], kind="stable")
     if not front.empty:
         fig.add_trace(
             go.Scatter(
                 x=front["latency_ms"].tolist(),
-                y=front["accuracy"].tolist(),
+                y=front["score"].tolist(),
                 mode="lines",
                 line={"shape": "hv", "color": _BEST_COLOR, "width": 2},
                 name="Pareto front",
@@ -623,7 +633,7 @@ def pareto_figure(pareto: pd.DataFrame) -> go.Figure | None:
         fig.add_trace(
             go.Scatter(
                 x=front["latency_ms"].tolist(),
-                y=front["accuracy"].tolist(),
+                y=front["score"].tolist(),
                 mode="markers+text",
                 text=[str(int(n)) for n in front["number"]],
                 textposition="top left",
@@ -633,7 +643,7 @@ def pareto_figure(pareto: pd.DataFrame) -> go.Figure | None:
                 hovertemplate=hover,
             )
         )
-    _layout(fig, xaxis_title="inference latency at batch 1 (ms)", yaxis_title="validation accuracy")
+    _layout(fig, xaxis_title="inference latency at batch 1 (ms)", yaxis_title=f"validation {title}")
     low, high = pareto["latency_ms"].min(), pareto["latency_ms"].max()
     if low > 0 and high / low > 20:
         fig.update_xaxes(type="log")
@@ -641,19 +651,24 @@ def pareto_figure(pareto: pd.DataFrame) -> go.Figure | None:
 
 
 def confusion_figure(best: dict[str, Any] | None) -> go.Figure | None:
-    """The best model's confusion matrix on validation images; colour is the share of each true class."""
+    """The best model's confusion matrix on validation images; colour is the share of each true class.
+
+    Each true-class row is labelled with its validation images, e.g. 'cat (n=12)', so a
+    share of a class with few images reads as the guess it is.
+    """
     if not best or best.get("confusion") is None or best["confusion"].empty:
         return None
     counts = best["confusion"]
     names = [_label(name) for name in counts.index]
-    totals = counts.sum(axis=1).replace(0, 1)
-    shares = counts.div(totals, axis=0).round(4)
+    totals = counts.sum(axis=1)
+    rows = [f"{name} (n={int(total)})" for name, total in zip(names, totals)]
+    shares = counts.div(totals.replace(0, 1), axis=0).round(4)
     n = len(names)
     fig = go.Figure(
         go.Heatmap(
             z=shares.values.tolist(),
             x=names,
-            y=names,
+            y=rows,
             customdata=counts.values.tolist(),
             text=counts.values.tolist(),
             texttemplate="%{text}" if n <= 20 else None,

@@ -27,11 +27,18 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from autotl.records import DatasetInfo, TrialRecord
+from autotl.records import METRICS, DatasetInfo, TrialRecord
 from autotl.report import _figures, _records
 
 _CONFIG = {"displaylogo": False, "responsive": True}
 _MAX_CLASSES_SHOWN = 40
+_MAX_RECALLS_SHOWN = 10  # the summary's per-class recall: the lowest ones beyond this many classes
+# What each metric a search can score by (--metric) measures, for the summary's first line.
+_METRIC_MEANINGS = {
+    "accuracy": "the share of validation images classified right",
+    "macro_f1": "the mean F1 score over the classes, so every class counts the same however many images it has",
+    "balanced_accuracy": "the mean recall over the classes, so every class counts the same however many images it has",
+}
 _MAX_ERROR_IN_TABLE = 120
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; padding: 0 1rem; color: #222; }
@@ -47,6 +54,7 @@ table.sortable th { background: #f5f5f5; position: sticky; top: 0; cursor: point
 table.sortable th[aria-sort=ascending]::after { content: " \\25B2"; }
 table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+strong.never { color: #b00; }
 tr.pruned { color: #777; } tr.fail { color: #b00; } tr.best { background: #fff3e0; font-weight: 600; }
 .gallery { display: flex; flex-wrap: wrap; gap: 0.6rem; }
 .gallery figure { margin: 0; width: 104px; font-size: 0.75rem; text-align: center; overflow-wrap: anywhere; }
@@ -125,22 +133,25 @@ def render(study: optuna.Study) -> str:
     trials = _records.trial_records(study)
     configs = _records.config_records(study)
     pareto = _records.pareto_records(study)
+    best = _records.best_model_records(study)
+    metric = info["metric"]
     title = f"autotl report: {(info['record'].dataset or DatasetInfo()).path or info['study_name']}"
     sections = [
-        _summary_section(info, pareto),
-        _pareto_section(pareto) if info["objectives"] else None,
+        _summary_section(info, pareto, best),
+        _pareto_section(pareto, metric) if info["objectives"] else None,
         _history_section(trials, _records.time_records(study), info),
         _curves_section(_records.curve_records(study), info),
-        _slices_section(_records.slice_records(study)),
+        _slices_section(_records.slice_records(study), metric),
         _mattered_section(study, trials, configs, info),
-        _strategies_section(_records.strategy_records(study), info["best_trial"]),
-        _best_model_section(_records.best_model_records(study), info),
+        _strategies_section(_records.strategy_records(study), info["best_trial"], metric),
+        _best_model_section(best, info),
         _ensemble_section(info["record"].ensemble),
         _section(
             "trials",
             "All trials",
-            "Every trial with its state, score, validation loss (it breaks near-ties for the best), "
-            "cost and parameters; click a column header to sort, and see the errors of failed trials below the table.",
+            f"Every trial with its state, score (validation {_records.metric_title(metric)}), validation loss "
+            "(it breaks near-ties for the best), cost and parameters; click a column header to sort, and see the "
+            "errors of failed trials below the table.",
             _trials_table(trials, info["best_trial"], _front(pareto) if info["objectives"] else None),
             _errors(trials),
         ),
@@ -197,22 +208,23 @@ def _history_section(trials: pd.DataFrame, times: pd.DataFrame, info: dict[str, 
 
 
 def _curves_section(curves: pd.DataFrame, info: dict[str, Any]) -> tuple[str, str, str, str]:
-    """Every trial's validation accuracy per report."""
+    """Every trial's validation score (the study's metric) per report."""
+    title = _records.metric_title(info["metric"])
     return _section(
         "curves",
         "Learning curves",
-        "Validation accuracy at each report of every trial (a report every few thousand training images, or "
+        f"Validation {title} at each report of every trial (a report every few thousand training images, or "
         "each epoch): dashed grey lines were pruned (red x where they stopped), dotted lines failed, the thick "
         "orange line is the best trial; curves still rising at the end suggest more epochs would help.",
         _figure_or_note(
-            _figures.curves_figure(curves, info["best_trial"]),
+            _figures.curves_figure(curves, info["best_trial"], info["metric"]),
             "curves",
-            "No trial has reported a validation accuracy yet.",
+            f"No trial has reported a validation {title} yet.",
         ),
     )
 
 
-def _slices_section(slices: pd.DataFrame) -> tuple[str, str, str, str] | None:
+def _slices_section(slices: pd.DataFrame, metric: str) -> tuple[str, str, str, str] | None:
     """How the scheduler spent the time: each slice, why it went where it did, and each recipe's share."""
     if slices.empty:
         return None
@@ -244,10 +256,10 @@ def _slices_section(slices: pd.DataFrame) -> tuple[str, str, str, str] | None:
         "slices",
         "How the time was spent",
         "Trials train a slice (one report) at a time and wait in between; after each slice the scheduler gives "
-        "the next to the trial whose predicted best validation accuracy (with the time left) improves most on the "
-        "best so far per second of training, or starts a new recipe, and ends the best trial with a short "
-        "cool-down of its learning rate before the time is up. 'Predicted best' is what the learning-curve model "
-        "expected when the slice began; 'reached' is the trial's best by the end.",
+        f"the next to the trial whose predicted best validation {_records.metric_title(metric)} (with the time "
+        "left) improves most on the best so far per second of training, or starts a new recipe, and ends the best "
+        "trial with a short cool-down of its learning rate before the time is up. 'Predicted best' is what the "
+        "learning-curve model expected when the slice began; 'reached' is the trial's best by the end.",
         f'<p class="sub">Share of the slices\' time by recipe: {html.escape(shares)}.</p>',
         _figure_block(
             "Slices over time",
@@ -303,7 +315,7 @@ def _mattered_section(
             "backbones",
             "No trial stored its backbone.",
         ),
-        _ranking_block(_records.ranking_settings(study), _records.ranking_records(study)),
+        _ranking_block(_records.ranking_settings(study), _records.ranking_records(study), info["metric"]),
     )
 
 
@@ -340,8 +352,15 @@ def _numbered(sections: list[tuple[str, str, str, str] | None]) -> list[str]:
     ]
 
 
-def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, str, str, str]:
-    """Dataset, run settings, outcome, the best recipe in words and where the model is."""
+class _Html(str):
+    """Markup built from escaped parts, which a summary row puts in as it is."""
+
+
+def _summary_section(
+    info: dict[str, Any], pareto: pd.DataFrame, best: dict[str, Any] | None
+) -> tuple[str, str, str, str]:
+    """What the search scored by, the best score and the exported model's recall per class first; then
+    dataset, run settings, the best recipe in words and where the model is."""
     record = info["record"]
     dataset = record.dataset or DatasetInfo()
     counts = (("train", dataset.n_train), ("validation", dataset.n_val), ("test", dataset.n_test))
@@ -363,7 +382,13 @@ def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, s
         where = f"{model}/ in the run directory"
         if info["model_trial"] is not None:
             where += f' (trial {info["model_trial"]}); load it with autotl.load_model("RUN_DIR/{model}")'
+    metric = info["metric"]
+    recalls = best["per_class"].dropna(subset=["cls", "recall"]) if best is not None else pd.DataFrame()
     rows = [
+        ("Scored by", f"{_records.metric_title(metric)} (--metric {metric}): {_METRIC_MEANINGS.get(metric, '')}"),
+        ("Best score", best_score),
+        *([("Objectives", _objectives_text(info, pareto))] if info["objectives"] else []),
+        *([("Per-class recall", _recalls(recalls, best["confusion"]))] if not recalls.empty else []),
         ("Dataset", _text(dataset.path)),
         ("Classes", _classes(dataset.classes)),
         ("Images per split", images),
@@ -380,13 +405,14 @@ def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, s
             + (f", {info['running']} running" if info["running"] else "")
             + f" ({info['n_trials']} in total)",
         ),
-        ("Best score", best_score),
-        *([("Objectives", _objectives_text(info, pareto))] if info["objectives"] else []),
         ("Best configuration", recipe),
         ("Exported model", where),
         *([("Ensemble", _ensemble_verdict(record.ensemble))] if record.ensemble else []),
     ]
-    body = "\n".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>" for name, value in rows)
+    body = "\n".join(
+        f"<tr><th>{html.escape(name)}</th><td>{value if isinstance(value, _Html) else html.escape(value)}</td></tr>"
+        for name, value in rows
+    )
     params = ""
     if info["best_params"]:
         cells = "\n".join(
@@ -400,11 +426,36 @@ def _summary_section(info: dict[str, Any], pareto: pd.DataFrame) -> tuple[str, s
     return _section(
         "summary",
         "Summary",
-        "What was searched, on which data and hardware, and what won: the best recipe in words "
-        "and where its exported model is.",
+        "What the search scored its trials by and what won, with the exported model's recall per class "
+        "(a class it never gets right stands out); then what was searched, on which data and hardware, "
+        "the best recipe in words and where its exported model is.",
         f'<table class="summary">\n{body}\n</table>',
         params,
     )
+
+
+def _recalls(per_class: pd.DataFrame, confusion: pd.DataFrame | None) -> _Html:
+    """'cat 0.91, dog 0.00 (never predicted), ...': each class's recall, a class never right in bold red.
+
+    'never predicted' when the confusion matrix shows no image predicted as it, else
+    'never right'. Beyond ``_MAX_RECALLS_SHOWN`` classes, only the lowest, saying so.
+    """
+    shown = per_class
+    if len(per_class) > _MAX_RECALLS_SHOWN:
+        shown = per_class.sort_values("recall", kind="stable").head(_MAX_RECALLS_SHOWN)
+    predicted = confusion.sum(axis=0) if confusion is not None else pd.Series(dtype="int64")
+    parts = []
+    for name, recall in zip(shown["cls"], shown["recall"]):
+        text = html.escape(f"{name} {recall:.2f}")
+        if recall == 0:
+            why = "never predicted" if predicted.get(name) == 0 else "never right"
+            text = f'<strong class="never">{text} ({why})</strong>'
+        parts.append(text)
+    if len(shown) == len(per_class):
+        return _Html(", ".join(parts))
+    never = int((per_class["recall"] == 0).sum())
+    also = f"; {never} classes are never right" if never > len(shown) else ""
+    return _Html(f"lowest {len(shown)} of {len(per_class)} classes: " + ", ".join(parts) + also)
 
 
 def _ensemble_verdict(chosen) -> str:
@@ -416,8 +467,8 @@ def _ensemble_verdict(chosen) -> str:
         else ""
     )
     return (
-        f"{len(chosen.members)} models, {where}: accuracy {_text(chosen.ensemble_held_back)} against "
-        f"{_text(chosen.single_held_back)} for trial {chosen.single_trial} alone on {_text(chosen.held_back)} "
+        f"{len(chosen.members)} models, {where}: {_records.metric_title(chosen.metric)} "
+        f"{_text(chosen.ensemble_held_back)} against {_text(chosen.single_held_back)} for trial {chosen.single_trial} alone on {_text(chosen.held_back)} "
         f"held-back validation images{latency}"
     )
 
@@ -439,7 +490,7 @@ def _ensemble_section(chosen) -> tuple[str, str, str, str] | None:
     )
     fig.update_layout(
         xaxis_title="members added (with replacement)",
-        yaxis_title=f"accuracy on the {chosen.selected_on} selection images",
+        yaxis_title=f"{_records.metric_title(chosen.metric)} on the {chosen.selected_on} selection images",
         height=320,
         margin=dict(l=60, r=20, t=20, b=50),
     )
@@ -453,7 +504,8 @@ def _ensemble_section(chosen) -> tuple[str, str, str, str] | None:
         f'<table class="summary">\n<tr><th>trial</th><th>weight</th></tr>\n{rows}\n</table>',
         _figure_block(
             "Selection curve",
-            "Accuracy on the selection half as members are added; the ensemble is taken at its best round.",
+            f"The {_records.metric_title(chosen.metric)} on the selection half as members are added; the ensemble "
+            "is taken at its best round.",
             fig,
             "ensemble-curve",
             "",
@@ -462,23 +514,22 @@ def _ensemble_section(chosen) -> tuple[str, str, str, str] | None:
 
 
 def _best_score(info: dict[str, Any]) -> str:
-    """'0.93 validation accuracy (trial 7; macro-F1 0.92, val-loss 0.21, at report 3)'."""
+    """'0.93 validation macro-F1 (trial 7; accuracy 0.95, val-loss 0.21, at report 3)': the score by the
+    study's metric, then the kept weights' other metrics."""
     if info["best_trial"] is None:
         return "no trial completed yet"
-    value, metrics = info["best_value"], info["best_metrics"]
+    value, metrics, metric = info["best_value"], info["best_metrics"], info["metric"]
+    title = _records.metric_title(metric)
+    others = [(_records.metric_title(name), getattr(metrics, name)) for name in METRICS if name != metric]
     details = [
         f"{name} {_text(number)}"
-        for name, number in (
-            ("macro-F1", metrics.macro_f1),
-            ("val-loss", metrics.loss),
-            ("at report", info["best_report"]),
-        )
+        for name, number in (*others, ("val-loss", metrics.loss), ("at report", info["best_report"]))
         if number is not None
     ]
-    accurate = metrics.accuracy is not None and abs(metrics.accuracy - value) < 1e-9
-    what = " validation accuracy" if accurate else ""
-    if info["objectives"]:  # several objectives: the best is the most accurate trial
-        what = " validation accuracy"
+    stored = getattr(metrics, metric)
+    scored = stored is not None and value is not None and abs(stored - value) < 1e-9
+    what = f" validation {title}" if scored or info["objectives"] else ""
+    if info["objectives"]:  # several objectives: the best is the best-scoring trial
         details = [
             f"{objective['name']} {_text(objective['best_value'])}{_unit(objective['name'])}"
             for objective in info["objectives"]
@@ -486,7 +537,11 @@ def _best_score(info: dict[str, Any]) -> str:
         ] + details
     detail = "; " + ", ".join(details) if details else ""
     best = f"{_text(value)}{what} (trial {info['best_trial']}{detail})"
-    return best + (", the most accurate complete trial" if info["objectives"] else "")
+    if not info["objectives"]:
+        return best
+    return best + (
+        ", the most accurate complete trial" if metric == "accuracy" else f", the best {title} of the complete trials"
+    )
 
 
 def _objectives_text(info: dict[str, Any], pareto: pd.DataFrame) -> str:
@@ -508,22 +563,24 @@ def _front(pareto: pd.DataFrame) -> set[int]:
     return {int(number) for number in pareto.loc[pareto["on_front"], "number"]}
 
 
-def _pareto_section(pareto: pd.DataFrame) -> tuple[str, str, str, str]:
-    """Accuracy against latency of every complete trial, the front drawn and listed (two objectives only)."""
-    front = pareto[pareto["on_front"]].sort_values(["latency_ms", "accuracy", "number"], kind="stable")
+def _pareto_section(pareto: pd.DataFrame, metric: str) -> tuple[str, str, str, str]:
+    """Score (the study's metric) against latency of every complete trial, the front drawn and listed (two
+    objectives only)."""
+    title = _records.metric_title(metric)
+    front = pareto[pareto["on_front"]].sort_values(["latency_ms", "score", "number"], kind="stable")
     if front.empty:
         table = '<p class="note">No trial has completed yet.</p>'
     else:
         columns = [
             ("number", "trial"),
             ("backbone", "backbone"),
-            ("accuracy", "validation accuracy"),
+            ("score", f"validation {title}"),
             ("latency_ms", "PyTorch latency (ms, batch 1)"),
             ("train_seconds", "train time (s)"),
             ("model_mb", "size (MB)"),
             ("warm_start", "warm start"),
         ]
-        always = ("number", "accuracy", "latency_ms")
+        always = ("number", "score", "latency_ms")
         columns = [(c, h) for c, h in columns if c in always or front[c].notna().any()]
         table = _table(
             [h for _, h in columns],
@@ -532,24 +589,26 @@ def _pareto_section(pareto: pd.DataFrame) -> tuple[str, str, str, str]:
         )
     return _section(
         "pareto",
-        "Pareto front: accuracy against latency",
-        "This search weighed validation accuracy against inference latency, so there is no single "
-        "winner: each orange trial is the most accurate one at its latency (no other trial is both "
-        "more accurate and faster). Pick the fastest one that is accurate enough.",
+        f"Pareto front: {title} against latency",
+        f"This search weighed validation {title} against inference latency, so there is no single "
+        f"winner: each orange trial has the best {title} at its latency (no other trial both scores "
+        "higher and is faster). Pick the fastest one that scores well enough.",
         _figure_block(
-            "Accuracy against latency",
+            f"Validation {title} against latency",
             "Every complete trial; the front trials are orange, labelled with their number and joined "
             "by a step line, and everything below and right of that line is beaten by one of them.",
-            _figures.pareto_figure(pareto),
+            _figures.pareto_figure(pareto, metric),
             "pareto",
             "No trial has completed yet.",
         ),
         "<h3>Trials on the front</h3>\n"
-        '<p class="sub">Fastest first; each is more accurate than every faster trial.</p>\n' + table,
+        '<p class="sub">Fastest first; each scores higher than every faster trial.</p>\n' + table,
     )
 
 
-def _strategies_section(strategies: pd.DataFrame, best_trial: int | None) -> tuple[str, str, str, str] | None:
+def _strategies_section(
+    strategies: pd.DataFrame, best_trial: int | None, metric: str
+) -> tuple[str, str, str, str] | None:
     """Per fine-tuning strategy: trials, best score, training cost and share of parameters trained.
 
     The figure only when there are several strategies to compare; one strategy is one row.
@@ -567,7 +626,7 @@ def _strategies_section(strategies: pd.DataFrame, best_trial: int | None) -> tup
         ("complete", "complete"),
         ("pruned", "pruned"),
         ("failed", "failed"),
-        ("best", "best accuracy"),
+        ("best", f"best {_records.metric_title(metric)}"),
         ("best_trial", "best trial"),
         ("median_train_seconds", "median train time (s)"),
         ("train_seconds", "total train time (s)"),
@@ -592,23 +651,23 @@ def _strategies_section(strategies: pd.DataFrame, best_trial: int | None) -> tup
         table,
         _figure_block(
             "Best score against training cost",
-            "One marker per strategy: higher is more accurate, further left is cheaper to train; "
+            "One marker per strategy: higher scores better, further left is cheaper to train; "
             "hover for the share of parameters it trains.",
-            _figures.strategy_figure(strategies),
+            _figures.strategy_figure(strategies, metric),
             "strategies",
             "No strategy has a complete trial with its training time yet.",
         ),
     )
 
 
-def _ranking_block(settings: dict[str, Any] | None, ranking: pd.DataFrame) -> str | None:
+def _ranking_block(settings: dict[str, Any] | None, ranking: pd.DataFrame, metric: str) -> str | None:
     """The LogME ranking made before training, next to each backbone's result in the search.
 
     None when the search did not rank its backbones (older searches, or ranking turned off).
     """
     if settings is None:
         return None
-    method = settings["method"]
+    method, title = settings["method"], _records.metric_title(metric)
     scale = settings["resolution_scale"]
     at = f" at {_text(scale)} of their resolution" if scale is not None else ""
     took = (
@@ -650,7 +709,7 @@ def _ranking_block(settings: dict[str, Any] | None, ranking: pd.DataFrame) -> st
         keys.append([_sort_key(v) for v in values])
         classes.append("best" if row["backbone"] == winner else "")
     table = _table(
-        ["rank", "backbone", f"{method} score", "seconds to score", "dropped", "trials", "complete", "best accuracy"],
+        ["rank", "backbone", f"{method} score", "seconds to score", "dropped", "trials", "complete", f"best {title}"],
         rows,
         sort_keys=keys,
         row_classes=classes,
@@ -660,9 +719,9 @@ def _ranking_block(settings: dict[str, Any] | None, ranking: pd.DataFrame) -> st
             f"<h3>{html.escape(f'Backbone ranking before training ({method})')}</h3>",
             f'<p class="sub">{html.escape(caption)}</p>',
             table,
-            f'<p class="sub">{html.escape(_ranking_verdict(ranking, winner))}</p>',
+            f'<p class="sub">{html.escape(_ranking_verdict(ranking, winner, title))}</p>',
             _figure_or_note(
-                _figures.ranking_figure(ranking),
+                _figures.ranking_figure(ranking, metric),
                 "ranking",
                 "No ranked backbone has a complete trial yet, so the ranking cannot be checked.",
             ),
@@ -670,7 +729,7 @@ def _ranking_block(settings: dict[str, Any] | None, ranking: pd.DataFrame) -> st
     )
 
 
-def _ranking_verdict(ranking: pd.DataFrame, winner: str | None) -> str:
+def _ranking_verdict(ranking: pd.DataFrame, winner: str | None, title: str) -> str:
     """Whether the ranking predicted the search: where the winner was ranked, and the rank correlation."""
     if winner is None:
         return "No ranked backbone has completed a trial yet."
@@ -686,7 +745,7 @@ def _ranking_verdict(ranking: pd.DataFrame, winner: str | None) -> str:
         if not math.isnan(rho):
             text += (
                 f" Over the {len(both)} backbones with a complete trial, the rank correlation between "
-                f"score and best accuracy is {rho:.2f} (1 = the ranking ordered them exactly)."
+                f"score and best {title} is {rho:.2f} (1 = the ranking ordered them exactly)."
             )
     return text
 
@@ -712,7 +771,7 @@ def _best_model_section(best: dict[str, Any] | None, info: dict[str, Any]) -> tu
         table = '<p class="note">No per-class metrics stored.</p>'
     else:
         table = _table(
-            ["class", "precision", "recall", "F1", "support"],
+            ["class", "precision", "recall", "F1", "validation images"],
             [[_cell(row[c]) for c in _records.PER_CLASS_COLUMNS] for _, row in per_class.iterrows()],
         )
     return _section(

@@ -21,10 +21,10 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import records
-from ..records import BackboneScore, ClassScore, Metrics, Report, Slice, StudyRecord, TrialRecord
+from ..records import BackboneScore, ClassScore, Metrics, Report, Slice, StudyRecord, TrialRecord, report_score
 from ..space import FIELD_NAMES, TrialConfig
 from ..space._config import SETTING_TYPES
-from ..trials import accuracy_index, best_trial, multi_objective, objective_names
+from ..trials import best_trial, multi_objective, objective_names, score_index, study_metric
 
 
 @dataclass
@@ -33,16 +33,17 @@ class TrialRow:
 
     number: int
     state: str  # complete, pruned, fail, running or waiting
-    value: float | None  # the validation accuracy (a pruned trial: its last report's)
-    val_loss: float | None  # the kept weights' validation loss: it breaks near-ties between the most accurate
+    value: float | None  # the validation score by the study's metric (a pruned trial: its last report's)
+    val_loss: float | None  # the kept weights' validation loss: it breaks near-ties between the best
 
 
 @dataclass
 class CurvePoint:
-    """Which trial a point of a learning curve (a ``Report``) belongs to."""
+    """Which trial a point of a learning curve (a ``Report``) belongs to, and its score there."""
 
     trial: int
     state: str
+    score: float | None  # the report's validation score by the study's metric: what the search optimized
 
 
 @dataclass
@@ -65,7 +66,7 @@ class StrategyRow:
     complete: int
     pruned: int
     failed: int
-    best: float | None  # the validation accuracy of its best complete trial
+    best: float | None  # the validation score of its best complete trial
     best_trial: int | None
     median_train_seconds: float | None  # over every trial that recorded it: pruned trials cost time too
     train_seconds: float | None  # the total
@@ -90,17 +91,17 @@ class Searched:
 
     trials: int
     complete: int
-    best: float | None  # the best validation accuracy of its complete trials
+    best: float | None  # the best validation score of its complete trials
 
 
 @dataclass
 class ParetoPoint:
-    """A complete trial of an accuracy-latency study (its other columns are its record's)."""
+    """A complete trial of a score-latency study (its other columns are its record's)."""
 
     number: int
-    accuracy: float
+    score: float  # by the study's metric
     latency_ms: float
-    on_front: bool  # no other trial is both more accurate and faster
+    on_front: bool  # no other trial both scores higher and is faster
 
 
 def _names(kind) -> list[str]:
@@ -116,11 +117,19 @@ TIME_COLUMNS = _names(TimePoint)
 STRATEGY_COLUMNS = _names(StrategyRow)
 BACKBONE_COLUMNS = _names(BackboneRow)
 RANKING_COLUMNS = ["rank", "backbone", "logme", "seconds", "dropped", *_names(Searched)]
-PARETO_COLUMNS = ["number", "backbone", "accuracy", "latency_ms", "on_front", "train_seconds", "model_mb", "warm_start"]
+PARETO_COLUMNS = ["number", "backbone", "score", "latency_ms", "on_front", "train_seconds", "model_mb", "warm_start"]
 PER_CLASS_COLUMNS = _names(ClassScore)
 THUMBNAIL_PREFIX = "data:image/png;base64,"
 MAX_THUMBNAILS = 24
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# How the page names each metric a search can score its trials by (``records.METRICS``).
+_METRIC_TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy"}
+
+
+def metric_title(metric: str | None) -> str:
+    """A metric as the page names it: accuracy, macro-F1 or balanced accuracy (None: accuracy, as before
+    ``--metric``)."""
+    return _METRIC_TITLES.get(metric or "accuracy", str(metric))
 
 
 def _frame(rows: list[dict], columns: list[str], *kinds) -> pd.DataFrame:
@@ -137,7 +146,7 @@ def state_word(trial: FrozenTrial) -> str:
 def trial_value(trial: FrozenTrial, index: int = 0) -> float | None:
     """The trial's objective value number ``index`` (the first by default), or None without a finite one.
 
-    Pruned trials told without a value carry their last reported accuracy. Reads
+    Pruned trials told without a value carry their last reported score. Reads
     ``trial.values``, never ``trial.value``, which raises in multi-objective studies.
     """
     if not trial.values or index >= len(trial.values):
@@ -154,7 +163,7 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
     search's trials) are blank.
     """
     rows, params = [], {}
-    index = accuracy_index(study)
+    index = score_index(study)
     for trial in study.trials:
         record = TrialRecord.of(trial)
         row = {name: getattr(record, name) for name in RECORD_COLUMNS}
@@ -230,19 +239,22 @@ def parallel_records(trials: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFram
 def curve_records(study: optuna.Study) -> pd.DataFrame:
     """One row per (trial, report) from the trial's ``history``: ``CurvePoint``'s columns, then ``Report``'s.
 
-    A trial without history (e.g. written by an older trainer, or one that died before
-    saving it) falls back to its reported intermediate values, which are validation
-    accuracy per report; the other columns are then empty.
+    ``score`` is the report's score by the study's metric (``report_score``), so the curves
+    show what the search optimized. A trial without history (e.g. written by an older
+    trainer, or one that died before saving it) falls back to its reported intermediate
+    values, which are that score per report; the other columns are then empty.
     """
-    rows = []
+    rows, metric = [], study_metric(study)
     for trial in study.trials:
         point = {"trial": trial.number, "state": state_word(trial)}
         history = TrialRecord.of(trial).history
         for number, report in enumerate(history, start=1):
-            rows.append({**asdict(report), **point, "report": number if report.report is None else report.report})
+            number = number if report.report is None else report.report
+            rows.append({**asdict(report), **point, "report": number, "score": report_score(report, metric)})
         if not history:
-            for step, accuracy in sorted(trial.intermediate_values.items()):
-                rows.append({**point, "report": step, "val_accuracy": records.load(float, accuracy)})
+            for step, value in sorted(trial.intermediate_values.items()):
+                value = records.load(float, value)
+                rows.append({**point, "report": step, f"val_{metric}": value, "score": value})
     frame = _frame(rows, CURVE_COLUMNS, Report, CurvePoint)
     return frame.sort_values(["trial", "report"], kind="stable").reset_index(drop=True)
 
@@ -255,7 +267,7 @@ class SliceRow:
     state: str
     label: str | None  # the warm-start recipe, else the strategy
     start: float  # seconds since the search's first slice
-    reached: float | None  # the trial's best validation accuracy by the end (the prediction's actual)
+    reached: float | None  # the trial's best validation score by the end (the prediction's actual)
 
 
 SLICE_COLUMNS = _names(SliceRow) + _names(Slice)
@@ -263,10 +275,11 @@ SLICE_COLUMNS = _names(SliceRow) + _names(Slice)
 
 def slice_records(study: optuna.Study) -> pd.DataFrame:
     """One row per slice the scheduler gave a trial, in the order they began; empty for a search without one."""
-    rows = []
+    rows, metric = [], study_metric(study)
     for trial in study.trials:
         record = TrialRecord.of(trial, "slices", "history", "warm_start", "strategy")
-        reached = max((r.val_accuracy for r in record.history if r.val_accuracy is not None), default=None)
+        scores = (report_score(r, metric) for r in record.history)
+        reached = max((score for score in scores if score is not None), default=None)
         label = record.warm_start or trial_strategy(trial, record)
         for entry in record.slices:
             rows.append(dict(asdict(entry), trial=trial.number, state=state_word(trial), label=label, reached=reached))
@@ -288,7 +301,7 @@ def time_records(study: optuna.Study) -> pd.DataFrame:
         (t for t in finished if t.datetime_complete is not None), key=lambda t: (t.datetime_complete, t.number)
     )
     minimize = direction_word(study) == "minimize"
-    index = accuracy_index(study)
+    index = score_index(study)
     best, rows = None, []
     for trial in ended:
         value = trial_value(trial, index)
@@ -333,7 +346,7 @@ def strategy_records(study: optuna.Study) -> pd.DataFrame:
         name = trial_strategy(trial, record)
         if name is not None:
             groups.setdefault(name, []).append((trial, record))
-    index = accuracy_index(study)
+    index = score_index(study)
     rows = []
     for name, group in groups.items():
         winner = best_trial(study, [trial for trial, _ in group])
@@ -412,11 +425,11 @@ def ranking_records(study: optuna.Study) -> pd.DataFrame:
     One row per ranked backbone (``RANKING_COLUMNS``), best ranked first: its rank (its
     place in the ranking when it has none), LogME score, seconds to score it and whether
     ``--drop-backbones`` removed it, then from the search itself (``Searched``) the trials
-    that used it (``trial_backbone``), how many completed, and the best validation accuracy
+    that used it (``trial_backbone``), how many completed, and the best validation score
     among those (NaN when none). Empty when there is no ranking.
     """
     ranking = StudyRecord.of(study).backbone_ranking
-    index = accuracy_index(study)
+    index = score_index(study)
     used: dict[str, list[FrozenTrial]] = {}
     for trial in study.trials:
         name = trial_backbone(trial)
@@ -428,8 +441,8 @@ def ranking_records(study: optuna.Study) -> pd.DataFrame:
             continue
         trials = used.get(score.backbone, [])
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        accuracies = [v for v in (trial_value(t, index) for t in complete) if v is not None]
-        searched = Searched(len(trials), len(complete), max(accuracies) if accuracies else None)
+        scores = [v for v in (trial_value(t, index) for t in complete) if v is not None]
+        searched = Searched(len(trials), len(complete), max(scores) if scores else None)
         rank = score.rank if score.rank is not None else position
         rows.append({**asdict(score), **asdict(searched), "rank": rank, "dropped": score.dropped is True})
     frame = _frame(rows, RANKING_COLUMNS, BackboneScore, Searched)
@@ -437,19 +450,19 @@ def ranking_records(study: optuna.Study) -> pd.DataFrame:
 
 
 def pareto_records(study: optuna.Study) -> pd.DataFrame:
-    """Complete trials of an accuracy-latency study, and which of them are on the Pareto front.
+    """Complete trials of a score-latency study, and which of them are on the Pareto front.
 
-    One row per complete trial with both objective values (``PARETO_COLUMNS``):
-    ``accuracy`` and ``latency_ms`` are its objective values (as the study names them,
-    ``autotl.trials.objective_names``), ``on_front`` whether Optuna counts it among
-    ``study.best_trials`` (no other trial is both more accurate and faster). Empty for
-    single-objective studies.
+    One row per complete trial with both objective values (``PARETO_COLUMNS``): ``score``
+    (by the study's metric) and ``latency_ms`` are its objective values (as the study
+    names them, ``autotl.trials.objective_names``), ``on_front`` whether Optuna counts it
+    among ``study.best_trials`` (no other trial both scores higher and is faster). Empty
+    for single-objective studies.
     """
     rows = []
     if multi_objective(study):
         names = objective_names(study)
-        accuracy = accuracy_index(study)
-        others = [i for i in range(len(names)) if i != accuracy]
+        scored = score_index(study)
+        others = [i for i in range(len(names)) if i != scored]
         latency = names.index("latency") if "latency" in names else others[0]
         try:
             front = {trial.number for trial in study.best_trials}
@@ -457,9 +470,9 @@ def pareto_records(study: optuna.Study) -> pd.DataFrame:
             front = set()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             point = ParetoPoint(
-                trial.number, trial_value(trial, accuracy), trial_value(trial, latency), trial.number in front
+                trial.number, trial_value(trial, scored), trial_value(trial, latency), trial.number in front
             )
-            if point.accuracy is not None and point.latency_ms is not None:
+            if point.score is not None and point.latency_ms is not None:
                 record = TrialRecord.of(trial)
                 rows.append({**asdict(record), **asdict(point), "backbone": trial_backbone(trial, record)})
     return _frame(rows, PARETO_COLUMNS, ParetoPoint, TrialRecord)
@@ -511,9 +524,10 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     they are of. ``wall_seconds`` runs from the first trial's start to the last trial's
     end, and ``trial_seconds`` adds up the trials' own durations. ``model_dir`` is where
     the search exported the best model, as ``model_location`` describes it. In a
-    multi-objective study the best trial is the most accurate one and ``objectives``
+    multi-objective study the best trial is the best-scoring one and ``objectives``
     lists (name, direction, the best trial's value, whether it is the score) per
-    objective; it is None otherwise. ``record`` is the study's ``StudyRecord``.
+    objective; it is None otherwise. ``metric`` is what the study scores its trials by
+    (``autotl.trials.study_metric``) and ``record`` the study's ``StudyRecord``.
     """
     states = [trial.state for trial in study.trials]
     best = best_trial(study)
@@ -524,13 +538,14 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     durations = [d for d in (_duration(t) for t in study.trials) if d is not None]
     return {
         "study_name": study.study_name,
+        "metric": study_metric(study),
         "direction": direction_word(study),
         "n_trials": len(states),
         "complete": states.count(TrialState.COMPLETE),
         "pruned": states.count(TrialState.PRUNED),
         "failed": states.count(TrialState.FAIL),
         "running": states.count(TrialState.RUNNING),
-        "best_value": trial_value(best, accuracy_index(study)) if best is not None else None,
+        "best_value": trial_value(best, score_index(study)) if best is not None else None,
         "best_trial": best.number if best is not None else None,
         "best_params": dict(best.params) if best is not None else {},
         "best_config": record.config,
@@ -569,9 +584,9 @@ def model_location(model_dir: str | None) -> str | None:
 
 
 def direction_word(study: optuna.Study) -> str:
-    """``"maximize"`` or ``"minimize"`` for the score (the accuracy objective, else the first)."""
+    """``"maximize"`` or ``"minimize"`` for the score (the metric's objective, else the first)."""
     directions = study.directions
-    if directions and directions[accuracy_index(study)] == optuna.study.StudyDirection.MINIMIZE:
+    if directions and directions[score_index(study)] == optuna.study.StudyDirection.MINIMIZE:
         return "minimize"
     return "maximize"
 
@@ -584,7 +599,7 @@ def _objectives(study: optuna.Study) -> list[dict[str, Any]] | None:
     if not multi_objective(study):
         return None
     best = best_trial(study)
-    index = accuracy_index(study)
+    index = score_index(study)
     return [
         {
             "name": name,
@@ -600,12 +615,12 @@ def param_importances(study: optuna.Study) -> tuple[pd.DataFrame, str]:
     """Optuna's param importances as rows (param, importance), most important first.
 
     Uses fANOVA with a fixed seed, so the same storage gives the same numbers; in a
-    multi-objective study they explain the accuracy objective. Returns
+    multi-objective study they explain the score objective. Returns
     ``(frame, "")`` on success, or an empty frame and a one-line reason when they
     cannot be computed (fewer than 2 complete trials, no params that vary, ...).
     """
     empty = pd.DataFrame(columns=["param", "importance"])
-    index = accuracy_index(study)
+    index = score_index(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2:
         return empty, f"they need at least 2 complete trials and this study has {len(complete)}."
@@ -622,7 +637,7 @@ def param_importances(study: optuna.Study) -> tuple[pd.DataFrame, str]:
             study,
             evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
             params=varying,
-            # several objectives: explain the accuracy (Optuna refuses without a target)
+            # several objectives: explain the score (Optuna refuses without a target)
             target=(lambda trial: trial.values[index]) if multi_objective(study) else None,
         )
     except Exception as error:  # optuna raises several types for degenerate studies
