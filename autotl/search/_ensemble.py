@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from .. import backbones, export
-from ..records import EnsembleRecord, Metrics, StudyRecord, TrialRecord
+from ..records import EnsembleRecord, StudyRecord, TrialRecord
 from ..space import TrialConfig
 from ..train import TrialResult, prediction_score, read_facts
 from ..trials import study_metric
+from ._retrain import kept_result
 from ._trial_files import best_complete, model_file, probabilities_file
 
 ROUNDS = 25  # greedy additions, with replacement
@@ -116,7 +116,7 @@ def build_ensemble(study, run_dir: Path, data, keep: int, say=print) -> Ensemble
     )
     record.written = len(members) > 1 and record.ensemble_held_back > record.single_held_back
     if record.written:
-        results = [_kept_result(model_file(run_dir, kept[i]), facts[kept[i].number], kept[i]) for i in members]
+        results = [_kept(run_dir, kept[i], facts[kept[i].number]) for i in members]
         export.save_ensemble(
             results,
             weights,
@@ -162,7 +162,7 @@ def _probabilities(run_dir: Path, trial, facts: dict, given, data) -> np.ndarray
     own = _preprocessing(facts)
     if own == given:
         return np.load(probabilities_file(run_dir, trial))
-    model = export.adapted(_kept_result(model_file(run_dir, trial), facts, trial).model, own, given)
+    model = export.adapted(_kept(run_dir, trial, facts).model, own, given)
     return val_probabilities(model, given, data)
 
 
@@ -171,12 +171,6 @@ def _preprocessing(facts: dict):
     return backbones.preprocessing(config.backbone, config.resolution_scale)
 
 
-def _kept_result(path: Path, facts: dict, trial) -> TrialResult:
-    """A kept trial's weights as a result to export (its stored metrics; no new pass over the images)."""
-    config = TrialConfig.from_dict(facts["config"])
-    pre = _preprocessing(facts)
-    model = backbones.create(config.backbone, len(facts["classes"]), pretrained=False, input_size=pre.size)
-    model.load_state_dict(load_file(str(path)))
-    record = TrialRecord.of(trial)
-    record = dataclasses.replace(record, metrics=record.metrics or Metrics(**facts["metrics"]))
-    return TrialResult(config, record, list(facts["classes"]), pre, model=model.eval())
+def _kept(run_dir: Path, trial, facts: dict) -> TrialResult:
+    """A kept trial's weights as a result to export, with its stored metrics."""
+    return kept_result(model_file(run_dir, trial), TrialRecord.of(trial), facts=facts)

@@ -72,18 +72,22 @@ def export_trial(
     return model_dir, float("nan") if stored is None else stored, got
 
 
-def kept_result(path: Path, record: TrialRecord, data, device) -> TrialResult:
-    """A finished trial's kept weights as a result to export, scored again on the validation split."""
-    facts = read_facts(path)
+def kept_result(path: Path, record: TrialRecord, data=None, device="cpu", facts: dict | None = None) -> TrialResult:
+    """A finished trial's kept weights as a result to export: scored again on ``data``'s validation split, or, without
+    ``data``, with the metrics the trial stored (no pass over the images). ``facts``: the file's, when read."""
+    facts = facts or read_facts(path)
     config = TrialConfig.from_dict(facts["config"])
     pre = backbones.preprocessing(config.backbone, config.resolution_scale)
     model = backbones.create(config.backbone, len(facts["classes"]), pretrained=False, input_size=pre.size)
     model.load_state_dict(load_file(str(path)))
     model = model.to(device).eval()
-    val = data.indices("val")
-    batches = ((pre.normalize(x.to(device)), y) for x, y in data.batches(val, pre.size, pre.interpolation))
-    metrics = evaluate(model, batches, device=device, num_classes=len(facts["classes"]))
-    record = dataclasses.replace(record, metrics=Metrics(**metrics), val_images=len(val))
+    if data is None:
+        record = dataclasses.replace(record, metrics=record.metrics or Metrics(**facts["metrics"]))
+    else:
+        val = data.indices("val")
+        batches = ((pre.normalize(x.to(device)), y) for x, y in data.batches(val, pre.size, pre.interpolation))
+        metrics = evaluate(model, batches, device=device, num_classes=len(facts["classes"]))
+        record = dataclasses.replace(record, metrics=Metrics(**metrics), val_images=len(val))
     return TrialResult(config, record, list(facts["classes"]), pre, model=model.to("cpu"))
 
 
