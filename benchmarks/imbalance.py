@@ -1,8 +1,8 @@
 """Imbalanced classes: the search scored by macro-F1 against accuracy, and each loss treatment alone.
 
-    python benchmarks/imbalance.py          # 2 long-tailed tasks x 3 seeds x 7 arms x 150 s, two runs at a time:
-                                            # about 60 min on 2 cores
-    python benchmarks/imbalance.py --seeds 1 --budget 40 --arms accuracy macro_f1 --no-results   # a quick look
+    python benchmarks/imbalance.py          # 2 long-tailed tasks x 3 seeds x 7 arms x 120 s, two runs at a time:
+                                            # about 55 min on 2 cores
+    python benchmarks/imbalance.py --seeds 1 --budget 90 --tasks photos-lt --arms accuracy macro_f1 --no-results
 
 Two long-tailed tasks, written as CSV datasets under a temporary folder:
 
@@ -257,7 +257,7 @@ def write_results(rows: list[dict], runs: list[dict], args, command: str) -> Non
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=float, default=150.0, help="seconds per search (--timeout)")
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds per search (--timeout)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
