@@ -8,7 +8,7 @@ import pytest
 
 import autotl
 from autotl.cli import main
-from autotl.records import StudyRecord
+from autotl.records import StudyRecord, TrialRecord
 from autotl.report import render
 from autotl.search._ensemble import build_ensemble, greedy_selection, halves
 from autotl.search._trial_files import best_complete, probabilities_file
@@ -128,13 +128,11 @@ def test_a_member_of_another_input_size_is_resized_in_the_graph(searched, photo_
 
     from autotl import export
     from autotl.search._best import add_onnx
-    from autotl.search._ensemble import _kept_result
+    from autotl.search._retrain import kept_result
     from autotl.search._trial_files import model_file
-    from autotl.train import read_facts
 
     trial = kept_trials(searched)[0]
-    path = model_file(searched.run_dir, trial)
-    member = _kept_result(path, read_facts(path), trial)
+    member = kept_result(model_file(searched.run_dir, trial), TrialRecord.of(trial))
     given = dataclasses.replace(member.preprocessing, size=member.preprocessing.size // 2)
     folder = export.save_ensemble(
         [member], [1.0], tmp_path / "ensemble", dict(members=[dict(trial=trial.number)]), given
