@@ -123,3 +123,22 @@ def test_a_bad_metric_is_one_line_and_exit_code_2(photo_folder, tmp_path, capsys
     code = main(["search", "--dataset", str(photo_folder), "--space", str(space), "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "metric must be one of" in err[0], err
+
+
+def test_a_per_class_metric_on_imbalanced_classes_warm_starts_with_balanced_sampling(imbalanced_folder, photo_folder):
+    """The default space's warm start trains with balanced sampling (best for macro-F1 on benchmarks/imbalance.py)
+    when the metric is per-class and the classes are imbalanced; otherwise with plain cross-entropy."""
+    from autotl.search import SearchOptions
+    from autotl.search._progress import Progress
+    from autotl.search._run import _load, _open_study, _start
+
+    def warm_start(folder, metric, out):
+        options = SearchOptions(metric=metric, rank=False, out=out, progress=False)
+        setup = _load(str(folder), options)
+        study = _open_study(setup, options)
+        _start(study, setup, options, Progress(1, enabled=False))
+        return {t.system_attrs["fixed_params"].get("class_balance") for t in study.get_trials(deepcopy=False)}
+
+    assert warm_start(imbalanced_folder, "macro_f1", imbalanced_folder.parent / "a") == {"balanced_sampling"}
+    assert warm_start(imbalanced_folder, "accuracy", imbalanced_folder.parent / "b") == {"none"}
+    assert warm_start(photo_folder, "macro_f1", photo_folder.parent / "c") == {"none"}

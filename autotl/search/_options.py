@@ -14,6 +14,7 @@ from ._schedule import POLICIES
 STUDY_NAME = "autotl"
 OBJECTIVES = (("accuracy",), ("accuracy", "latency"))  # "accuracy" here names the score: the --metric
 IMBALANCE_RATIO = 3.0  # the largest class over the smallest beyond which the search suggests --metric macro_f1
+BALANCED_WARM_START = "balanced_sampling"  # the warm start's class_balance for a per-class metric on such data
 
 
 @dataclass

@@ -31,7 +31,7 @@ from ..train import Budget, Setup, TrialResult, fit, resolve_device
 from ..trials import best_trial, objective_names, score, study_metric
 from ._best import add_onnx, keep_best
 from ._ensemble import build_ensemble, ensemble_line, val_probabilities
-from ._options import IMBALANCE_RATIO, SearchOptions, directions, parse_objectives, study_goals
+from ._options import BALANCED_WARM_START, IMBALANCE_RATIO, SearchOptions, directions, parse_objectives, study_goals
 from ._plugins import make_pruner, make_sampler
 from ._progress import Progress
 from ._rank import MAX_IMAGES, kept, rank_backbones
@@ -343,12 +343,18 @@ def _imbalance_hint(data: ImageDataset, show: Progress) -> None:
     """One line when the largest class has over IMBALANCE_RATIO times the images of the smallest: accuracy then
     rewards a model that predicts the large classes, and the user may want every class to count."""
     counts = data.class_counts("train")
-    if counts.max() > IMBALANCE_RATIO * max(counts.min(), 1):
+    if imbalanced(data):
         largest, smallest = data.classes[counts.argmax()], data.classes[counts.argmin()]
         show.say(
             f"note: the classes are imbalanced ({largest!r} has {counts.max()} training images, {smallest!r} "
             f"{counts.min()}) and trials are scored by accuracy; pass --metric macro_f1 to weigh every class alike"
         )
+
+
+def imbalanced(data: ImageDataset) -> bool:
+    """Whether the largest class has over IMBALANCE_RATIO times the training images of the smallest."""
+    counts = data.class_counts("train")
+    return bool(counts.max() > IMBALANCE_RATIO * max(counts.min(), 1))
 
 
 def _run_trials(study, setup: _Setup, options: SearchOptions, objective, started: float, show: Progress) -> None:
@@ -466,6 +472,9 @@ def _start(study, setup: _Setup, options: SearchOptions, show: Progress) -> None
     if small is not None:
         show.say(f"the images are {data.store.size} px: the warm start trains at x{small:g} resolution, not larger")
     overrides = {} if small is None else {"resolution_scale": small}
+    if setup.metric != "accuracy" and imbalanced(data) and BALANCED_WARM_START in space.values("class_balance"):
+        overrides["class_balance"] = BALANCED_WARM_START  # measured best for macro-F1 (benchmarks/imbalance.py)
+        show.say(f"the warm start trains with class_balance {BALANCED_WARM_START}: the classes are imbalanced")
     for label, params in space.warm_start_params(ranked, **overrides):
         study.enqueue_trial(params, user_attrs=TrialRecord(warm_start=label).attrs(), skip_if_exists=True)
 
