@@ -31,19 +31,37 @@ def test_expected_improvement_is_the_textbook_formula():
 
 
 def test_the_next_slice_goes_to_the_best_predicted_gain_per_second():
-    """A cheap trial predicted a little lower beats a costly one predicted higher, per second, and the
-    decision carries the hand-computed gain."""
+    """A cheap trial that reaches its end (report 20) in 90 s, predicted a little lower, beats a costly one that
+    needs 720 s to get there, per second of training; the decision carries the hand-computed gain."""
     cheap, costly = paused(0, "linear_probe", 0.80, 5.0), paused(1, "full", 0.85, 40.0)
     model = fake_forecast({"linear_probe": (0.87, 0.02), "full": (0.90, 0.02)})
     decision = decide([cheap, costly], 1000.0, None, model, can_start=False)
     incumbent = 0.85  # the best curve so far; no trial is complete
-    gains = {0: hand_ei(0.87, 0.02, incumbent) / 5.0, 1: hand_ei(0.90, 0.02, incumbent) / 40.0}
+    gains = {0: hand_ei(0.87, 0.02, incumbent) / (18 * 5.0), 1: hand_ei(0.90, 0.02, incumbent) / (18 * 40.0)}
     assert decision.candidate.number == max(gains, key=gains.get) == 0
-    assert decision.action == "continue"
+    assert decision.action == "continue" and decision.horizon == 20
+    assert decision.gain == pytest.approx(hand_ei(0.87, 0.02, incumbent), rel=1e-9)
     assert decision.gain_per_second == pytest.approx(gains[0], rel=1e-9)
     # at the same cost the higher prediction wins
     costly.seconds_per_report = 5.0
     assert decide([cheap, costly], 1000.0, None, model, can_start=False).candidate.number == 1
+
+
+def test_a_slow_trial_is_charged_its_cost_once():
+    """Two trials that would both train for all the time left: the slow one is already predicted for the fewer
+    reports it has time for, so the higher prediction wins although its reports cost 8 times as much. (Dividing
+    that prediction by the cost of one report, as before, chose the cheap one.)"""
+    probe = paused(0, "linear_probe", 0.80, 5.0, last_report=1000)
+    full = paused(1, "full", 0.80, 40.0, last_report=1000)
+    model = fake_forecast({"linear_probe": (0.88, 0.02), "full": (0.92, 0.02)})
+    decision = decide([probe, full], 1000.0, None, model, can_start=False)
+    horizons = {0: 2 + (1000 - 10) // 5, 1: 2 + (1000 - 80) // 40}  # each one's cool-down is kept back
+    gains = {
+        0: hand_ei(0.88, 0.02, 0.80) / ((horizons[0] - 2) * 5.0),
+        1: hand_ei(0.92, 0.02, 0.80) / ((horizons[1] - 2) * 40.0),
+    }
+    assert decision.candidate.number == max(gains, key=gains.get) == 1
+    assert decision.horizon == horizons[1] and decision.gain_per_second == pytest.approx(gains[1], rel=1e-9)
 
 
 def test_the_best_complete_trial_is_the_bar_to_beat():

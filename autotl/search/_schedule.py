@@ -1,14 +1,15 @@
 """Where the next slice of training goes: the search's scheduler, as pure functions of the trials' curves.
 
-A trial advances a slice (a report, or as many as take SLICE_S) at a time and waits in between. After every slice
-the scheduler looks at every trial that waits and at a new configuration from the
-sampler, predicts for each the best validation accuracy it would reach if it got the
-time that is left (``_curves.forecast``: its curve so far, extrapolated), and gives the
-next slice to the one whose expected improvement over the best so far, per second of
-the slice, is largest: freeze-thaw Bayesian optimization (Swersky et al., 2014) as
-DyHPO and Quick-Tune use it. The warm-start recipes each get one slice first. Before the
-time runs out, the best trial gets its cool-down (``Budget.end_soon``) and is exported;
-the others end where they are ("not worth another slice").
+A trial advances a slice (a report, or as many as take SLICE_S) at a time and waits in between. After every
+slice the scheduler looks at every trial that waits and at a new configuration from the sampler, predicts for
+each the best validation accuracy it would reach if it got the time that is left (``_curves.forecast``: its
+curve so far, extrapolated), and gives the next slice to the one whose expected improvement over the best so
+far, per second of the training it takes to get there, is largest: freeze-thaw Bayesian optimization (Swersky
+et al., 2014) as DyHPO and Quick-Tune use it. Gain and cost are over the same stretch of training (to the
+report the prediction is for): a slow trial is already predicted lower for the fewer reports it has time for,
+and is not charged its cost a second time. The warm-start recipes each get one slice first. Before the time
+runs out, the best trial gets its cool-down (``Budget.end_soon``) and is exported; the others end where they
+are ("not worth another slice").
 
 ``top-k`` is the simple baseline any smarter policy must beat: every candidate one
 slice while a third of the time lasts, then only the best ``TOP_K``, in turn.
@@ -69,7 +70,8 @@ class Decision:
     why: str
     predicted: Forecast | None = None
     horizon: int | None = None  # the report the prediction is for
-    gain_per_second: float | None = None
+    gain: float | None = None  # the expected improvement over the best so far by that report
+    gain_per_second: float | None = None  # ... over the seconds of training to get there
 
 
 def expected_improvement(forecast: Forecast, best: float) -> float:
@@ -130,7 +132,7 @@ def decide(
             options.append(_new_value(paused, seconds_left, incumbent, forecast, start_seconds))
         options = [o for o in options if o is not None]
         chosen = max(options, key=lambda o: o.gain_per_second, default=None)
-        if chosen is not None and chosen.gain_per_second * _seconds(chosen.candidate, start_seconds) < MIN_GAIN:
+        if chosen is not None and chosen.gain < MIN_GAIN:
             chosen = None
     if chosen is None and ahead:
         why = "no trial is worth another slice" if fits or new else f"only its cool-down fits in {seconds_left:.0f} s"
@@ -139,7 +141,7 @@ def decide(
 
 
 def _value(c: Candidate, seconds_left: float, incumbent: float, forecast) -> Decision | None:
-    """A waiting trial's expected improvement per second, were it given the time left."""
+    """A waiting trial's expected improvement by the report it has time for, per second of training to get there."""
     per = c.seconds_per_report or 1.0
     room = int((seconds_left - finish_seconds(c)) / per) if math.isfinite(seconds_left) else c.last_report
     horizon = min(c.last_report, c.reports + room)
@@ -147,13 +149,15 @@ def _value(c: Candidate, seconds_left: float, incumbent: float, forecast) -> Dec
         return None
     predicted = forecast(c.curve, c.epochs + (horizon - c.reports) * c.epochs_per_report, c.strategy)
     gain = expected_improvement(predicted, incumbent)
-    why = f"predicted {predicted.mean:.3f} ± {predicted.std:.3f} at report {horizon}; {per:.1f} s a report"
-    return Decision(c, "continue", why, predicted, horizon, gain / per)
+    seconds = (horizon - c.reports) * per
+    why = f"predicted {predicted.mean:.3f} ± {predicted.std:.3f} at report {horizon}, in {seconds:.0f} s"
+    return Decision(c, "continue", why, predicted, horizon, gain, gain / seconds)
 
 
 def _new_value(paused, seconds_left, incumbent, forecast, start_seconds) -> Decision:
     """A new configuration, taken to be like the trials seen: what they reached (or are predicted to reach) after as
-    many reports as it would have time for, with at least NEW_SPREAD of spread."""
+    many reports as it would have time for, with at least NEW_SPREAD of spread; per second of training to get there
+    (to a typical trial's end at most)."""
     costs = sorted(c.seconds_per_report for c in paused if c.seconds_per_report)
     per = costs[len(costs) // 2] if costs else 1.0
     reports = max(1, int((seconds_left - start_seconds) / per) + 1) if math.isfinite(seconds_left) else None
@@ -161,10 +165,12 @@ def _new_value(paused, seconds_left, incumbent, forecast, start_seconds) -> Deci
     mean = sum(means) / len(means)
     spread = max(NEW_SPREAD, math.sqrt(sum((m - mean) ** 2 for m in means) / len(means)))
     predicted = Forecast(mean, spread)
-    seconds = max(start_seconds, _slice_seconds(paused), 1e-3)
+    lengths = sorted(c.last_report for c in paused) or [1]
+    to_end = min(reports or math.inf, lengths[len(lengths) // 2]) - 1  # its reports after the first, to its end
+    seconds = max(start_seconds + to_end * per, _slice_seconds(paused), 1e-3)
     gain = expected_improvement(predicted, incumbent)
     why = f"a new configuration: like the {len(means)} trial(s) seen, {mean:.3f} ± {spread:.3f}"
-    return Decision(Candidate(None, label="new"), "start", why, predicted, reports, gain / seconds)
+    return Decision(Candidate(None, label="new"), "start", why, predicted, reports, gain, gain / seconds)
 
 
 def _reached(c: Candidate, reports: int | None, forecast) -> float:
@@ -194,7 +200,3 @@ def _slice_seconds(paused: list[Candidate]) -> float:
     """A slice's typical time: the median of the waiting trials'."""
     known = sorted(slice_reports(c) * c.seconds_per_report for c in paused if c.seconds_per_report)
     return known[len(known) // 2] if known else 0.0
-
-
-def _seconds(c: Candidate, start_seconds: float) -> float:
-    return c.seconds_per_report or start_seconds or 1.0
