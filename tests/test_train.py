@@ -268,3 +268,14 @@ def test_a_large_dataset_reports_every_n_images_on_a_validation_subset_and_score
         predicted = result.model(pre.normalize(photos.images(val, pre.size).contiguous())).argmax(1)
     truth = torch.from_numpy(photos.labels[val])
     assert result.metrics["accuracy"] == pytest.approx(float((predicted == truth).float().mean()))
+    # the final scoring keeps every validation image's probabilities: the best model's analysis reads them
+    # instead of running the model over validation again, and finds what that pass finds
+    from autotl.search._best import analyse
+
+    assert result.val_probabilities.shape == (12, 3)
+    assert (result.val_probabilities.argmax(1) == predicted.numpy()).all()
+    kept = analyse(result, photos)
+    result.val_probabilities = None
+    again = analyse(result, photos)
+    assert kept.confusion == again.confusion and kept.per_class == again.per_class
+    assert [m.probability for m in kept.misclassified] == pytest.approx([m.probability for m in again.misclassified])

@@ -78,16 +78,13 @@ def add_onnx(model_dir, data, say=lambda text: None) -> None:
 
 
 def analyse(result, data) -> Analysis:
-    """Per-class metrics, confusion matrix and misclassified thumbnails on the validation split."""
-    pre = result.preprocessing
+    """Per-class metrics, confusion matrix and misclassified thumbnails on the validation split (from the
+    probabilities the run's final scoring kept, else from a pass of the model)."""
     val_index = data.indices("val")
-    probabilities, truth = [], []
-    with torch.inference_mode():
-        for images, labels in data.batches(val_index, pre.size, pre.interpolation):
-            probabilities.append(result.model(pre.normalize(images)).float().softmax(1))
-            truth.append(labels)
-    probabilities = torch.cat(probabilities).numpy()
-    predicted, truth = probabilities.argmax(1), torch.cat(truth).numpy()
+    probabilities = result.val_probabilities
+    if probabilities is None or len(probabilities) != len(val_index):
+        probabilities = _val_probabilities(result, data, val_index)
+    predicted, truth = probabilities.argmax(1), data.labels[val_index].astype(np.int64)
     metrics = per_class(truth, predicted, len(data.classes))
     wrong = np.flatnonzero(predicted != truth)
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:MAX_GALLERY]
@@ -112,6 +109,14 @@ def analyse(result, data) -> Analysis:
         misclassified=gallery,
         n_val=int(len(truth)),
     )
+
+
+def _val_probabilities(result, data, val_index) -> np.ndarray:
+    pre, probabilities = result.preprocessing, []
+    with torch.inference_mode():
+        for images, _ in data.batches(val_index, pre.size, pre.interpolation):
+            probabilities.append(result.model(pre.normalize(images)).float().softmax(1))
+    return torch.cat(probabilities).numpy()
 
 
 def _thumbnail(pixels: np.ndarray) -> str:

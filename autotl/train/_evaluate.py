@@ -10,13 +10,16 @@ from ._device import BAR_DELAY_S, autocast, bars
 from ._metrics import balanced_accuracy, macro_f1
 
 
-def evaluate(model, batches, *, device, num_classes: int, progress_total: int | None = None) -> dict:
+def evaluate(
+    model, batches, *, device, num_classes: int, progress_total: int | None = None, probabilities: bool = False
+) -> dict:
     """Accuracy, macro-F1, balanced accuracy and mean cross-entropy of ``model`` over ``batches`` of (inputs, labels).
 
-    With ``progress_total`` (the number of images), a long evaluation shows a progress bar.
+    With ``progress_total`` (the number of images), a long evaluation shows a progress bar. With
+    ``probabilities``, also the softmax of every image, in order (so that the model's analysis needs no second pass).
     """
     model.eval()
-    loss_sum, preds, truth = 0.0, [], []
+    loss_sum, preds, truth, probs = 0.0, [], [], []
     bar = tqdm(
         total=progress_total,
         unit="img",
@@ -32,11 +35,14 @@ def evaluate(model, batches, *, device, num_classes: int, progress_total: int | 
             loss_sum += F.cross_entropy(logits, y.to(device), reduction="sum").item()
             preds.append(logits.argmax(1).cpu())
             truth.append(y.cpu())
+            if probabilities:
+                probs.append(logits.softmax(1).cpu())
     pred, labels = torch.cat(preds), torch.cat(truth)
     truth, predicted = labels.numpy(), pred.numpy()
-    return dict(
+    scores = dict(
         accuracy=float((truth == predicted).mean()),
         macro_f1=macro_f1(truth, predicted),
         balanced_accuracy=balanced_accuracy(truth, predicted),
         loss=loss_sum / len(labels),
     )
+    return scores | ({"probabilities": torch.cat(probs).numpy()} if probabilities else {})

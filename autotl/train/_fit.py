@@ -67,6 +67,8 @@ class TrialResult:
     unsouped_state: dict | None = field(default=None, repr=False)  # the best report's weights, when souped
     feature_seconds: float = 0.0  # the frozen prefix's passes over the training images that this run computed
     paused: bool = False
+    # the kept weights' softmax on every validation image (the split's order), when finishing computed it
+    val_probabilities: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def metrics(self) -> dict:
@@ -322,11 +324,14 @@ def _batch(run: Run, state: TrainState, positions: torch.Tensor):
     return run.pre.standardize(x), targets
 
 
-def score(run: Run, index, rows, progress: bool = False) -> dict:
+def score(run: Run, index, rows, progress: bool = False, probabilities: bool = False) -> dict:
     """The network on validation images ``index`` (``rows``: their positions in the validation split)."""
     batches = run.inputs.batches("val", index, rows)
     total = len(index) if progress else None
-    return evaluate(run.network, batches, device=run.device, num_classes=len(run.dataset.classes), progress_total=total)
+    classes = len(run.dataset.classes)
+    return evaluate(
+        run.network, batches, device=run.device, num_classes=classes, progress_total=total, probabilities=probabilities
+    )
 
 
 def check(run: Run, state: TrainState, trained) -> Report:
@@ -404,16 +409,17 @@ def finish(run: Run, state: TrainState, duty: _Duty, end_reason: str = "complete
         end_reason = f"completed a schedule shortened to {plan.last_report} reports to end within the time budget"
     soup_reports, unsouped = _souped(run, state, duty.metric) if duty.soup else ([], None)
     run.model.load_state_dict(state.best_weights)
-    metrics, val = state.best, run.split.val
+    metrics, val, probabilities = state.best, run.split.val, None
     if len(run.split.check) < len(val) or soup_reports:  # the trial's score: its kept weights on all of val
-        metrics = score(run, val, np.arange(len(val)), run.setup.progress)
+        metrics = score(run, val, np.arange(len(val)), run.setup.progress, probabilities=True)
+        probabilities = metrics.pop("probabilities")
     backbones.merge_lora(run.model)  # a plain timm model, whatever the strategy
     run.model.to(run.device, memory_format=torch.contiguous_format).eval()  # as load_model builds it
     latency = latency_ms(run.model, run.pre.size, run.device)
     run.model.to("cpu")
     result = _result(run, state, duty, end_reason, metrics=metrics, val_images=len(val))
     result.record.latency_ms, result.record.soup_reports = latency, soup_reports
-    result.model, result.unsouped_state = run.model, unsouped
+    result.model, result.unsouped_state, result.val_probabilities = run.model, unsouped, probabilities
     if duty.trial is not None:
         result.record.write(duty.trial)
     return result
