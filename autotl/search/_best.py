@@ -13,13 +13,12 @@ import io
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .. import export
 from ..data import resize
 from ..records import Analysis, ClassScore, Misclassified, StudyRecord
-from ..train import per_class
+from ..train import per_class, val_probabilities
 from ..trials import Standing, best, study_metric
 
 MAX_GALLERY = 24
@@ -80,10 +79,7 @@ def add_onnx(model_dir, data, say=lambda text: None) -> None:
 def analyse(result, data) -> Analysis:
     """Per-class metrics, confusion matrix and misclassified thumbnails on the validation split (from the
     probabilities the run's final scoring kept, else from a pass of the model)."""
-    val_index = data.indices("val")
-    probabilities = result.val_probabilities
-    if probabilities is None or len(probabilities) != len(val_index):
-        probabilities = _val_probabilities(result, data, val_index)
+    val_index, probabilities = data.indices("val"), seen_probabilities(result, data)
     predicted, truth = probabilities.argmax(1), data.labels[val_index].astype(np.int64)
     metrics = per_class(truth, predicted, len(data.classes))
     wrong = np.flatnonzero(predicted != truth)
@@ -111,12 +107,12 @@ def analyse(result, data) -> Analysis:
     )
 
 
-def _val_probabilities(result, data, val_index) -> np.ndarray:
-    pre, probabilities = result.preprocessing, []
-    with torch.inference_mode():
-        for images, _ in data.batches(val_index, pre.size, pre.interpolation):
-            probabilities.append(result.model(pre.normalize(images)).float().softmax(1))
-    return torch.cat(probabilities).numpy()
+def seen_probabilities(result, data) -> np.ndarray:
+    """The result's probabilities on every validation image: those its final scoring kept, else a pass of its model."""
+    kept = result.val_probabilities
+    if kept is not None and len(kept) == data.count("val"):
+        return kept.astype(np.float32)
+    return val_probabilities(result.model, result.preprocessing, data)
 
 
 def _thumbnail(pixels: np.ndarray) -> str:

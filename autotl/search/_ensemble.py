@@ -18,29 +18,17 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import backbones, export
 from ..records import EnsembleRecord, StudyRecord, TrialRecord
 from ..space import TrialConfig
-from ..train import TrialResult, prediction_score, read_facts
+from ..train import TrialResult, prediction_score, read_facts, val_probabilities
 from ..trials import study_metric
 from ._retrain import kept_result
 from ._trial_files import best_complete, model_file, probabilities_file
 
 ROUNDS = 25  # greedy additions, with replacement
 SPLIT_SEED = 0
-
-
-def val_probabilities(model: torch.nn.Module, pre, data) -> np.ndarray:
-    """``model``'s class probabilities on the validation split, in ``data.indices("val")`` order (float32)."""
-    device = next(model.parameters()).device
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for images, _ in data.batches(data.indices("val"), pre.size, pre.interpolation):
-            out.append(model(pre.normalize(images.to(device))).float().softmax(1).cpu())
-    return torch.cat(out).numpy().astype(np.float32)
 
 
 def scored(probabilities: np.ndarray, labels: np.ndarray, metric: str = "accuracy") -> tuple[float, float]:

@@ -29,8 +29,8 @@ from ..records import DatasetInfo, StudyRecord, TrialRecord
 from ..space import SearchSpace, TrialConfig, load_space
 from ..train import Budget, Setup, TrialResult, fit, resolve_device
 from ..trials import best_trial, objective_names, score, study_metric
-from ._best import add_onnx, keep_best
-from ._ensemble import build_ensemble, ensemble_line, val_probabilities
+from ._best import add_onnx, keep_best, seen_probabilities
+from ._ensemble import build_ensemble, ensemble_line
 from ._options import BALANCED_WARM_START, IMBALANCE_RATIO, SearchOptions, directions, parse_objectives, study_goals
 from ._plugins import make_pruner, make_sampler
 from ._progress import Progress
@@ -596,9 +596,7 @@ class _TrialRunner:
                 latency=value[1] if pair and len(value) > 1 else None,
             )
             if self.keep_models:
-                seen = (
-                    val_probabilities(result.model, result.preprocessing, self.ctx.dataset) if self.ensemble else None
-                )
+                seen = seen_probabilities(result, self.ctx.dataset) if self.ensemble else None
                 save_model(self.setup.run_dir, trial, result, seen)
 
     def ended(self, study, trial) -> None:

@@ -2,7 +2,7 @@
 
 from ._build import Setup
 from ._device import resolve_device
-from ._evaluate import evaluate
+from ._evaluate import evaluate, val_probabilities
 from ._fit import Budget, TrialResult, fit
 from ._inputs import VAL_CHECK_IMAGES
 from ._metrics import macro_f1, per_class, prediction_score
@@ -14,6 +14,7 @@ __all__ = [
     "Setup",
     "Budget",
     "evaluate",
+    "val_probabilities",
     "resolve_device",
     "TrialResult",
     "StateError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -46,3 +47,14 @@ def evaluate(
         loss=loss_sum / len(labels),
     )
     return scores | ({"probabilities": torch.cat(probs).numpy()} if probabilities else {})
+
+
+def val_probabilities(model: torch.nn.Module, pre, data) -> np.ndarray:
+    """``model``'s class probabilities on the validation split, in ``data.indices("val")`` order (float32)."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for images, _ in data.batches(data.indices("val"), pre.size, pre.interpolation):
+            out.append(model(pre.normalize(images.to(device))).float().softmax(1).cpu())
+    return torch.cat(out).numpy().astype(np.float32)
