@@ -4,6 +4,7 @@
     python benchmarks/curves.py --quick            # a couple of minutes; the shipped prior is left alone
     python benchmarks/curves.py --from-json        # the error table again from the shipped curves, no training
     python benchmarks/curves.py --from-json --check STUDY.db   # also: forecast a search's curves, not learnt
+    python benchmarks/curves.py --from-json --studies 'runs/*/study.db' --large 300   # add large-dataset curves
 
 Curves come from two sources: the trials of Optuna study databases of real searches
 (``--studies``, paths or globs; each trial's stored history), and fine-tuning runs made
@@ -12,7 +13,10 @@ class, 40 Fashion-MNIST images per class, the 12-class natural-photo crops of
 benchmarks/anytime.py), tf_efficientnet_lite0 at resolution scale 0.25, recipes sampled
 at random from the default space, two or three reports an epoch for 4 or 6 epochs.
 Every curve (strategy, backbone, dataset, resolution, [epochs, validation accuracy] per
-report) is written to autotl/search/prior_curves.json, which ``load_prior`` fits.
+report) is written to autotl/search/prior_curves.json, which ``load_prior`` fits. ``--large SECONDS``
+adds full fine-tunes of all of Fashion-MNIST (48,000 training images; the warm start's recipe and
+recipes at random, each trained for SECONDS): with the searches' studies on it, the prior's curves of a
+large dataset, which a search weighs by its dataset's size.
 
 The error table: from the first k reports of each curve with more than k + 2, the forecast
 of its final best-so-far accuracy (at its last report's epochs) with the prior fitted
@@ -51,13 +55,17 @@ KS = (1, 2, 3, 5)
 SCOPE = (
     "Scope: the runs are tf_efficientnet_lite0 at resolution scale 0.25 (the study curves: 0.75) on 288-512 "
     "training images for 4-8 epochs, recipes drawn at random from the default space (bad ones included); the "
-    "prior knows nothing of larger datasets, other backbones or longer schedules."
+    "large curves are all of Fashion-MNIST (48,000 training images), a fraction of an epoch to 1.5 epochs: one "
+    "large dataset, so a search on Fashion-MNIST is forecast with its own curves, and a large dataset of another "
+    "kind with those of Fashion-MNIST. The prior knows nothing of other backbones or longer schedules."
 )
 BACKBONE = "tf_efficientnet_lite0"
+LARGE = 48_000  # all of Fashion-MNIST's training images: the prior a large dataset gets is shown for this size
 
 
 def study_curves(paths: list[str]) -> list[dict]:
-    """The curves of every trial (with a strategy and at least 3 reports) in the study databases at ``paths``."""
+    """The curves of every trial (with a strategy and at least 3 reports) in the study databases at ``paths``; a
+    curve that another study gave already (the same recipe and seed on the same data) once."""
     import optuna
 
     from autotl.records import StudyRecord, TrialRecord
@@ -73,6 +81,8 @@ def study_curves(paths: list[str]) -> list[dict]:
             if record.strategy is None or len(points) < 3:
                 continue
             config = record.config or {}
+            if any(r["strategy"] == record.strategy and r["points"] == _rounded(points) for r in rows):
+                continue  # the same recipe and seed on the same data in another study: one curve
             rows.append(
                 dict(
                     source=f"study {path} trial {trial.number}",
@@ -148,6 +158,7 @@ def run_curves(args, work: Path) -> list[dict]:
                     dict(
                         source="benchmarks/curves.py",
                         dataset=name,
+                        train_images=n_train,
                         check_images=min(VAL_CHECK_IMAGES, data.count("val")),
                         strategy=strategy,
                         backbone=config.backbone,
@@ -162,27 +173,69 @@ def run_curves(args, work: Path) -> list[dict]:
     return rows
 
 
+def large_curves(seconds: float, count: int, seed: int) -> list[dict]:
+    """Full fine-tunes on all of Fashion-MNIST (48,000 training images), each trained for ``seconds`` with its
+    schedule fitted to them: the warm start's full fine-tune and ``count`` - 1 recipes at random (the rest of the
+    large curves come from the searches' studies, ``--studies``, whose full fine-tunes seldom get 3 reports)."""
+    import dataclasses
+
+    import optuna
+
+    from autotl import load_dataset, load_space
+    from autotl.train import Budget, fit
+
+    data = load_dataset("builtin:fashion-mnist", image_size=224)
+    space = load_space("default")
+    warm = dict(space.warm_start_params([BACKBONE]))[f"full_finetune on {BACKBONE}"]
+    study = optuna.create_study()
+    study.enqueue_trial({**warm, "resolution_scale": 0.25})
+    first = space.sample(study.ask())
+    rows = []
+    for r, config in enumerate([first, *recipes("full", count - 1, seed + 1, quick=False)]):
+        config = dataclasses.replace(config, max_epochs=2, report_every_images=4096)
+        started = time.time()
+        result = fit(config, data, budget=Budget(seconds=seconds), seed=seed, number=r)
+        rows.append(
+            dict(
+                source=f"benchmarks/curves.py --large {seconds:g}",
+                dataset="builtin:fashion-mnist",
+                train_images=data.count("train"),
+                check_images=min(VAL_CHECK_IMAGES, data.count("val")),
+                strategy=config.strategy,
+                backbone=config.backbone,
+                resolution_scale=config.resolution_scale,
+                max_epochs=config.max_epochs,
+                recipe=config.describe(),
+                seconds=round(time.time() - started, 1),
+                points=_rounded([[h.epoch, h.val_accuracy] for h in result.history]),
+            )
+        )
+        print(f"fashion-mnist (all) full {r}: {rows[-1]['seconds']} s, {rows[-1]['points']}", file=sys.stderr)
+    return rows
+
+
 def predictors(prior) -> dict:
     """Forecasters of a curve's final best-so-far from its first points: the model, its halves, the baseline."""
 
     def pow_with(beta_of):
-        def predict(points, horizon, strategy, check_images):
+        def predict(points, horizon, strategy, check_images, train_images):
             xs, best = best_so_far(points)
-            err = max(1.0 - best[-1], _curves.ERR_FLOOR) * (horizon / xs[-1]) ** -beta_of(xs, best, strategy)
+            beta = beta_of(xs, best, strategy, train_images)
+            err = max(1.0 - best[-1], _curves.ERR_FLOOR) * (horizon / xs[-1]) ** -beta
             return min(1.0, max(best[-1], 1.0 - err))
 
         return predict
 
-    def own_beta(xs, best, strategy):
+    def own_beta(xs, best, strategy, train_images):
         fitted = loglog_fit(xs, best)
-        return fitted[1] if fitted is not None else prior.of(strategy).beta_mean
+        return fitted[1] if fitted is not None else prior.of(strategy, train_images).beta_mean
 
     return {
-        "model (power law, shrunk beta)": lambda p, h, s, n: forecast(p, h, s, prior, n).mean,
-        "model, drift not scaled by check size": lambda p, h, s, n: forecast(p, h, s, prior).mean,
-        "prior beta alone": pow_with(lambda xs, best, s: prior.of(s).beta_mean),
+        "model (power law, shrunk beta)": lambda p, h, s, n, size: forecast(p, h, s, prior, n, size).mean,
+        "model, prior not weighed by size": lambda p, h, s, n, size: forecast(p, h, s, prior, n).mean,
+        "prior beta alone": pow_with(lambda xs, best, s, size: prior.of(s, size).beta_mean),
         "own beta alone": pow_with(own_beta),
-        "baseline: last value stays": lambda p, h, s, n: float(best_so_far(p)[1][-1]),
+        "baseline: last value stays": lambda p, h, s, n, size: float(best_so_far(p)[1][-1]),
     }
 
 
@@ -201,10 +254,10 @@ def evaluate(rows: list[dict]) -> dict:
             prior = fit_prior(held)
             horizon, final = row["points"][-1][0], float(best_so_far(row["points"])[1][-1])
             actual.append(final)
-            n = row.get("check_images")
+            n, size = row.get("check_images"), row.get("train_images")
             for name, predict in predictors(prior).items():
-                predicted.setdefault(name, []).append(predict(row["points"][:k], horizon, row["strategy"], n))
-            stds.append(forecast(row["points"][:k], horizon, row["strategy"], prior, n).std)
+                predicted.setdefault(name, []).append(predict(row["points"][:k], horizon, row["strategy"], n, size))
+            stds.append(forecast(row["points"][:k], horizon, row["strategy"], prior, n, size).std)
         for name, values in predicted.items():
             found[name] = _scores(values, actual, [r["dataset"] for r in cases])
         errors = np.abs(np.array(predicted["model (power law, shrunk beta)"]) - actual)
@@ -226,7 +279,10 @@ def check(rows: list[dict], studies: list[str]) -> dict:
             actual = [float(best_so_far(r["points"])[1][-1]) for r in cases]
             found = {"curves": len(cases)}
             for name, predict in predictors(prior).items():
-                values = [predict(r["points"][:k], r["points"][-1][0], r["strategy"], r["check_images"]) for r in cases]
+                values = [
+                    predict(r["points"][:k], r["points"][-1][0], r["strategy"], r["check_images"], r["train_images"])
+                    for r in cases
+                ]
                 found[name] = _scores(values, actual, [r["dataset"] for r in cases])
             table[str(k)] = found
     return dict(studies=sorted({r["dataset"] for r in held_out}), train_images=held_out[0]["train_images"], **table)
@@ -250,7 +306,8 @@ def _scores(predicted: list[float], actual: list[float], groups: list[str]) -> d
 
 def prior_summary(rows: list[dict]) -> dict:
     """Per strategy: curves, prior beta (mean, std), and the accuracy a trial not started is forecast at 1 and
-    6 epochs (the prior alone)."""
+    6 epochs (the prior alone); and the curves (counted by weight) and beta of its prior for a dataset of LARGE
+    training images."""
     prior = fit_prior(rows)
     out = {}
     for strategy in (*STRATEGIES, _curves.ALL):
@@ -258,11 +315,15 @@ def prior_summary(rows: list[dict]) -> dict:
         if own is None:
             continue
         at = {h: forecast([], h, strategy, prior) for h in (1, 6)}
+        large = own.for_size(LARGE)
         out[strategy] = dict(
             curves=len(own.params),
             beta_mean=round(own.beta_mean, 3),
             beta_std=round(own.beta_std, 3),
             **{f"empty_at_{h}": [round(f.mean, 3), round(f.std, 3)] for h, f in at.items()},
+            large=dict(
+                curves=round(large.count, 2), beta_mean=round(large.beta_mean, 3), beta_std=round(large.beta_std, 3)
+            ),
         )
     per_noise = round(prior.drift_per_noise, 3) if prior.drift_per_noise is not None else None
     return dict(noise=round(prior.noise, 3), drift=round(prior.drift, 3), drift_per_noise=per_noise, strategies=out)
@@ -315,13 +376,16 @@ def write_results(payload: dict) -> None:
         "",
     ]
     lines += [
-        "| strategy | curves | beta mean | beta std | empty curve at 1 epoch | at 6 epochs |",
-        "|---|---|---|---|---|---|",
+        f"| strategy | curves | beta mean | beta std | empty curve at 1 epoch | at 6 epochs | for {LARGE:,} images: "
+        "curves by weight | beta mean | beta std |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in prior["strategies"].items():
+        large = s.get("large") or dict(curves="", beta_mean="", beta_std="")
         lines.append(
             f"| {name} | {s['curves']} | {s['beta_mean']} | {s['beta_std']} | "
-            f"{s['empty_at_1'][0]} ± {s['empty_at_1'][1]} | {s['empty_at_6'][0]} ± {s['empty_at_6'][1]} |"
+            f"{s['empty_at_1'][0]} ± {s['empty_at_1'][1]} | {s['empty_at_6'][0]} ± {s['empty_at_6'][1]} | "
+            f"{large['curves']} | {large['beta_mean']} | {large['beta_std']} |"
         )
     lines += ["", *findings(table), *checked(payload.get("check")), "", SCOPE]
     write_section("Learning-curve model", lines)
@@ -386,19 +450,32 @@ def main() -> dict:
     parser.add_argument("--check", nargs="*", default=[], help="study.db paths whose curves are forecast, not learnt")
     parser.add_argument("--studies", nargs="*", default=[], help="study.db paths or globs whose trials add curves")
     parser.add_argument("--recipes", type=int, default=3, help="recipes per strategy and dataset")
+    parser.add_argument(
+        "--large", type=float, default=0, help="also: full fine-tunes of this many seconds on all of Fashion-MNIST"
+    )
+    parser.add_argument("--large-recipes", type=int, default=3, help="how many (the warm start's, then at random)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     started = time.time()
     shipped = json.loads(PRIOR_FILE.read_text()) if args.from_json else None
-    if shipped is not None:
-        rows = shipped["curves"]
+    if shipped is not None:  # with --studies or --large, the shipped curves and new ones beside them
+        added = study_curves(args.studies)
+        again = {r["source"] for r in added}
+        kept = [r for r in shipped["curves"] if r["source"] not in again]
+        rows = [r for r in kept if not (args.large and "--large" in r["source"])] + added
     else:
         rows = study_curves(args.studies) + run_curves(args, Path(tempfile.mkdtemp(prefix="autotl-curves-")))
+    if args.large:
+        rows += large_curves(args.large, args.large_recipes, args.seed)
     counts = {}
     for row in rows:
         counts[row["dataset"]] = counts.get(row["dataset"], 0) + 1
-    command = shipped["command"] if shipped else "python benchmarks/curves.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/curves.py " + " ".join(sys.argv[1:])
+    if shipped and (args.studies or args.large):
+        command = f"{shipped['command']}, then {command}"
+    elif shipped:
+        command = shipped["command"]
     payload = dict(
         command=command,
         seconds=shipped["seconds"] if shipped else round(time.time() - started, 1),

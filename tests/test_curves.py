@@ -128,3 +128,27 @@ def test_the_prior_is_package_data():
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"].get("autotl", [])
     assert any(fnmatch.fnmatch("search/prior_curves.json", p) for p in patterns), "add 'search/*.json' to package-data"
+
+
+def test_the_prior_weighs_curves_of_datasets_near_the_trials_size():
+    """Curves of a few hundred images fall steeply (beta 0.8), those of 48,000 slowly (beta 0.2): a trial's prior is
+    the one of datasets its size, pooled when its size is not given."""
+    rows = [
+        dict(strategy="full", train_images=n, points=power_law(0.4, beta, [1.0, 2.0, 3.0, 4.0]))
+        for n, beta in [(300, 0.8), (400, 0.8), (500, 0.8), (40_000, 0.2), (48_000, 0.2), (60_000, 0.2)]
+    ]
+    prior = fit_prior(rows)
+    assert prior.of("full", 400).beta_mean == pytest.approx(0.8, abs=0.01)
+    assert prior.of("full", 50_000).beta_mean == pytest.approx(0.2, abs=0.01)
+    assert prior.of("full").beta_mean == pytest.approx(0.5, abs=0.01)
+    small, large = (forecast([(1.0, 0.6)], 8.0, "full", prior, train_images=n).mean for n in (400, 50_000))
+    assert small == pytest.approx(1.0 - 0.4 * 8.0**-0.8, abs=0.01) and large < small
+
+
+def test_a_strategy_without_curves_near_the_size_gets_the_prior_of_all_there():
+    rows = [dict(strategy="full", train_images=n, points=power_law(0.4, 0.8, [1.0, 2.0, 3.0])) for n in (300, 400, 500)]
+    probes = power_law(0.4, 0.1, [1.0, 2.0, 3.0])
+    rows += [dict(strategy="linear_probe", train_images=50_000, points=probes) for _ in range(3)]
+    prior = fit_prior(rows)
+    assert prior.of("full", 400).beta_mean == pytest.approx(0.8, abs=0.01)
+    assert prior.of("full", 50_000).beta_mean == pytest.approx(0.1, abs=0.01)  # all strategies at 50,000: the probes

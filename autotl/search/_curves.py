@@ -21,9 +21,12 @@ The prior is learned from recorded curves (``prior_curves.json``, rebuilt by
 A trial not started (an empty curve) is predicted from those pairs alone: the accuracy each
 recorded curve's power law reaches at the horizon, their mean and spread. It is absolute,
 pooled over the recorded datasets, so it says how strategies compare (which starts slow,
-which ends high), not what a new dataset will reach. A strategy with too few recorded
-curves, or an unknown one, gets the prior of all strategies together. Measured error:
-benchmarks/RESULTS.md, "Learning-curve model".
+which ends high), not what a new dataset will reach. Each recorded curve counts by how near its
+dataset's training-set size is to the trial's (a Gaussian in log size): curves of a few hundred
+images fall steeply in their first epochs, while a report a twelfth of an epoch into 48,000
+images is past that, and a half-frozen run there flattens where a full fine-tune still climbs.
+A strategy with too few recorded curves (by weight), or an unknown one, gets the prior of all
+strategies together. Measured error: benchmarks/RESULTS.md, "Learning-curve model".
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ ERR_FLOOR = 0.005  # the error a log is taken of never goes below this (a perfec
 STD_FLOOR = 0.005  # the least uncertainty a forecast states
 STD_WIDEN = 1.5  # the derived std held too few finals of recorded curves (RESULTS.md, "Learning-curve model")
 BETA_STD_FLOOR = 0.05  # a prior beta's spread is never narrower (a strategy with few, similar curves)
-MIN_CURVES = 3  # a strategy with fewer recorded curves gets the prior of all strategies
+MIN_CURVES = 3  # a strategy with fewer recorded curves (counted by weight) gets the prior of all strategies
+SIZE_BANDWIDTH = math.log(4.0)  # a recorded curve counts half at ~3.2x or 1/3.2 of a dataset's training images
 MIN_POINTS = 3  # a recorded curve with fewer points teaches the prior nothing about its shape
 ALL = "all"
 
@@ -56,17 +60,40 @@ class Forecast:
 
 @dataclass(frozen=True)
 class StrategyPrior:
-    """One strategy's recorded curves, as the curve model's parameters: (log err at one epoch, beta) per curve."""
+    """One strategy's recorded curves, as the curve model's parameters: (log err at one epoch, beta) per curve, and
+    how much each counts (``weights``: all alike unless weighed for a dataset's size, ``for_size``)."""
 
     params: tuple[tuple[float, float], ...]
+    train_images: tuple[float | None, ...] = ()  # per curve, its dataset's training images (None: not recorded)
+    weights: tuple[float, ...] | None = None
+
+    def _weights(self) -> np.ndarray:
+        found = np.ones(len(self.params)) if self.weights is None else np.array(self.weights)
+        return found if found.sum() > 1e-12 else np.ones(len(self.params))
+
+    @property
+    def count(self) -> float:
+        """How many curves it holds, each counted by its weight."""
+        return float(np.sum(self.weights)) if self.weights is not None else float(len(self.params))
 
     @property
     def beta_mean(self) -> float:
-        return float(np.mean([beta for _, beta in self.params]))
+        return float(np.average([beta for _, beta in self.params], weights=self._weights()))
 
     @property
     def beta_std(self) -> float:
-        return max(BETA_STD_FLOOR, float(np.std([beta for _, beta in self.params])))
+        betas = np.array([beta for _, beta in self.params])
+        spread = math.sqrt(float(np.average((betas - self.beta_mean) ** 2, weights=self._weights())))
+        return max(BETA_STD_FLOOR, spread)
+
+    def for_size(self, train_images: int) -> StrategyPrior:
+        """The same curves weighed for a dataset of ``train_images``: a curve counts less the further its dataset's
+        size is from it (a Gaussian in log size; a curve of unrecorded size counts fully)."""
+        weights = tuple(
+            1.0 if n is None else math.exp(-0.5 * (math.log(train_images / n) / SIZE_BANDWIDTH) ** 2)
+            for n in (self.train_images or (None,) * len(self.params))
+        )
+        return StrategyPrior(self.params, self.train_images, weights)
 
 
 @dataclass(frozen=True)
@@ -86,10 +113,13 @@ class Prior:
             return self.drift
         return self.drift_per_noise * measurement_var(err, check_images)
 
-    def of(self, strategy: str) -> StrategyPrior:
-        """The strategy's prior, or all strategies' when it has too few recorded curves."""
-        own = self.strategies.get(strategy)
-        return own if own is not None and len(own.params) >= MIN_CURVES else self.strategies[ALL]
+    def of(self, strategy: str, train_images: int | None = None) -> StrategyPrior:
+        """The strategy's prior, or all strategies' when it has too few recorded curves; with ``train_images``, its
+        curves weighed by how near their datasets' sizes are (``StrategyPrior.for_size``)."""
+        own, everything = self.strategies.get(strategy), self.strategies[ALL]
+        if train_images:
+            own, everything = own and own.for_size(train_images), everything.for_size(train_images)
+        return own if own is not None and own.count >= MIN_CURVES - 1e-9 else everything
 
 
 def measurement_var(err: float, check_images: int) -> float:
@@ -123,8 +153,9 @@ def loglog_fit(xs: np.ndarray, best: np.ndarray) -> tuple[float, float, float, f
 
 def fit_prior(curves: list[dict]) -> Prior:
     """The prior from recorded curves: rows with "strategy", "points" ([[epochs, accuracy], ...]) and, optionally,
-    "check_images" (how many validation images each report scored)."""
+    "check_images" (how many validation images each report scored) and "train_images" (its dataset's)."""
     per_strategy: dict[str, list[tuple[float, float]]] = {}
+    sizes: dict[str, list[float | None]] = {}
     rss_total, dof_total, kept = 0.0, 0.0, []
     for row in curves:
         xs, best = best_so_far(row.get("points") or [])
@@ -134,12 +165,13 @@ def fit_prior(curves: list[dict]) -> Prior:
         intercept, beta, _, rss = fitted
         for key in (str(row.get("strategy")), ALL):
             per_strategy.setdefault(key, []).append((intercept, beta))
+            sizes.setdefault(key, []).append(row.get("train_images"))
         rss_total, dof_total = rss_total + rss, dof_total + len(xs) - 2
         kept.append((xs, best, row.get("check_images")))
     if ALL not in per_strategy:
         raise ValueError("no recorded curve has enough points to fit a prior")
     noise = math.sqrt(rss_total / dof_total) if dof_total > 0 else Prior.noise
-    strategies = {k: StrategyPrior(tuple(v)) for k, v in per_strategy.items()}
+    strategies = {k: StrategyPrior(tuple(v), tuple(sizes[k])) for k, v in per_strategy.items()}
     drift, per_noise = _drift(kept)
     return Prior(strategies, noise=noise, drift=drift, drift_per_noise=per_noise)
 
@@ -174,13 +206,14 @@ def forecast(
     strategy: str,
     prior: Prior | None = None,
     check_images: int | None = None,
+    train_images: int | None = None,
 ) -> Forecast:
     """The best validation accuracy a trial will have reached at ``horizon`` epochs, from its curve so far
     ([(epochs, accuracy)], possibly empty: then from its strategy's prior alone). A horizon before the
     curve's last point is taken as that point. ``check_images``: how many validation images its reports score
-    (more: its own slope is trusted sooner)."""
+    (more: its own slope is trusted sooner); ``train_images``: its dataset's, to weigh the recorded curves by."""
     prior = prior or load_prior()
-    strategy_prior = prior.of(strategy)
+    strategy_prior = prior.of(strategy, train_images)
     xs, best = best_so_far(curve)
     if len(xs) == 0:
         return _unstarted(strategy_prior, max(horizon, 1e-3))
@@ -214,5 +247,7 @@ def _shrunk_beta(xs, best, strategy_prior: StrategyPrior, drift: float) -> tuple
 
 def _unstarted(strategy_prior: StrategyPrior, horizon: float) -> Forecast:
     """A trial not started: the accuracy each recorded curve's power law reaches at the horizon, mean and spread."""
-    reached = [1.0 - min(1.0, math.exp(a - beta * math.log(horizon))) for a, beta in strategy_prior.params]
-    return Forecast(float(np.mean(reached)), max(STD_FLOOR, float(np.std(reached))))
+    reached = np.array([1.0 - min(1.0, math.exp(a - beta * math.log(horizon))) for a, beta in strategy_prior.params])
+    weights = strategy_prior._weights()
+    mean = float(np.average(reached, weights=weights))
+    return Forecast(mean, max(STD_FLOOR, math.sqrt(float(np.average((reached - mean) ** 2, weights=weights)))))

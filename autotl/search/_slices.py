@@ -39,7 +39,8 @@ class Slices:
         self.study, self.ctx, self.runner = study, ctx, runner
         self.n_trials, self.deadline, self.policy, self.room = n_trials, deadline, policy, room
         check_images = min(VAL_CHECK_IMAGES, ctx.dataset.count("val")) or None
-        self.forecast = forecast or functools.partial(_forecast, check_images=check_images)
+        train_images = ctx.dataset.count("train")
+        self.forecast = forecast or functools.partial(_forecast, check_images=check_images, train_images=train_images)
         self.started, self.slices = time.time(), 0
 
     def run(self) -> None:
@@ -258,9 +259,10 @@ def _unstarted(trial) -> bool:
     return trial.state == TrialState.WAITING and not TrialRecord.of(trial, "history").history
 
 
-def _forecast(curve, horizon, strategy, check_images: int | None = None) -> Forecast:
-    """The learning-curve model (``_curves``) with its shipped prior, for reports scored on ``check_images``."""
+def _forecast(curve, horizon, strategy, check_images: int | None = None, train_images: int | None = None) -> Forecast:
+    """The learning-curve model (``_curves``) with its shipped prior, for reports scored on ``check_images`` of a
+    dataset of ``train_images``."""
     from ._curves import forecast, load_prior
 
-    predicted = forecast(curve, horizon, strategy or "any", load_prior(), check_images)
+    predicted = forecast(curve, horizon, strategy or "any", load_prior(), check_images, train_images)
     return Forecast(predicted.mean, predicted.std)
