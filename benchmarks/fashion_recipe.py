@@ -44,8 +44,8 @@ def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=780, help="training time (the search's 900 s less its start)")
     args = parser.parse_args()
-    started = time.time()
     data = load_dataset("builtin:fashion-mnist", image_size=224)
+    started = time.time()
     result = fit(TrialConfig(**RECIPE), data, budget=Budget(seconds=args.seconds))
     fitted = time.time() - started
     pre = result.preprocessing
