@@ -67,7 +67,8 @@ class StrategyPrior:
     train_images: tuple[float | None, ...] = ()  # per curve, its dataset's training images (None: not recorded)
     weights: tuple[float, ...] | None = None
 
-    def _weights(self) -> np.ndarray:
+    def curve_weights(self) -> np.ndarray:
+        """How much each curve counts (all alike when not weighed, or when every weight vanishes)."""
         found = np.ones(len(self.params)) if self.weights is None else np.array(self.weights)
         return found if found.sum() > 1e-12 else np.ones(len(self.params))
 
@@ -78,12 +79,12 @@ class StrategyPrior:
 
     @property
     def beta_mean(self) -> float:
-        return float(np.average([beta for _, beta in self.params], weights=self._weights()))
+        return float(np.average([beta for _, beta in self.params], weights=self.curve_weights()))
 
     @property
     def beta_std(self) -> float:
         betas = np.array([beta for _, beta in self.params])
-        spread = math.sqrt(float(np.average((betas - self.beta_mean) ** 2, weights=self._weights())))
+        spread = math.sqrt(float(np.average((betas - self.beta_mean) ** 2, weights=self.curve_weights())))
         return max(BETA_STD_FLOOR, spread)
 
     def for_size(self, train_images: int) -> StrategyPrior:
@@ -248,6 +249,6 @@ def _shrunk_beta(xs, best, strategy_prior: StrategyPrior, drift: float) -> tuple
 def _unstarted(strategy_prior: StrategyPrior, horizon: float) -> Forecast:
     """A trial not started: the accuracy each recorded curve's power law reaches at the horizon, mean and spread."""
     reached = np.array([1.0 - min(1.0, math.exp(a - beta * math.log(horizon))) for a, beta in strategy_prior.params])
-    weights = strategy_prior._weights()
+    weights = strategy_prior.curve_weights()
     mean = float(np.average(reached, weights=weights))
     return Forecast(mean, max(STD_FLOOR, math.sqrt(float(np.average((reached - mean) ** 2, weights=weights)))))
