@@ -64,8 +64,7 @@ LARGE = 48_000  # all of Fashion-MNIST's training images: the prior a large data
 
 
 def study_curves(paths: list[str]) -> list[dict]:
-    """The curves of every trial (with a strategy and at least 3 reports) in the study databases at ``paths``; a
-    curve that another study gave already (the same recipe and seed on the same data) once."""
+    """The curves of every trial (with a strategy and at least 3 reports) in the study databases at ``paths``."""
     import optuna
 
     from autotl.records import StudyRecord, TrialRecord
@@ -81,8 +80,6 @@ def study_curves(paths: list[str]) -> list[dict]:
             if record.strategy is None or len(points) < 3:
                 continue
             config = record.config or {}
-            if any(r["strategy"] == record.strategy and r["points"] == _rounded(points) for r in rows):
-                continue  # the same recipe and seed on the same data in another study: one curve
             rows.append(
                 dict(
                     source=f"study {path} trial {trial.number}",
@@ -97,6 +94,17 @@ def study_curves(paths: list[str]) -> list[dict]:
                 )
             )
     return rows
+
+
+def distinct(rows: list[dict]) -> list[dict]:
+    """Each curve once: the same recipe and seed on the same data in two studies gives the same points."""
+    seen, found = set(), []
+    for row in rows:
+        key = (row["strategy"], json.dumps(row["points"]))
+        if key not in seen:
+            seen.add(key)
+            found.append(row)
+    return found
 
 
 def _rounded(points) -> list[list[float]]:
@@ -457,6 +465,8 @@ def main() -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    import torch
+
     started = time.time()
     shipped = json.loads(PRIOR_FILE.read_text()) if args.from_json else None
     if shipped is not None:  # with --studies or --large, the shipped curves and new ones beside them
@@ -468,19 +478,27 @@ def main() -> dict:
         rows = study_curves(args.studies) + run_curves(args, Path(tempfile.mkdtemp(prefix="autotl-curves-")))
     if args.large:
         rows += large_curves(args.large, args.large_recipes, args.seed)
+    rows = distinct(rows)
     counts = {}
     for row in rows:
         counts[row["dataset"]] = counts.get(row["dataset"], 0) + 1
-    command = "python benchmarks/curves.py " + " ".join(sys.argv[1:])
-    if shipped and (args.studies or args.large):
-        command = f"{shipped['command']}, then {command}"
-    elif shipped:
-        command = shipped["command"]
+    ran = dict(
+        command="python benchmarks/curves.py " + " ".join(sys.argv[1:]),
+        seconds=round(time.time() - started, 1),
+        machine=f"{platform.machine()}, {torch.get_num_threads()} thread(s)",
+        peak_rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    )
+    if shipped and not (args.studies or args.large):  # the same curves: the run that recorded them
+        ran = {k: shipped[k] for k in ran}
+    elif shipped:  # curves added to the shipped ones: both runs
+        ran = dict(
+            command=f"{shipped['command']}, then {ran['command']}",
+            seconds=round(shipped["seconds"] + ran["seconds"], 1),
+            machine=f"{shipped['machine']}, then {ran['machine']}",
+            peak_rss_kb=max(shipped["peak_rss_kb"], ran["peak_rss_kb"]),
+        )
     payload = dict(
-        command=command,
-        seconds=shipped["seconds"] if shipped else round(time.time() - started, 1),
-        machine=shipped["machine"] if shipped else f"{platform.machine()}, {args.threads} thread(s)",
-        peak_rss_kb=shipped["peak_rss_kb"] if shipped else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        **ran,
         counts=counts,
         curves=rows,
     )
