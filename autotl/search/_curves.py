@@ -45,7 +45,7 @@ STD_FLOOR = 0.005  # the least uncertainty a forecast states
 STD_WIDEN = 1.5  # the derived std held too few finals of recorded curves (RESULTS.md, "Learning-curve model")
 BETA_STD_FLOOR = 0.05  # a prior beta's spread is never narrower (a strategy with few, similar curves)
 MIN_CURVES = 3  # a strategy with fewer recorded curves (counted by weight) gets the prior of all strategies
-SIZE_BANDWIDTH = math.log(4.0)  # a recorded curve counts half at ~3.2x or 1/3.2 of a dataset's training images
+SIZE_BANDWIDTH = math.log(4.0)  # sd of log size: a recorded curve counts half at 5x or 1/5 a dataset's size
 MIN_POINTS = 3  # a recorded curve with fewer points teaches the prior nothing about its shape
 ALL = "all"
 
