@@ -55,7 +55,7 @@ KS = (1, 2, 3, 5)
 SCOPE = (
     "Scope: the runs are tf_efficientnet_lite0 at resolution scale 0.25 (the study curves: 0.75) on 288-512 "
     "training images for 4-8 epochs, recipes drawn at random from the default space (bad ones included); the "
-    "large curves are all of Fashion-MNIST (48,000 training images), a fraction of an epoch to 1.5 epochs: one "
+    "large curves are all of Fashion-MNIST (48,000 training images), a twelfth of an epoch to 8 epochs: one "
     "large dataset, so a search on Fashion-MNIST is forecast with its own curves, and a large dataset of another "
     "kind with those of Fashion-MNIST. The prior knows nothing of other backbones or longer schedules."
 )
