@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
 import uuid
 
 import optuna
@@ -135,6 +136,22 @@ def test_a_trial_that_fails_mid_slice_is_retried_from_its_last_state(tmp_path, p
     assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert TrialRecord.of(retry).resumed_at >= 1  # continued, not started over
     _assert_ended(study)
+
+
+def test_two_workers_that_both_decided_to_start_the_last_configuration_start_it_once(tmp_path):
+    """Two workers read the study with one configuration left and both decide to start one: the second finds, when it
+    claims, that the first took the last one (the race a PostgreSQL study of two machines once lost: 5 trials of 4)."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study.tell(study.ask(), 0.5)  # a first configuration
+    study.enqueue_trial({})  # a warm-start recipe, queued (it counts once started)
+    ctx = types.SimpleNamespace(run_dir=tmp_path, dataset=types.SimpleNamespace(count=lambda split: 64))
+    workers = [_slices.Slices(study, ctx, None, n_trials=2, deadline=None, policy="freeze-thaw", room=None)] * 2
+    new = _slices.Decision(_slices.Candidate(None, label="new"), "start", "a new configuration")
+    queued = _slices.Decision(_slices.Candidate(1, queued=True, label="probe"), "start", "a first slice: probe")
+    assert workers[0]._claim(new) is not None
+    assert workers[1]._claim(new) is None
+    assert workers[1]._claim(queued) is None  # the queued recipe waits for a run that allows it
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING]
 
 
 @pytest.mark.skipif(not POSTGRES and not os.environ.get("CI"), reason="set AUTOTL_TEST_POSTGRES_URL (.ci/run does)")

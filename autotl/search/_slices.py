@@ -12,6 +12,7 @@ interrupts paused at its last saved report, so the same command continues it.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import statistics
 import time
@@ -65,7 +66,7 @@ class Slices:
     def next(self) -> Decision | None:
         """The scheduler's decision on the trials as the study holds them now."""
         trials = self.study.get_trials(deepcopy=False)
-        configurations = sum(1 for t in trials if "failed_trial" not in t.system_attrs and not _unstarted(t))
+        configurations = _configurations(trials)
         can_start = configurations < self.n_trials
         best = best_trial(self.study, trials)
         left = self._seconds_left()
@@ -86,12 +87,9 @@ class Slices:
     def run_slice(self, decision: Decision) -> None:
         """Claim the trial (or create one), train its slice, and tell the study how it ended."""
         storage = self.study._storage
-        if decision.candidate.number is None:
-            trial_id = storage.create_new_trial(self.study._study_id)
-        else:
-            trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, decision.candidate.number)
-            if not storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                return  # another worker took it
+        trial_id = self._claim(decision)
+        if trial_id is None:
+            return  # another worker took it, or started the last configuration --n-trials allows
         storage.record_heartbeat(trial_id)
         trial = optuna.Trial(self.study, trial_id)
         self.slices += 1
@@ -99,6 +97,30 @@ class Slices:
         started = time.time()
         with get_heartbeat_thread(trial_id, storage):
             self._train(trial, decision, started)
+
+    def _claim(self, decision: Decision) -> int | None:
+        """The trial the slice trains, now RUNNING for this worker alone; None if another worker was first.
+
+        A first slice counts the configurations and starts one as a single step for every worker
+        sharing the run directory (a lock file there, as machines sharing a study share it for the
+        trials' saved states): two workers never both start the last configuration --n-trials allows.
+        """
+        number = decision.candidate.number
+        if decision.action != "start" or decision.candidate.retry:
+            return self._claim_waiting(number)
+        with open(self.ctx.run_dir / ".start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if _configurations(self.study.get_trials(deepcopy=False)) >= self.n_trials:
+                return None
+            if number is None:
+                return self.study._storage.create_new_trial(self.study._study_id)
+            return self._claim_waiting(number)
+
+    def _claim_waiting(self, number: int) -> int | None:
+        """Trial ``number``, WAITING -> RUNNING (atomic in the storage); None if another worker claimed it."""
+        storage = self.study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        return trial_id if storage.set_trial_state_values(trial_id, TrialState.RUNNING) else None
 
     def _train(self, trial, decision: Decision, started: float) -> None:
         record = self._slice_record(trial, decision, started)
@@ -252,6 +274,11 @@ def _best_check(trial, metric: str) -> float:
     """A trial's best report on the validation check, by ``metric`` (-1 without one)."""
     scores = (report_score(r, metric) for r in TrialRecord.of(trial, "history").history)
     return max((s for s in scores if s is not None), default=-1.0)
+
+
+def _configurations(trials) -> int:
+    """The configurations a study has started (what --n-trials counts): not a retry, not a recipe still queued."""
+    return sum(1 for t in trials if "failed_trial" not in t.system_attrs and not _unstarted(t))
 
 
 def _unstarted(trial) -> bool:
