@@ -1,6 +1,6 @@
 """Search arms side by side: best validation accuracy against wall time, and the exported model's test accuracy.
 
-    python benchmarks/anytime.py                  # 2 datasets x 5 arms x 3 seeds x 300 s, ~80 min on 2 cores
+    python benchmarks/anytime.py                  # 2 datasets x 5 arms x 3 seeds x 300 s, ~95 min on 2 cores
     python benchmarks/anytime.py --budget 60 --seeds 1 --datasets photos --no-results   # a quick look
     python benchmarks/anytime.py --arms top-k,hyperband   # rerun a subset (it replaces anytime.json)
 
