@@ -145,7 +145,8 @@ def test_two_workers_that_both_decided_to_start_the_last_configuration_start_it_
     study.tell(study.ask(), 0.5)  # a first configuration
     study.enqueue_trial({})  # a warm-start recipe, queued (it counts once started)
     ctx = types.SimpleNamespace(run_dir=tmp_path, dataset=types.SimpleNamespace(count=lambda split: 64))
-    workers = [_slices.Slices(study, ctx, None, n_trials=2, deadline=None, policy="freeze-thaw", room=None)] * 2
+    options = dict(n_trials=2, deadline=None, policy="freeze-thaw", room=None)
+    workers = [_slices.Slices(study, ctx, None, **options) for _ in range(2)]
     new = _slices.Decision(_slices.Candidate(None, label="new"), "start", "a new configuration")
     queued = _slices.Decision(_slices.Candidate(1, queued=True, label="probe"), "start", "a first slice: probe")
     assert workers[0]._claim(new) is not None
