@@ -38,6 +38,10 @@ class Report:
     val_balanced_accuracy: float | None = None
     seconds: float | None = None  # this report's wall time: training and checking
     train_seconds: float | None = None  # this report's training time
+    # of those, computing the frozen prefix's outputs of images seen for the first time (a cached prefix): work that
+    # later reports do not repeat, on the training images and on the validation check
+    feature_seconds: float | None = None
+    check_feature_seconds: float | None = None
 
 
 def _renamed_report(entry):

@@ -247,8 +247,9 @@ def _start(make, state_file: Path | None, identity: dict) -> tuple[Run, TrainSta
 
 
 def train_report(run: Run, state: TrainState, budget: Budget):
-    """Train up to one report's steps; (train loss, seconds, start), or None when the search's deadline came first."""
-    plan, started = run.plan, time.time()
+    """Train up to one report's steps; (train loss, seconds, start, of those on the prefix's features), or None when
+    the search's deadline came first."""
+    plan, started, features = run.plan, time.time(), state.feature_seconds
     backbones.train_mode(run.model, run.frozen)
     loss_sum, seen = 0.0, 0
     left = len(run.split.train) - (state.step % plan.steps_per_epoch) * plan.batch_size
@@ -271,7 +272,7 @@ def train_report(run: Run, state: TrainState, budget: Budget):
                 break  # an epoch ends a report
             if budget.deadline is not None and time.time() > budget.deadline and i + 1 < plan.steps_per_report:
                 return None
-    return loss_sum / max(seen, 1), time.time() - started, started
+    return loss_sum / max(seen, 1), time.time() - started, started, state.feature_seconds - features
 
 
 def train_step(run: Run, state: TrainState) -> tuple[float, int]:
@@ -336,7 +337,8 @@ def score(run: Run, index, rows, progress: bool = False, probabilities: bool = F
 
 def check(run: Run, state: TrainState, trained) -> Report:
     """Score the report's weights on the validation check: the curve's next point."""
-    train_loss, train_seconds, started = trained
+    train_loss, train_seconds, started, features = trained
+    check_features = run.inputs.seconds_on("val")
     val = score(run, run.split.check, run.split.check_rows, run.setup.progress)
     state.report += 1
     entry = Report(
@@ -350,6 +352,8 @@ def check(run: Run, state: TrainState, trained) -> Report:
         val_balanced_accuracy=val["balanced_accuracy"],
         seconds=round(time.time() - started, 3),
         train_seconds=round(train_seconds, 3),
+        feature_seconds=round(features, 3) if run.inputs.cached else None,
+        check_feature_seconds=round(run.inputs.seconds_on("val") - check_features, 3) if run.inputs.cached else None,
     )
     state.history.append(entry)
     return entry

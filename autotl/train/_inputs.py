@@ -53,7 +53,11 @@ class Inputs:
     @property
     def feature_seconds(self) -> float:
         """Seconds the prefix has spent on the training images' features (shared by runs that share them)."""
-        return self.features["train"][0].seconds if self.cached else 0.0
+        return self.seconds_on("train")
+
+    def seconds_on(self, split: str) -> float:
+        """Seconds the prefix has spent on ``split``'s features (0 when they are not cached)."""
+        return self.features[split][0].seconds if split in self.features else 0.0
 
     def images(self, index) -> torch.Tensor:
         """uint8 images of ``index`` (dataset positions) on the device."""
