@@ -3,6 +3,7 @@
     python benchmarks/anytime.py                  # 2 datasets x 5 arms x 3 seeds x 300 s, ~95 min on 2 cores
     python benchmarks/anytime.py --budget 60 --seeds 1 --datasets photos --no-results   # a quick look
     python benchmarks/anytime.py --arms top-k,hyperband   # rerun a subset (it replaces anytime.json)
+    python benchmarks/anytime.py --arms freeze-thaw --merge   # rerun one arm, keep the others' stored runs
 
 Arms, all on autotl's default search space and trial engine (LogME ranking, warm start, TPE), so only
 the way trials share the time differs:
@@ -33,6 +34,7 @@ import random
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -165,8 +167,6 @@ def test_indices(data):
 
 def autogluon(task: dict) -> dict:
     """AutoGluon's default fit on the images autotl's search and test would see, in its venv, on the same budget."""
-    import subprocess
-
     if not AUTOGLUON_PYTHON.is_file():
         raise PeerMissing(f"no AutoGluon venv at {AUTOGLUON_PYTHON}: run bash benchmarks/setup_autogluon.sh first")
     out = Path(task["out"])
@@ -222,6 +222,16 @@ def write_images(task: dict, folder: Path) -> list[str]:
     return tables
 
 
+def commit() -> str:
+    """The commit the runs ran at (``+changes``: with uncommitted changes to autotl/ or this script)."""
+    git = ["git", "-C", str(HERE)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(
+        [*git, "status", "--porcelain", "--", "autotl", "benchmarks/anytime.py"], capture_output=True, text=True
+    )
+    return (head or "?") + ("+changes" if changed.stdout.strip() else "")
+
+
 def median(values: list) -> float | None:
     """The median of the values that are not None (None if there are none)."""
     kept = [v for v in values if v is not None]
@@ -244,6 +254,7 @@ def summarise(runs: list[dict]) -> dict:
                 median_time_to_own_final_fraction=median([r.get("to_final") for r in mine]),
                 median_complete=median([r["complete"] for r in mine]),
                 errors=sum("error" in r for r in mine),
+                commit=", ".join(sorted({r.get("commit", "?") for r in mine})),
             )
         ft = arms.get("freeze-thaw", {}).get("median_test")
         others = {a: s["median_test"] for a, s in arms.items() if a != "freeze-thaw"}
@@ -298,8 +309,6 @@ def figure(runs: list[dict], budget: float, path: Path) -> None:
 
 def screenshot(fig, png: Path) -> None:
     """A PNG of the figure, drawn by headless Chromium from a page with plotly.js inside (offline)."""
-    import subprocess
-
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         print("no chromium: skipped the PNG of the figure", file=sys.stderr)
@@ -349,15 +358,15 @@ def write_results(summary: dict, budget: float, seeds: int, parallel: int, comma
         "its fit, which runs past the budget by the seconds it takes to average its checkpoints.",
         "",
         "| dataset | arm | median test acc | test acc per seed | median val acc | "
-        "median time to own final best / budget | complete trials (median) |",
-        "|---|---|---|---|---|---|---|",
+        "median time to own final best / budget | complete trials (median) | commit |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for dataset, s in summary.items():
         for arm, a in s["arms"].items():
             per_seed = ", ".join(fmt(v) for v in a["test_per_seed"])
             lines.append(
                 f"| {dataset} | {arm} | {fmt(a['median_test'])} | {per_seed} | {fmt(a['median_val'])} | "
-                f"{fmt(a['median_time_to_own_final_fraction'])} | {a['median_complete']:g} |"
+                f"{fmt(a['median_time_to_own_final_fraction'])} | {a['median_complete']:g} | {a.get('commit', '?')} |"
             )
     lines.append("")
     for dataset, s in summary.items():
@@ -378,6 +387,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each (default 2)")
     parser.add_argument("--out-json", type=Path, default=HERE / "anytime.json", help="default benchmarks/anytime.json")
     parser.add_argument("--no-results", action="store_true", help="write no RESULTS.md section, no html/png")
+    parser.add_argument("--keep", type=Path, help="keep the runs' folders (studies, models) here, not in a temp folder")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep --out-json's runs of the datasets and arms not rerun (the table names each arm's commit)",
+    )
     parser.add_argument(
         "--from-json",
         action="store_true",
@@ -451,11 +466,17 @@ def main() -> None:
         seeds = len({r["seed"] for r in saved["runs"]})
         write_results(saved["summary"], saved["budget"], seeds, saved.get("parallel", 2), saved["command"])
         return
-    work = Path(tempfile.mkdtemp(prefix="autotl-anytime-"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="autotl-anytime-"))
     try:
         runs = run_all(make_tasks(args, work), args.parallel)
     finally:
-        shutil.rmtree(work, ignore_errors=True)  # the runs' folders hold an exported model each
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)  # the runs' folders hold an exported model each
+    for run in runs:
+        run["commit"] = commit()
+    if args.merge:
+        rerun = {(r["dataset"], r["arm"]) for r in runs}
+        runs += [r for r in json.loads(args.out_json.read_text())["runs"] if (r["dataset"], r["arm"]) not in rerun]
     summary = summarise(runs)
     command = shlex.join(["python", "benchmarks/anytime.py", *sys.argv[1:]])
     args.out_json.write_text(
