@@ -7,14 +7,7 @@ import math
 import pytest
 from scipy.stats import norm
 
-from autotl.search._schedule import (
-    Candidate,
-    Forecast,
-    decide,
-    expected_improvement,
-    finish_seconds,
-    slice_reports,
-)
+from autotl.search._schedule import Candidate, Forecast, decide, expected_improvement, finish_seconds
 
 
 def fake_forecast(table):
@@ -85,39 +78,6 @@ def test_queued_recipes_get_their_first_slice_before_any_trial_continues():
     queued = Candidate(5, "linear_probe", queued=True, label="linear_probe on lite0")
     decision = decide([paused(1, "full", 0.9, 1.0), queued], 1000.0, None, model, can_start=True)
     assert decision.candidate.number == 5 and decision.action == "start"
-
-
-def test_after_a_third_of_the_time_a_waiting_recipe_is_the_new_configuration_not_a_priority():
-    """A full fine-tune's first slice can take a minute of a 300 s search: once a third of the time is used, a recipe
-    still waiting starts only when a new configuration is worth more than continuing the trials there are."""
-    queued = Candidate(5, "full", queued=True, label="full_finetune on lite1")
-    climbing = paused(1, "linear_probe", 0.80, 1.0)
-    model = fake_forecast({"linear_probe": (0.95, 0.01)})
-    early = decide([climbing, queued], 1000.0, None, model, can_start=True, used_share=0.2)
-    assert early.candidate.number == 5 and early.action == "start"
-    later = decide([climbing, queued], 1000.0, None, model, can_start=True, start_seconds=60.0, used_share=0.4)
-    assert later.candidate.number == 1 and later.action == "continue"
-    flat = fake_forecast({"linear_probe": (0.80, 0.0001)})  # nothing to gain there: the recipe is the new one
-    later = decide([climbing, queued], 1000.0, None, flat, can_start=True, start_seconds=60.0, used_share=0.4)
-    assert later.candidate.number == 5 and later.action == "start" and "full_finetune on lite1" in later.why
-
-
-def test_a_linear_probes_first_epoch_features_are_charged_once_not_to_every_report():
-    """A cached probe after a quarter epoch: 0.1 s a report, and 40 s an epoch of computing the frozen prefix's
-    outputs, which only its first epoch pays. To its end (report 40) it costs 39 x 0.1 + 0.75 x 40 s, and wins
-    over a full fine-tune at 30 s a report predicted higher (charged as the probe's 10 s first reports, it lost)."""
-    probe = Candidate(0, "linear_probe", [(0.25, 0.78)], 0.1, 0.25, 1, 40, feature_seconds_per_epoch=40.0)
-    full = paused(1, "full", 0.70, 30.0, reports=1)
-    model = fake_forecast({"linear_probe": (0.86, 0.02), "full": (0.90, 0.03)})
-    decision = decide([probe, full], 300.0, None, model, can_start=False)
-    assert decision.candidate.number == 0 and decision.horizon == 40
-    assert decision.gain_per_second == pytest.approx(hand_ei(0.86, 0.02, 0.78) / (39 * 0.1 + 0.75 * 40.0), rel=1e-9)
-    assert probe.seconds_for(1) == pytest.approx(0.1 + 10.0) and probe.seconds_for(2, after=3) == pytest.approx(0.2)
-    assert slice_reports(probe) == 1  # 15 s is one report of its first epoch
-    as_measured = Candidate(0, "linear_probe", [(0.25, 0.78)], 10.1, 0.25, 1, 40)  # every report charged 10.1 s
-    assert decide([as_measured, full], 300.0, None, model, can_start=False).candidate.number == 1
-    probe.curve, probe.reports = [(1.0, 0.83)], 4
-    assert slice_reports(probe) == 36  # its first epoch done: the rest of its schedule in one slice (3.6 s)
 
 
 def test_the_leader_ends_with_its_cool_down_when_the_time_left_needs_it():
