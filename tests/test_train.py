@@ -181,8 +181,8 @@ def test_cached_prefix_trains_step_for_step_like_uncached(photos, frozen_depth):
     first = fit(config, photos)
     again = fit(config, photos)
     assert [r.record.feature_cache for r in (plain, first, again)] == ["off", "miss", "hit"]
-    # the prefix's passes are recorded where they happen (the scheduler charges them once): the first epoch, the
-    # first check
+    # the prefix's passes are recorded where they happen, the first epoch and the first check: one-time work, which a
+    # cost model can tell from what every report repeats
     one_time = [(r.feature_seconds, r.check_feature_seconds) for r in (*first.history, *again.history)]
     assert one_time[0][0] > 0 and one_time[0][1] > 0 and one_time[1:] == [(0.0, 0.0)] * 3
     assert {(r.feature_seconds, r.check_feature_seconds) for r in plain.history} == {(None, None)}
