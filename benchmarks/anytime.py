@@ -472,8 +472,9 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)  # the runs' folders hold an exported model each
+    stamp = commit()
     for run in runs:
-        run["commit"] = commit()
+        run["commit"] = stamp
     if args.merge:
         rerun = {(r["dataset"], r["arm"]) for r in runs}
         runs += [r for r in json.loads(args.out_json.read_text())["runs"] if (r["dataset"], r["arm"]) not in rerun]
