@@ -2,7 +2,7 @@
 
 Checks what only a browser can: every plot div has drawn, nothing is logged as an error,
 a class named ``<script>alert(1)</script>`` shows as text and runs nothing, the trials
-table sorts on a click, and a 50-trial page draws every plot. Skipped only
+table sorts on a click, and a 50-trial page draws in under 5 seconds. Skipped only
 outside CI when there is no ``chromium`` on PATH; in CI (``CI`` set) it always runs.
 """
 
@@ -146,13 +146,13 @@ def test_a_two_objective_page_with_a_backbone_ranking_draws_without_errors(tmp_p
     assert EVIL not in dom and EVIL_TEXT in dom
 
 
-def test_a_50_trial_page_is_small_and_draws_every_plot(tmp_path):
-    """How long it takes is measured, not asserted here (2.9 to 3.7 s alone on the CI machine, 5.9 s once during a
-    slow full run): a timed assertion fails on a busy machine."""
+def test_a_50_trial_page_is_small_and_draws_in_under_5_seconds(tmp_path):
     classes = [f"class {i}" for i in range(10)]
     study = make_study(n_complete=40, n_pruned=9, classes=classes, n_wrong=24)
     assert len(study.trials) == 50
     path = report.write(study, tmp_path / "report.html")
     assert path.stat().st_size < 10_000_000
-    dom, _ = _open(path, tmp_path, virtual_time=False)  # real time: a page drawn within Chromium's wait
-    assert _attr(dom, "data-drawn-ms") is not None, "the page had not drawn every plot when Chromium dumped it"
+    dom, _ = _open(path, tmp_path, virtual_time=False)  # real time, so the clock means seconds
+    drawn = _attr(dom, "data-drawn-ms")
+    assert drawn is not None, "the page had not drawn every plot when Chromium dumped it"
+    assert int(drawn) < 5000
