@@ -1,20 +1,15 @@
 """Where the next slice of training goes: the search's scheduler, as pure functions of the trials' curves.
 
-A trial advances a slice (a report, or as many as take SLICE_S) at a time and waits in between. After every slice
-the scheduler looks at every trial that waits and at a new configuration from the sampler, predicts for each the
-best validation accuracy it would reach if it got the time that is left (``_curves.forecast``: its curve so far,
-extrapolated), and gives the next slice to the one whose expected improvement, per second of the training it takes
-to get there, is largest: freeze-thaw Bayesian optimization (Swersky et al., 2014) as DyHPO and Quick-Tune use it.
-The improvement is over the best so far or over the best end predicted for another waiting trial, whichever is
-higher (``_bar``): the time a slice takes is the others' too, so a cheap trial's small gain does not outbid a trial
-expected to end above it (against the best so far alone, a cached linear probe on all of Fashion-MNIST ran its whole
-schedule while the full fine-tune that ended highest waited). Gain and cost are over the same stretch of training
-(to the report the prediction is for): a slow trial is already predicted lower for the fewer reports it has time
-for, and is not charged its cost a second time; one-time work (a cached prefix's pass over the images in a linear
-probe's first epoch) is charged once, not to every later report. The warm-start recipes each get one slice first,
-while the first WARM_START_SHARE of the time lasts (the first slice of a full fine-tune on one CPU thread can take a
-minute); a recipe still waiting then stands for the new configuration. Before the time runs out, the best trial gets
-its cool-down (``Budget.end_soon``) and is exported; the others end where they are ("not worth another slice").
+A trial advances a slice (a report, or as many as take SLICE_S) at a time and waits in between. After every
+slice the scheduler looks at every trial that waits and at a new configuration from the sampler, predicts for
+each the best validation accuracy it would reach if it got the time that is left (``_curves.forecast``: its
+curve so far, extrapolated), and gives the next slice to the one whose expected improvement over the best so
+far, per second of the training it takes to get there, is largest: freeze-thaw Bayesian optimization (Swersky
+et al., 2014) as DyHPO and Quick-Tune use it. Gain and cost are over the same stretch of training (to the
+report the prediction is for): a slow trial is already predicted lower for the fewer reports it has time for,
+and is not charged its cost a second time. The warm-start recipes each get one slice first. Before the time
+runs out, the best trial gets its cool-down (``Budget.end_soon``) and is exported; the others end where they
+are ("not worth another slice").
 
 ``top-k`` is the simple baseline any smarter policy must beat: every candidate one
 slice while a third of the time lasts, then only the best ``TOP_K``, in turn.
@@ -34,8 +29,6 @@ TOP_K = 2
 SLICE_S = 15.0  # a slice is as many reports as take about this long (at least one): cheap reports are not each
 # paid for with a model build and a state load
 EXPLORE_SHARE = 1 / 3  # top-k: the share of the time in which every candidate gets a slice
-WARM_START_SHARE = 1 / 3  # the warm-start recipes' first slices come first while this share of the time lasts; later
-# a recipe still waiting is the new configuration, on the same terms as the sampler's
 
 
 @dataclass(frozen=True)
@@ -51,15 +44,13 @@ class Candidate:
     number: int | None
     strategy: str | None = None
     curve: list = field(default_factory=list)  # (epochs trained, validation accuracy) of its reports
-    seconds_per_report: float | None = None  # a report's training and checking, as measured (None: not yet), net of
-    # one-time work (feature_seconds_per_epoch)
+    seconds_per_report: float | None = None  # a report's training and checking, as measured (None: not yet)
     epochs_per_report: float = 1.0
     reports: int = 0
     last_report: int = 1  # where its schedule ends
     queued: bool = False  # waits for its first slice in this run: a warm-start recipe, or a retry
     retry: bool = False  # queued to continue a trial that failed or was lost: it runs whatever --n-trials says
     label: str = ""
-    feature_seconds_per_epoch: float = 0.0  # a cached prefix's pass over the training images: the first epoch only
 
     @property
     def best(self) -> float | None:
@@ -68,26 +59,6 @@ class Candidate:
     @property
     def epochs(self) -> float:
         return self.curve[-1][0] if self.curve else 0.0
-
-    def seconds_for(self, more: int, after: int = 0) -> float:
-        """The time ``more`` reports take, ``after`` reports from now: each its training and checking, and the first
-        epoch's also the prefix's outputs of the images it sees for the first time (a cached linear probe's first
-        epoch costs seconds, its later ones a fraction of one)."""
-        start = self.epochs + after * self.epochs_per_report
-        first_epoch = max(0.0, min(start + more * self.epochs_per_report, 1.0) - min(start, 1.0))
-        return more * (self.seconds_per_report or 0.0) + first_epoch * self.feature_seconds_per_epoch
-
-    def reports_within(self, seconds: float) -> int:
-        """How many more reports fit in ``seconds`` (to the end of its schedule at most)."""
-        left = self.last_report - self.reports
-        if not math.isfinite(seconds):
-            return left
-        fits = lambda n: self.seconds_for(n) <= seconds  # noqa: E731
-        low, high = 0, left  # the most that fit, by bisection: seconds_for grows with n
-        while low < high:
-            mid = (low + high + 1) // 2
-            low, high = (mid, high) if fits(mid) else (low, mid - 1)
-        return low
 
 
 @dataclass
@@ -101,7 +72,6 @@ class Decision:
     horizon: int | None = None  # the report the prediction is for
     gain: float | None = None  # the expected improvement over the best so far by that report
     gain_per_second: float | None = None  # ... over the seconds of training to get there
-    seconds: float | None = None  # the seconds of training to the horizon
 
 
 def expected_improvement(forecast: Forecast, best: float) -> float:
@@ -117,14 +87,14 @@ def finish_seconds(candidate: Candidate, more: int = 0) -> float:
     """The time to end ``candidate`` (after ``more`` reports): its cool-down's reports and the final scoring (about
     one report)."""
     steps_share = COOL_DOWN_SHARE * max(candidate.reports + more, 1)
-    return candidate.seconds_for(max(1, math.ceil(steps_share)) + 1, after=more)
+    return (max(1, math.ceil(steps_share)) + 1) * (candidate.seconds_per_report or 0.0)
 
 
 def _slice_fits(c: Candidate, seconds_left: float, kept_back: float) -> bool:
     """A slice of ``c`` fits when, after it, both the leader's cool-down (``kept_back``) and ``c``'s own still do:
     the slice may make ``c`` the leader, whose cool-down is then the one to run."""
     more = slice_reports(c)
-    return c.seconds_for(more) + max(kept_back, finish_seconds(c, more)) <= seconds_left
+    return more * (c.seconds_per_report or 0.0) + max(kept_back, finish_seconds(c, more)) <= seconds_left
 
 
 def decide(
@@ -149,55 +119,39 @@ def decide(
             Decision(leader, "finish", "the time is up: it ends at its best report") if best is None and ahead else None
         )
     usable = seconds_left - (finish_seconds(leader) if ahead else 0.0)  # the leader's cool-down is kept back
-    first = [c for c in queued if c.retry or used_share < WARM_START_SHARE]
-    if first and start_seconds < usable:
-        return Decision(first[0], "start", "a first slice: " + (first[0].label or "queued"))
+    if queued and start_seconds < usable:
+        return Decision(queued[0], "start", "a first slice: " + (queued[0].label or "queued"))
     fits = [c for c in paused if _slice_fits(c, seconds_left, finish_seconds(leader) if ahead else 0.0)]
-    new = (can_start or bool(queued)) and start_seconds < usable
+    new = can_start and start_seconds < usable
     if policy == "top-k":
         chosen = _top_k(paused, fits, new, used_share)
     else:
         incumbent = max([v for v in (best, leader.best if leader else None) if v is not None], default=0.0)
-        continued = [o for o in (_value(c, seconds_left, forecast) for c in fits) if o is not None]
-        options = [_priced(o, _bar(continued, incumbent, but=o)) for o in continued]
+        options = [_value(c, seconds_left, incumbent, forecast) for c in fits]
         if new:
-            options.append(_new_value(paused, seconds_left, _bar(continued, incumbent), forecast, start_seconds))
+            options.append(_new_value(paused, seconds_left, incumbent, forecast, start_seconds))
+        options = [o for o in options if o is not None]
         chosen = max(options, key=lambda o: o.gain_per_second, default=None)
         if chosen is not None and chosen.gain < MIN_GAIN:
             chosen = None
     if chosen is None and ahead:
         why = "no trial is worth another slice" if fits or new else f"only its cool-down fits in {seconds_left:.0f} s"
         return Decision(leader, "finish", why + ": the best trial ends")
-    if chosen is not None and chosen.candidate.number is None and queued:  # a recipe waits: it is the new one
-        chosen.candidate, chosen.why = queued[0], chosen.why.replace("a new configuration", queued[0].label or "queued")
     return chosen
 
 
-def _value(c: Candidate, seconds_left: float, forecast) -> Decision | None:
-    """A waiting trial's predicted best by the report it has time for, and the seconds of training to get there
-    (priced by ``_priced``)."""
-    horizon = c.reports + c.reports_within(seconds_left - finish_seconds(c))
+def _value(c: Candidate, seconds_left: float, incumbent: float, forecast) -> Decision | None:
+    """A waiting trial's expected improvement by the report it has time for, per second of training to get there."""
+    per = c.seconds_per_report or 1.0
+    room = int((seconds_left - finish_seconds(c)) / per) if math.isfinite(seconds_left) else c.last_report
+    horizon = min(c.last_report, c.reports + room)
     if horizon <= c.reports:
         return None
     predicted = forecast(c.curve, c.epochs + (horizon - c.reports) * c.epochs_per_report, c.strategy)
-    seconds = max(c.seconds_for(horizon - c.reports), 1e-3)
+    gain = expected_improvement(predicted, incumbent)
+    seconds = (horizon - c.reports) * per
     why = f"predicted {predicted.mean:.3f} ± {predicted.std:.3f} at report {horizon}, in {seconds:.0f} s"
-    return Decision(c, "continue", why, predicted, horizon, seconds=seconds)
-
-
-def _bar(continued: list[Decision], incumbent: float, but: Decision | None = None) -> float:
-    """What a slice must improve on: the best so far, or the best end predicted for another waiting trial (``but``
-    aside), since a slice takes its time from the others: a cheap small gain is worth nothing when a trial that
-    is expected to end higher needs that time."""
-    return max([incumbent] + [o.predicted.mean for o in continued if o is not but])
-
-
-def _priced(option: Decision, bar: float) -> Decision:
-    """``option`` with its expected improvement over ``bar``, and that per second of training."""
-    option.gain = expected_improvement(option.predicted, bar)
-    option.gain_per_second = option.gain / option.seconds
-    option.why += f", against {bar:.3f}"
-    return option
+    return Decision(c, "continue", why, predicted, horizon, gain, gain / seconds)
 
 
 def _new_value(paused, seconds_left, incumbent, forecast, start_seconds) -> Decision:
@@ -239,10 +193,10 @@ def _top_k(paused, fits, new: bool, used_share: float) -> Decision | None:
 
 def slice_reports(c: Candidate) -> int:
     """How many reports a slice of ``c`` trains: SLICE_S worth, at least one (one, while its cost is unknown)."""
-    return max(1, c.reports_within(SLICE_S)) if c.seconds_per_report else 1
+    return max(1, int(SLICE_S / c.seconds_per_report)) if c.seconds_per_report else 1
 
 
 def _slice_seconds(paused: list[Candidate]) -> float:
     """A slice's typical time: the median of the waiting trials'."""
-    known = sorted(c.seconds_for(slice_reports(c)) for c in paused if c.seconds_per_report)
+    known = sorted(slice_reports(c) * c.seconds_per_report for c in paused if c.seconds_per_report)
     return known[len(known) // 2] if known else 0.0

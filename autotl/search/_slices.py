@@ -22,7 +22,7 @@ import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
-from ..records import Report, Slice, TrialRecord, report_score
+from ..records import Slice, TrialRecord, report_score
 from ..space import TrialConfig
 from ..train import VAL_CHECK_IMAGES, Plan
 from ..trials import best_trial, score
@@ -216,13 +216,12 @@ class Slices:
                 trial.number, strategy, queued=True, retry="failed_trial" in trial.system_attrs, label=label
             )
         epochs = [r.epoch or 0.0 for r in history]
-        seconds = [_recurring_seconds(r) for r in history[-3:] if r.seconds]
+        seconds = [r.seconds for r in history[-3:] if r.seconds]
         return Candidate(
             trial.number,
             strategy,
             curve=[(e, report_score(r, metric)) for e, r in zip(epochs, history)],
             seconds_per_report=statistics.median(seconds) if seconds else None,
-            feature_seconds_per_epoch=_feature_seconds_per_epoch(history),
             epochs_per_report=epochs[-1] / len(history) if epochs[-1] else 1.0,
             reports=len(history),
             last_report=self._last_report(record),
@@ -269,20 +268,6 @@ def finer_reports(config: TrialConfig, n_train: int) -> TrialConfig:
     an epoch: slices that long leave the scheduler few choices)."""
     every = max(config.batch_size, -(-n_train // REPORTS_PER_EPOCH))
     return dataclasses.replace(config, report_every_images=min(config.report_every_images, every))
-
-
-def _recurring_seconds(report: Report) -> float:
-    """A report's time net of its one-time work (the prefix's outputs of images seen for the first time): what a
-    later report costs."""
-    return max(0.0, report.seconds - (report.feature_seconds or 0.0) - (report.check_feature_seconds or 0.0))
-
-
-def _feature_seconds_per_epoch(history: list[Report]) -> float:
-    """The prefix's pass over the training images, per epoch, as measured in the first epoch's reports (0: not
-    cached, or the features were already there)."""
-    first = [r for r in history if r.feature_seconds]
-    epochs = min(first[-1].epoch or 0.0, 1.0) if first else 0.0
-    return sum(r.feature_seconds for r in first) / epochs if epochs else 0.0
 
 
 def _best_check(trial, metric: str) -> float:
