@@ -195,11 +195,43 @@ def test_cached_prefix_trains_step_for_step_like_uncached(photos, frozen_depth):
             assert torch.allclose(value.float(), trained[name].float(), atol=1e-5), name
 
 
-def test_augmented_trials_are_never_cached(photos):
-    config = TrialConfig(**{**FAST, "augment_strength": 0.5}, frozen_depth=0.5, max_epochs=1)
-    assert fit(config, photos).record.feature_cache == "off"
-    mixed = TrialConfig(**{**FAST, "regularizer": "mixup", "regularizer_strength": 0.4}, frozen_depth=0.5, max_epochs=1)
-    assert fit(mixed, photos).record.feature_cache == "off"
+@pytest.mark.parametrize("recipe", [{"augment_strength": 0.5}, {"regularizer": "mixup", "regularizer_strength": 0.4}])
+def test_augmented_trials_train_on_images_but_check_on_the_cached_prefix(photos, recipe):
+    """Augmented (or mixed-up) images differ every step, so the whole model trains on them; the validation images do
+    not, so a half-frozen run's checks read the prefix's cached outputs: computed at the first check only, and
+    scoring exactly as the whole model does (the run without the cache, step for step)."""
+    from autotl.train._prefix import FEATURES
+
+    FEATURES.clear()
+    config = TrialConfig(**{**FAST, **recipe}, frozen_depth=0.5, max_epochs=2, lr=3e-3)
+    plain, cached = fit(config, photos, setup=Setup(cache_prefix=False)), fit(config, photos)
+    assert plain.record.feature_cache == cached.record.feature_cache == "off"
+    assert [r.check_feature_seconds for r in plain.history] == [None, None]
+    first, later = cached.history
+    assert first.check_feature_seconds > 0 and later.check_feature_seconds == 0.0 and first.feature_seconds is None
+    for a, b in zip(plain.history, cached.history, strict=True):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
+        assert a.val_loss == pytest.approx(b.val_loss, rel=1e-4) and a.val_accuracy == b.val_accuracy
+
+
+def test_a_check_on_the_cached_prefix_turns_the_heads_dropout_off(photos):
+    """The head's dropout reads the whole model's mode: scoring only the part after the prefix must still switch it
+    off, or each check of a dropout recipe would be noisy. Scored straight after training (the model in training
+    mode), the same weights give the same score twice."""
+    from autotl.train._build import build
+    from autotl.train._fit import score
+
+    config = TrialConfig(
+        **{**FAST, "regularizer": "dropout", "regularizer_strength": 0.5}, frozen_depth=1.0, max_epochs=1
+    )
+    run = build(config, photos, Setup(), seed=0)
+    assert run.inputs.cached
+    torch.nn.init.normal_(run.model.get_classifier().weight)  # a new head starts at zero: dropout would not show
+    scores = []
+    for _ in range(2):
+        backbones.train_mode(run.model, run.frozen)
+        scores.append(score(run, run.split.check, run.split.check_rows))
+    assert scores[0] == scores[1]
 
 
 def test_compiled_training_matches_eager(photos):

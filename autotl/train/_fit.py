@@ -330,15 +330,17 @@ def score(run: Run, index, rows, progress: bool = False, probabilities: bool = F
     batches = run.inputs.batches("val", index, rows)
     total = len(index) if progress else None
     classes = len(run.dataset.classes)
+    run.model.eval()  # the whole model: the head's dropout reads the model's own mode, not the scoring part's
+    network = run.inputs.scoring(run.network)
     return evaluate(
-        run.network, batches, device=run.device, num_classes=classes, progress_total=total, probabilities=probabilities
+        network, batches, device=run.device, num_classes=classes, progress_total=total, probabilities=probabilities
     )
 
 
 def check(run: Run, state: TrainState, trained) -> Report:
     """Score the report's weights on the validation check: the curve's next point."""
     train_loss, train_seconds, started, features = trained
-    check_features = run.inputs.seconds_on("val")
+    check_features, checks_cached = run.inputs.seconds_on("val"), "val" in run.inputs.features
     val = score(run, run.split.check, run.split.check_rows, run.setup.progress)
     state.report += 1
     entry = Report(
@@ -353,7 +355,7 @@ def check(run: Run, state: TrainState, trained) -> Report:
         seconds=round(time.time() - started, 3),
         train_seconds=round(train_seconds, 3),
         feature_seconds=round(features, 3) if run.inputs.cached else None,
-        check_feature_seconds=round(run.inputs.seconds_on("val") - check_features, 3) if run.inputs.cached else None,
+        check_feature_seconds=round(run.inputs.seconds_on("val") - check_features, 3) if checks_cached else None,
     )
     state.history.append(entry)
     return entry

@@ -45,10 +45,16 @@ class Inputs:
         self.dataset, self.pre, self.device = dataset, pre, device
         self.features = {}  # split -> (Features, dataset positions of its rows), when the prefix is cached
         self.prefix = None
+        self.after_prefix = None  # the network that takes the prefix's outputs (None: nothing is cached)
 
     @property
     def cached(self) -> bool:
+        """The training images' prefix outputs are cached (the network trains on them)."""
         return "train" in self.features
+
+    def scoring(self, network):
+        """The network that scores the validation images: the rest after the prefix when their outputs are cached."""
+        return self.after_prefix if "val" in self.features else network
 
     @property
     def feature_seconds(self) -> float:
@@ -95,9 +101,12 @@ def split_prefix(model, dataset, pre, device, config, cache_key: tuple, train_in
     """(network to train, Inputs, 'hit'/'miss'/'off'): the frozen prefix cut off when its outputs can be cached.
 
     ``cache_key`` names the pretrained weights (backbone, weights folder, pretrained); None turns caching off.
+    With augmentation or mixup the training images differ every step and the whole model trains ('off'), but the
+    validation images do not: their prefix outputs are still cached, so each check runs only the rest of the
+    network (``Inputs.after_prefix``).
     """
     inputs = Inputs(dataset, pre, device)
-    if cache_key is None or config.augment_strength != 0 or config.regularizer == "mixup":
+    if cache_key is None:
         return model, inputs, "off"
     example = inputs.eval_input(train_index[:2])
     parts = split(model, example)
@@ -106,13 +115,17 @@ def split_prefix(model, dataset, pre, device, config, cache_key: tuple, train_in
     prefix, network = parts
     with torch.no_grad():
         shape = tuple(prefix.eval()(example).shape[1:])
-    if not FEATURES.fits(4 * math.prod(shape) * (len(train_index) + len(val_index))):
+    fixed = config.augment_strength == 0 and config.regularizer != "mixup"  # the training inputs are fixed too
+    splits = ([("train", train_index)] if fixed else []) + [("val", val_index)]
+    if not FEATURES.fits(4 * math.prod(shape) * sum(len(index) for _, index in splits)):
         return model, inputs, "off"  # too large to keep: the frozen prefix runs every step (without a graph)
     key = cache_key + (len(prefix), pre.size, pre.interpolation, str(device), dataset.spec, str(dataset.store.folder))
     hits = FEATURES.hits
-    inputs.prefix = prefix.eval()
-    for name, index in (("train", train_index), ("val", val_index)):
+    inputs.prefix, inputs.after_prefix = prefix.eval(), network
+    for name, index in splits:
         images = hashlib.blake2b(np.asarray(index, dtype=np.int64).tobytes(), digest_size=16).hexdigest()
         store = FEATURES.get(key + (name, images), functools.partial(Features, len(index), shape, device))
         inputs.features[name] = (store, index)
+    if not fixed:
+        return model, inputs, "off"
     return network, inputs, ("hit" if FEATURES.hits > hits and inputs.features["train"][0].done.all() else "miss")
