@@ -80,6 +80,24 @@ def test_queued_recipes_get_their_first_slice_before_any_trial_continues():
     assert decision.candidate.number == 5 and decision.action == "start"
 
 
+def test_after_a_quarter_of_the_time_a_queued_recipe_waits_to_stand_for_the_next_new_configuration():
+    """Once the warm start's first slices have had a quarter of the time, a trial that started goes first when its
+    gain per second is higher; when a new configuration is chosen, the queued recipe is the one that starts."""
+    model = fake_forecast({"full": (0.99, 0.01), "linear_probe": (0.80, 0.0001)})
+    queued = Candidate(5, "full", queued=True, label="full_finetune on lite1")
+    climbing = paused(1, "full", 0.9, 1.0)
+    late = decide([climbing, queued], 1000.0, None, model, can_start=True, start_seconds=10.0, used_share=0.3)
+    assert late.candidate.number == 1 and late.action == "continue"
+    early = decide([climbing, queued], 1000.0, None, model, can_start=True, start_seconds=10.0, used_share=0.2)
+    assert early.candidate.number == 5 and early.action == "start"
+    flat = paused(2, "linear_probe", 0.80, 5.0)
+    stands = decide([flat, queued], 1000.0, None, model, can_start=True, start_seconds=10.0, used_share=0.3)
+    assert stands.candidate.number == 5 and stands.action == "start" and stands.why.startswith("a new configuration")
+    retry = Candidate(7, "full", queued=True, retry=True, label="retry")
+    late_retry = decide([climbing, queued, retry], 1000.0, None, model, can_start=True, used_share=0.9)
+    assert late_retry.candidate.number == 7 and late_retry.action == "start"
+
+
 def test_the_leader_ends_with_its_cool_down_when_the_time_left_needs_it():
     leader, other = paused(0, "full", 0.90, 10.0, reports=10), paused(1, "lora", 0.85, 10.0)
     model = fake_forecast({"full": (0.95, 0.02), "lora": (0.97, 0.05)})

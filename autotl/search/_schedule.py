@@ -7,7 +7,9 @@ curve so far, extrapolated), and gives the next slice to the one whose expected 
 far, per second of the training it takes to get there, is largest: freeze-thaw Bayesian optimization (Swersky
 et al., 2014) as DyHPO and Quick-Tune use it. Gain and cost are over the same stretch of training (to the
 report the prediction is for): a slow trial is already predicted lower for the fewer reports it has time for,
-and is not charged its cost a second time. The warm-start recipes each get one slice first. Before the time
+and is not charged its cost a second time. The warm-start recipes each get one slice first, while the first
+quarter of the time lasts (WARM_START_SHARE); a recipe still queued after that stands for the next new
+configuration, so that on a short budget the time goes to the recipes that started. Before the time
 runs out, the best trial gets its cool-down (``Budget.end_soon``) and is exported; the others end where they
 are ("not worth another slice").
 
@@ -17,6 +19,7 @@ slice while a third of the time lasts, then only the best ``TOP_K``, in turn.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -28,6 +31,7 @@ NEW_SPREAD = 0.02  # a new configuration's score spreads at least this much arou
 TOP_K = 2
 SLICE_S = 15.0  # a slice is as many reports as take about this long (at least one): cheap reports are not each
 # paid for with a model build and a state load
+WARM_START_SHARE = 0.25  # the warm start's first slices come first while this share of the search's time lasts
 EXPLORE_SHARE = 1 / 3  # top-k: the share of the time in which every candidate gets a slice
 
 
@@ -119,8 +123,10 @@ def decide(
             Decision(leader, "finish", "the time is up: it ends at its best report") if best is None and ahead else None
         )
     usable = seconds_left - (finish_seconds(leader) if ahead else 0.0)  # the leader's cool-down is kept back
-    if queued and start_seconds < usable:
-        return Decision(queued[0], "start", "a first slice: " + (queued[0].label or "queued"))
+    in_time = [c for c in queued if c.retry or used_share < WARM_START_SHARE]  # a retry comes first at any time
+    first = next((c for c in in_time if c.retry), in_time[0] if in_time else None)
+    if first is not None and start_seconds < usable:
+        return Decision(first, "start", "a first slice: " + (first.label or "queued"))
     fits = [c for c in paused if _slice_fits(c, seconds_left, finish_seconds(leader) if ahead else 0.0)]
     new = can_start and start_seconds < usable
     if policy == "top-k":
@@ -134,6 +140,8 @@ def decide(
         chosen = max(options, key=lambda o: o.gain_per_second, default=None)
         if chosen is not None and chosen.gain < MIN_GAIN:
             chosen = None
+    if chosen is not None and chosen.candidate.number is None and queued:  # a queued recipe is the new configuration
+        chosen = dataclasses.replace(chosen, candidate=queued[0], why=f"{chosen.why}: {queued[0].label or 'queued'}")
     if chosen is None and ahead:
         why = "no trial is worth another slice" if fits or new else f"only its cool-down fits in {seconds_left:.0f} s"
         return Decision(leader, "finish", why + ": the best trial ends")
