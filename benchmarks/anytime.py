@@ -468,13 +468,13 @@ def main() -> None:
         seeds = len({r["seed"] for r in saved["runs"]})
         write_results(saved["summary"], saved["budget"], seeds, saved.get("parallel", 2), saved["command"])
         return
+    stamp = commit()  # read first: the checkout may move on while the runs go
     work = args.keep or Path(tempfile.mkdtemp(prefix="autotl-anytime-"))
     try:
         runs = run_all(make_tasks(args, work), args.parallel)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)  # the runs' folders hold an exported model each
-    stamp = commit()
     for run in runs:
         run["commit"] = stamp
     if args.merge:
