@@ -251,12 +251,15 @@ def _brief(run: dict) -> dict:
 
 
 def _bytes_under(folder: Path) -> int:
+    """The bytes of the files under ``folder``; what the search deletes while we look (a file, or a whole trial's
+    folder while rglob lists it) counts as gone."""
     total = 0
-    for path in folder.rglob("*"):
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except FileNotFoundError:  # deleted while we looked: the search tidies as it goes
-            pass
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += (Path(root) / name).stat().st_size
+            except FileNotFoundError:
+                pass
     return total
 
 
