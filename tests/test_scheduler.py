@@ -93,6 +93,12 @@ def test_after_a_quarter_of_the_time_a_queued_recipe_waits_to_stand_for_the_next
     flat = paused(2, "linear_probe", 0.80, 5.0)
     stands = decide([flat, queued], 1000.0, None, model, can_start=True, start_seconds=10.0, used_share=0.3)
     assert stands.candidate.number == 5 and stands.action == "start" and stands.why.startswith("a new configuration")
+    # nothing else is worth a slice (a flat trial far below the best complete one): the queued recipe starts, the
+    # search does not end with time left
+    stuck = paused(3, "linear_probe", 0.60, 5.0)
+    waits = decide([stuck, queued], 1000.0, 0.94, model, can_start=True, start_seconds=10.0, used_share=0.5)
+    assert waits.candidate.number == 5 and waits.action == "start"
+    assert decide([stuck], 1000.0, 0.94, model, can_start=True, start_seconds=10.0, used_share=0.5) is None
     retry = Candidate(7, "full", queued=True, retry=True, label="retry")
     late_retry = decide([climbing, queued, retry], 1000.0, None, model, can_start=True, used_share=0.9)
     assert late_retry.candidate.number == 7 and late_retry.action == "start"

@@ -9,7 +9,8 @@ et al., 2014) as DyHPO and Quick-Tune use it. Gain and cost are over the same st
 report the prediction is for): a slow trial is already predicted lower for the fewer reports it has time for,
 and is not charged its cost a second time. The warm-start recipes each get one slice first, while the first
 quarter of the time lasts (WARM_START_SHARE); a recipe still queued after that stands for the next new
-configuration, so that on a short budget the time goes to the recipes that started. Before the time
+configuration, or when nothing else is worth a slice, so that on a short budget the time goes to the recipes that
+started. Before the time
 runs out, the best trial gets its cool-down (``Budget.end_soon``) and is exported; the others end where they
 are ("not worth another slice").
 
@@ -142,6 +143,8 @@ def decide(
             chosen = None
     if chosen is not None and chosen.candidate.number is None and queued:  # a queued recipe is the new configuration
         chosen = dataclasses.replace(chosen, candidate=queued[0], why=f"{chosen.why}: {queued[0].label or 'queued'}")
+    if chosen is None and queued and start_seconds < usable:  # the time left is not given up while recipes wait
+        chosen = Decision(queued[0], "start", "nothing else is worth a slice: " + (queued[0].label or "queued"))
     if chosen is None and ahead:
         why = "no trial is worth another slice" if fits or new else f"only its cool-down fits in {seconds_left:.0f} s"
         return Decision(leader, "finish", why + ": the best trial ends")
