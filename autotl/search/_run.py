@@ -42,7 +42,8 @@ from ._trial_files import frozen, lineage, retry, save_model, state_file, stop_w
 from ._workers import first_ctrl_c_sets, run_workers
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-REPORT_RESERVE_S = 10.0  # time kept back from --timeout to write the report and the model
+REPORT_RESERVE_S = 30.0  # time kept back from --timeout to write the model, its model.onnx (PyTorch's exporter
+# traces the model: most of this time, RESULTS.md "Time after the search") and the report
 LARGE_DATASET_REPORTS = 4  # a dataset of more training images than this many reports' worth is large
 RANK_SCALE = 0.5  # backbones are ranked at this resolution scale at least, except on large datasets of small images
 TRIAL_SHARE = 0.25  # on a large dataset, no trial may use more than this share of --timeout (its schedule fits it)
