@@ -64,6 +64,8 @@ def main() -> dict:
         print(rows[-1], file=sys.stderr)
     import torch
 
+    from autotl.search._run import REPORT_RESERVE_S
+
     lines = [
         f"Machine: {platform.machine()}, one CPU thread per export; torch {torch.__version__}.",
         "",
@@ -74,9 +76,8 @@ def main() -> dict:
         "| --- | --- | --- | --- |",
         *(f"| {r['backbone']} | {r['size']} | {r['seconds']} | {r['peak_rss_gb']} |" for r in rows),
         "",
-        "The report takes about a second more. A timed search keeps `REPORT_RESERVE_S` (30 s) of its "
-        "`--timeout` for this; with 10 s, the freeze-thaw searches of anytime.py at 4dff573 (which train "
-        "up to their deadline) ended 12 to 16 s after their 300-s budget.",
+        f"The report takes about a second more. A timed search keeps `REPORT_RESERVE_S` ({REPORT_RESERVE_S:g} s) "
+        'of its `--timeout` for this (why 10 s was too few: "Search arms side by side: what the runs say").',
     ]
     write_section("Time after the search (after_search.py)", lines)
     found = dict(rows=rows)

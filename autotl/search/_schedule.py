@@ -10,9 +10,8 @@ report the prediction is for): a slow trial is already predicted lower for the f
 and is not charged its cost a second time. The warm-start recipes each get one slice first, while the first
 quarter of the time lasts (WARM_START_SHARE); a recipe still queued after that stands for the next new
 configuration, or when nothing else is worth a slice, so that on a short budget the time goes to the recipes that
-started. Before the time
-runs out, the best trial gets its cool-down (``Budget.end_soon``) and is exported; the others end where they
-are ("not worth another slice").
+started. Before the time runs out, the best trial gets its cool-down (``Budget.end_soon``) and is exported; the
+others end where they are ("not worth another slice").
 
 ``top-k`` is the simple baseline any smarter policy must beat: every candidate one
 slice while a third of the time lasts, then only the best ``TOP_K``, in turn.
@@ -60,6 +59,11 @@ class Candidate:
     @property
     def best(self) -> float | None:
         return max((y for _, y in self.curve), default=None)
+
+    @property
+    def name(self) -> str:
+        """What the terminal and the report call it: its recipe, or "queued"."""
+        return self.label or "queued"
 
     @property
     def epochs(self) -> float:
@@ -127,7 +131,7 @@ def decide(
     in_time = [c for c in queued if c.retry or used_share < WARM_START_SHARE]  # a retry comes first at any time
     first = next((c for c in in_time if c.retry), in_time[0] if in_time else None)
     if first is not None and start_seconds < usable:
-        return Decision(first, "start", "a first slice: " + (first.label or "queued"))
+        return Decision(first, "start", "a first slice: " + first.name)
     fits = [c for c in paused if _slice_fits(c, seconds_left, finish_seconds(leader) if ahead else 0.0)]
     new = can_start and start_seconds < usable
     if policy == "top-k":
@@ -142,9 +146,9 @@ def decide(
         if chosen is not None and chosen.gain < MIN_GAIN:
             chosen = None
     if chosen is not None and chosen.candidate.number is None and queued:  # a queued recipe is the new configuration
-        chosen = dataclasses.replace(chosen, candidate=queued[0], why=f"{chosen.why}: {queued[0].label or 'queued'}")
+        chosen = dataclasses.replace(chosen, candidate=queued[0], why=f"{chosen.why}: {queued[0].name}")
     if chosen is None and queued and start_seconds < usable:  # the time left is not given up while recipes wait
-        chosen = Decision(queued[0], "start", "nothing else is worth a slice: " + (queued[0].label or "queued"))
+        chosen = Decision(queued[0], "start", "nothing else is worth a slice: " + queued[0].name)
     if chosen is None and ahead:
         why = "no trial is worth another slice" if fits or new else f"only its cool-down fits in {seconds_left:.0f} s"
         return Decision(leader, "finish", why + ": the best trial ends")
