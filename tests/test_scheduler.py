@@ -81,7 +81,7 @@ def test_queued_recipes_get_their_first_slice_before_any_trial_continues():
 
 
 def test_after_a_quarter_of_the_time_a_queued_recipe_waits_to_stand_for_the_next_new_configuration():
-    """Once the warm start's first slices have had a quarter of the time, a trial that started goes first when its
+    """Once a first slice would end after a quarter of the time, a trial that started goes first when its
     gain per second is higher; when a new configuration is chosen, the queued recipe is the one that starts."""
     model = fake_forecast({"full": (0.99, 0.01), "linear_probe": (0.80, 0.0001)})
     queued = Candidate(5, "full", queued=True, label="full_finetune on lite1")
@@ -90,6 +90,9 @@ def test_after_a_quarter_of_the_time_a_queued_recipe_waits_to_stand_for_the_next
     assert late.candidate.number == 1 and late.action == "continue"
     early = decide([climbing, queued], 1000.0, None, model, can_start=True, start_seconds=10.0, used_share=0.2)
     assert early.candidate.number == 5 and early.action == "start"
+    # a first slice that would end after the quarter waits too: 0.2 + 100 s of the 1250 s is 0.28
+    overrun = decide([climbing, queued], 1000.0, None, model, can_start=True, start_seconds=100.0, used_share=0.2)
+    assert overrun.candidate.number == 1 and overrun.action == "continue"
     flat = paused(2, "linear_probe", 0.80, 5.0)
     stands = decide([flat, queued], 1000.0, None, model, can_start=True, start_seconds=10.0, used_share=0.3)
     assert stands.candidate.number == 5 and stands.action == "start" and stands.why.startswith("a new configuration")

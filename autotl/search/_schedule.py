@@ -7,8 +7,8 @@ curve so far, extrapolated), and gives the next slice to the one whose expected 
 far, per second of the training it takes to get there, is largest: freeze-thaw Bayesian optimization (Swersky
 et al., 2014) as DyHPO and Quick-Tune use it. Gain and cost are over the same stretch of training (to the
 report the prediction is for): a slow trial is already predicted lower for the fewer reports it has time for,
-and is not charged its cost a second time. The warm-start recipes each get one slice first, while the first
-quarter of the time lasts (WARM_START_SHARE); a recipe still queued after that stands for the next new
+and is not charged its cost a second time. The warm-start recipes each get one slice first, as long as that slice
+ends within the first quarter of the time (WARM_START_SHARE); a recipe still queued after that stands for the next new
 configuration, or when nothing else is worth a slice, so that on a short budget the time goes to the recipes that
 started. Before the time runs out, the best trial gets its cool-down (``Budget.end_soon``) and is exported; the
 others end where they are ("not worth another slice").
@@ -31,7 +31,7 @@ NEW_SPREAD = 0.02  # a new configuration's score spreads at least this much arou
 TOP_K = 2
 SLICE_S = 15.0  # a slice is as many reports as take about this long (at least one): cheap reports are not each
 # paid for with a model build and a state load
-WARM_START_SHARE = 0.25  # the warm start's first slices come first while this share of the search's time lasts
+WARM_START_SHARE = 0.25  # the warm start's first slices come first, within this share of the search's time
 EXPLORE_SHARE = 1 / 3  # top-k: the share of the time in which every candidate gets a slice
 
 
@@ -128,7 +128,8 @@ def decide(
             Decision(leader, "finish", "the time is up: it ends at its best report") if best is None and ahead else None
         )
     usable = seconds_left - (finish_seconds(leader) if ahead else 0.0)  # the leader's cool-down is kept back
-    in_time = [c for c in queued if c.retry or used_share < WARM_START_SHARE]  # a retry comes first at any time
+    warm_start = _within_warm_start(used_share, seconds_left, start_seconds)
+    in_time = [c for c in queued if c.retry or warm_start]  # a retry comes first at any time
     first = next((c for c in in_time if c.retry), in_time[0] if in_time else None)
     if first is not None and start_seconds < usable:
         return Decision(first, "start", "a first slice: " + first.name)
@@ -153,6 +154,13 @@ def decide(
         why = "no trial is worth another slice" if fits or new else f"only its cool-down fits in {seconds_left:.0f} s"
         return Decision(leader, "finish", why + ": the best trial ends")
     return chosen
+
+
+def _within_warm_start(used_share: float, seconds_left: float, start_seconds: float) -> bool:
+    """A first slice started now (about ``start_seconds`` to its first report) ends within the warm start's share of
+    the search's time: the share is what the warm start may spend, not a time after which none begins."""
+    total = seconds_left / max(1.0 - used_share, 1e-9) if math.isfinite(seconds_left) else math.inf
+    return used_share + start_seconds / total <= WARM_START_SHARE
 
 
 def _value(c: Candidate, seconds_left: float, incumbent: float, forecast) -> Decision | None:
