@@ -159,8 +159,7 @@ def decide(
 def _within_warm_start(used_share: float, seconds_left: float, start_seconds: float) -> bool:
     """A first slice started now (about ``start_seconds`` to its first report) ends within the warm start's share of
     the search's time: the share is what the warm start may spend, not a time after which none begins."""
-    total = seconds_left / max(1.0 - used_share, 1e-9) if math.isfinite(seconds_left) else math.inf
-    return used_share + start_seconds / total <= WARM_START_SHARE
+    return used_share + start_seconds * (1.0 - used_share) / seconds_left <= WARM_START_SHARE  # seconds_left > 0
 
 
 def _value(c: Candidate, seconds_left: float, incumbent: float, forecast) -> Decision | None:
