@@ -112,7 +112,8 @@ def best_curve_autotl(study, started):
         elapsed = 0.0
         for report in TrialRecord.of(trial).history:
             elapsed += report.seconds
-            points.append((t0 + elapsed, report.val_accuracy))
+            if report.val_accuracy is not None:  # a slice's inner reports are not checked
+                points.append((t0 + elapsed, report.val_accuracy))
     return _best_so_far(points)
 
 

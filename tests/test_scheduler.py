@@ -130,6 +130,22 @@ def test_a_slice_that_would_leave_no_time_for_its_own_cool_down_is_not_given():
     assert decision.candidate.number == 1 and decision.action == "continue"
 
 
+def test_a_slice_grows_with_the_training_a_trial_has_had_and_shrinks_to_the_time_left():
+    """A slice is SLICE_S (15 s) of reports, or a third of the trial's training so far (or of the time left) when
+    longer; fewer reports when only those fit before its cool-down (its reports, then the final scoring)."""
+    model = fake_forecast({"full": (0.99, 0.01)})
+    young, old = paused(0, "full", 0.9, 2.0, reports=2, last_report=1000), paused(0, "full", 0.9, 2.0, reports=30)
+    old.last_report = 1000
+    assert decide([young], 1000.0, None, model, can_start=False).reports == 7  # 15 s of 2-s reports
+    assert decide([old], 1000.0, None, model, can_start=False).reports == 10  # a third of its 60 s
+    older = paused(0, "full", 0.9, 2.0, reports=60, last_report=1000)
+    assert decide([older], 1000.0, None, model, can_start=False).reports == 20  # a third of its 120 s
+    assert decide([older], 90.0, None, model, can_start=False).reports == 15  # a third of the 90 s left
+    # 30 s left: 15 s wanted (7 reports) leave 16 s, its cool-down after 37 reports needs (8 + 1) * 2 = 18 s; 6 fit
+    assert finish_seconds(old, 6) + 6 * 2.0 == 30.0
+    assert decide([old], 30.0, None, model, can_start=False).reports == 6
+
+
 def test_flat_curves_make_room_for_a_new_configuration():
     """Trials predicted to gain nothing lose to a new configuration, whose spread gives it a chance."""
     flat = [paused(0, "linear_probe", 0.80, 5.0), paused(1, "full", 0.82, 5.0)]

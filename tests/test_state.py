@@ -169,3 +169,24 @@ def test_a_paused_run_ended_now_keeps_its_best_report_without_training_more(phot
     assert "kept for an ensemble" in ended.record.end_reason and ended.record.val_images == photos.count("val")
     with pytest.raises(StateError):
         fit(config, photos, state_file=tmp_path / "none.safetensors", budget=Budget(end_now=True))
+
+
+def test_a_slice_checks_only_its_last_report_and_trains_as_a_run_that_checks_all(photos, tmp_path):
+    """A scheduler's slice of two reports scores and reports to its trial only the second (the scheduler reads no
+    other): the first keeps its training fields, the kept weights are the second's, and the trial has one
+    intermediate value. Skipping a check changes nothing in training: the run ends with a whole run's weights."""
+    import optuna
+
+    config = TrialConfig(**{**BASE, "strategy": "frozen_prefix", "frozen_depth": 0.5})
+    whole = fit(config, photos)
+    trial = optuna.create_study(direction="maximize").ask()
+    state = tmp_path / "state.safetensors"
+    sliced = fit(config, photos, trial, state_file=state, budget=Budget(more=2))
+    first, second = sliced.record.history
+    assert first.val_accuracy is None and first.val_loss is None and first.train_loss is not None
+    assert second.val_accuracy is not None and sliced.record.best_report == 2
+    assert list(trial.storage.get_trial(trial._trial_id).intermediate_values) == [2]
+    ended = fit(config, photos, state_file=state)  # the rest of the schedule, as a cool-down is: every report checked
+    assert [r.val_accuracy is not None for r in ended.record.history] == [False, True, True]
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, ended.model.state_dict()[name]), name

@@ -29,8 +29,13 @@ class Progress:
             if entry.epoch == entry.report
             else f"report {entry.report} (epoch {entry.epoch:.2f}/{max_epochs})"
         )
+        scores = (
+            f"val acc {entry.val_accuracy:.3f}  f1 {entry.val_macro_f1:.3f}  loss {entry.val_loss:.3f}"
+            if entry.val_loss is not None
+            else f"train loss {entry.train_loss:.3f}, checked at the slice's end"
+        )
         self.say(
-            f"    {where}  val acc {entry.val_accuracy:.3f}  f1 {entry.val_macro_f1:.3f}  loss {entry.val_loss:.3f}  "
+            f"    {where}  {scores}  "
             + ("(saved before: continuing from here)" if restored else f"({entry.seconds:.1f} s)")
         )
 

@@ -1,17 +1,17 @@
 """Where the next slice of training goes: the search's scheduler, as pure functions of the trials' curves.
 
-A trial advances a slice (a report, or as many as take SLICE_S) at a time and waits in between. After every
-slice the scheduler looks at every trial that waits and at a new configuration from the sampler, predicts for
-each the best validation accuracy it would reach if it got the time that is left (``_curves.forecast``: its
-curve so far, extrapolated), and gives the next slice to the one whose expected improvement over the best so
-far, per second of the training it takes to get there, is largest: freeze-thaw Bayesian optimization (Swersky
-et al., 2014) as DyHPO and Quick-Tune use it. Gain and cost are over the same stretch of training (to the
-report the prediction is for): a slow trial is already predicted lower for the fewer reports it has time for,
-and is not charged its cost a second time. The warm-start recipes each get one slice first, as long as that slice
-ends within the first quarter of the time (WARM_START_SHARE); a recipe still queued after that stands for the next new
-configuration, or when nothing else is worth a slice, so that on a short budget the time goes to the recipes that
-started. Before the time runs out, the best trial gets its cool-down (``Budget.end_soon``) and is exported; the
-others end where they are ("not worth another slice").
+A trial advances a slice (a report, or as many as take SLICE_S or a third of its training so far) at a time and
+waits in between; only a slice's last report is checked. After every slice the scheduler looks at every trial that
+waits and at a new configuration from the sampler, predicts for each the best validation accuracy it would reach if
+it got the time that is left (``_curves.forecast``: its curve so far, extrapolated), and gives the next slice to the
+one whose expected improvement over the best so far, per second of the training it takes to get there, is largest:
+freeze-thaw Bayesian optimization (Swersky et al., 2014) as DyHPO and Quick-Tune use it. Gain and cost are over the
+same stretch of training (to the report the prediction is for): a slow trial is already predicted lower for the
+fewer reports it has time for, and is not charged its cost a second time. The warm-start recipes each get one slice
+first, as long as that slice ends within the first quarter of the time (WARM_START_SHARE); a recipe still queued
+after that stands for the next new configuration, or when nothing else is worth a slice, so that on a short budget
+the time goes to the recipes that started. Before the time runs out, the best trial gets its cool-down
+(``Budget.end_soon``) and is exported; the others end where they are ("not worth another slice").
 
 ``top-k`` is the simple baseline any smarter policy must beat: every candidate one
 slice while a third of the time lasts, then only the best ``TOP_K``, in turn.
@@ -31,6 +31,7 @@ NEW_SPREAD = 0.02  # a new configuration's score spreads at least this much arou
 TOP_K = 2
 SLICE_S = 15.0  # a slice is as many reports as take about this long (at least one): cheap reports are not each
 # paid for with a model build and a state load
+SLICE_SHARE = 1 / 3  # ... or this share of the trial's training so far, when longer (and of the time left, at most)
 WARM_START_SHARE = 0.25  # the warm start's first slices come first, within this share of the search's time
 EXPLORE_SHARE = 1 / 3  # top-k: the share of the time in which every candidate gets a slice
 
@@ -81,6 +82,7 @@ class Decision:
     horizon: int | None = None  # the report the prediction is for
     gain: float | None = None  # the expected improvement over the best so far by that report
     gain_per_second: float | None = None  # ... over the seconds of training to get there
+    reports: int = 1  # the reports the slice trains (a first slice: one)
 
 
 def expected_improvement(forecast: Forecast, best: float) -> float:
@@ -99,11 +101,18 @@ def finish_seconds(candidate: Candidate, more: int = 0) -> float:
     return (max(1, math.ceil(steps_share)) + 1) * (candidate.seconds_per_report or 0.0)
 
 
-def _slice_fits(c: Candidate, seconds_left: float, kept_back: float) -> bool:
-    """A slice of ``c`` fits when, after it, both the leader's cool-down (``kept_back``) and ``c``'s own still do:
-    the slice may make ``c`` the leader, whose cool-down is then the one to run."""
-    more = slice_reports(c)
-    return more * (c.seconds_per_report or 0.0) + max(kept_back, finish_seconds(c, more)) <= seconds_left
+def slice_reports(c: Candidate, seconds_left: float = math.inf, kept_back: float = 0.0) -> int:
+    """How many reports the next slice of ``c`` trains: SLICE_S worth, or SLICE_SHARE of its training so far when
+    that is longer (a trial that keeps winning slices pays a slice's start and check less often), at most SLICE_SHARE
+    of the time left; at least one (one, while its cost is unknown). Fewer when that is all that fits: after the
+    slice, both the leader's cool-down (``kept_back``) and ``c``'s own must still fit, as the slice may make ``c``
+    the leader. 0: not even one report fits."""
+    per = c.seconds_per_report or 0.0
+    wanted = max(SLICE_S, SLICE_SHARE * min(c.reports * per, seconds_left))
+    more = max(1, int(wanted / per)) if per else 1
+    while more and more * per + max(kept_back, finish_seconds(c, more)) > seconds_left:
+        more -= 1
+    return more
 
 
 def decide(
@@ -133,7 +142,9 @@ def decide(
     first = next((c for c in in_time if c.retry), in_time[0] if in_time else None)
     if first is not None and start_seconds < usable:
         return Decision(first, "start", "a first slice: " + first.name)
-    fits = [c for c in paused if _slice_fits(c, seconds_left, finish_seconds(leader) if ahead else 0.0)]
+    kept_back = finish_seconds(leader) if ahead else 0.0
+    lengths = {c.number: slice_reports(c, seconds_left, kept_back) for c in paused}
+    fits = [c for c in paused if lengths[c.number]]
     new = can_start and start_seconds < usable
     if policy == "top-k":
         chosen = _top_k(paused, fits, new, used_share)
@@ -141,7 +152,7 @@ def decide(
         incumbent = max([v for v in (best, leader.best if leader else None) if v is not None], default=0.0)
         options = [_value(c, seconds_left, incumbent, forecast) for c in fits]
         if new:
-            options.append(_new_value(paused, seconds_left, incumbent, forecast, start_seconds))
+            options.append(_new_value(paused, seconds_left, incumbent, forecast, start_seconds, lengths))
         options = [o for o in options if o is not None]
         chosen = max(options, key=lambda o: o.gain_per_second, default=None)
         if chosen is not None and chosen.gain < MIN_GAIN:
@@ -153,6 +164,8 @@ def decide(
     if chosen is None and ahead:
         why = "no trial is worth another slice" if fits or new else f"only its cool-down fits in {seconds_left:.0f} s"
         return Decision(leader, "finish", why + ": the best trial ends")
+    if chosen is not None and chosen.action == "continue":
+        chosen.reports = lengths[chosen.candidate.number]
     return chosen
 
 
@@ -176,10 +189,10 @@ def _value(c: Candidate, seconds_left: float, incumbent: float, forecast) -> Dec
     return Decision(c, "continue", why, predicted, horizon, gain, gain / seconds)
 
 
-def _new_value(paused, seconds_left, incumbent, forecast, start_seconds) -> Decision:
+def _new_value(paused, seconds_left, incumbent, forecast, start_seconds, slices) -> Decision:
     """A new configuration, taken to be like the trials seen: what they reached (or are predicted to reach) after as
     many reports as it would have time for, with at least NEW_SPREAD of spread; per second of training to get there
-    (to a typical trial's end at most)."""
+    (to a typical trial's end at most; ``slices``: the waiting trials' next slices, in reports)."""
     costs = sorted(c.seconds_per_report for c in paused if c.seconds_per_report)
     per = costs[len(costs) // 2] if costs else 1.0
     reports = max(1, int((seconds_left - start_seconds) / per) + 1) if math.isfinite(seconds_left) else None
@@ -189,7 +202,7 @@ def _new_value(paused, seconds_left, incumbent, forecast, start_seconds) -> Deci
     predicted = Forecast(mean, spread)
     lengths = sorted(c.last_report for c in paused) or [1]
     to_end = min(reports or math.inf, lengths[len(lengths) // 2]) - 1  # its reports after the first, to its end
-    seconds = max(start_seconds + to_end * per, _slice_seconds(paused), 1e-3)
+    seconds = max(start_seconds + to_end * per, _slice_seconds(paused, slices), 1e-3)
     gain = expected_improvement(predicted, incumbent)
     why = f"a new configuration: like the {len(means)} trial(s) seen, {mean:.3f} ± {spread:.3f}"
     return Decision(Candidate(None, label="new"), "start", why, predicted, reports, gain, gain / seconds)
@@ -213,12 +226,7 @@ def _top_k(paused, fits, new: bool, used_share: float) -> Decision | None:
     return Decision(chosen, "continue", why) if chosen is not None else None
 
 
-def slice_reports(c: Candidate) -> int:
-    """How many reports a slice of ``c`` trains: SLICE_S worth, at least one (one, while its cost is unknown)."""
-    return max(1, int(SLICE_S / c.seconds_per_report)) if c.seconds_per_report else 1
-
-
-def _slice_seconds(paused: list[Candidate]) -> float:
-    """A slice's typical time: the median of the waiting trials'."""
-    known = sorted(slice_reports(c) * c.seconds_per_report for c in paused if c.seconds_per_report)
+def _slice_seconds(paused: list[Candidate], slices: dict) -> float:
+    """A slice's typical time: the median of the waiting trials' next (``slices``: their reports)."""
+    known = sorted(slices[c.number] * c.seconds_per_report for c in paused if c.seconds_per_report and slices[c.number])
     return known[len(known) // 2] if known else 0.0

@@ -26,7 +26,7 @@ from ..records import Slice, TrialRecord, report_score
 from ..space import TrialConfig
 from ..train import VAL_CHECK_IMAGES, Plan
 from ..trials import best_trial, score
-from ._schedule import Candidate, Decision, Forecast, decide, slice_reports
+from ._schedule import Candidate, Decision, Forecast, decide
 from ._trial_files import frozen, retry_lost, stop_when_failing
 
 WAIT_S = 5.0
@@ -129,9 +129,7 @@ class Slices:
             if decision.action == "start" and self.ctx.progress is not None:
                 self.ctx.progress.say(f"    {config.describe()}")
             finish = decision.action == "finish"
-            result = self.ctx.fit(
-                trial, config, more=None if finish else slice_reports(decision.candidate), end_soon=finish
-            )
+            result = self.ctx.fit(trial, config, more=None if finish else decision.reports, end_soon=finish)
         except optuna.TrialPruned:
             self._end(trial, record, started, TrialState.PRUNED)
             return
@@ -208,21 +206,21 @@ class Slices:
     def _candidate(self, trial) -> Candidate:
         record = TrialRecord.of(trial, "history", "config", "warm_start", "strategy")
         metric = self.ctx.metric
-        history = [r for r in record.history if report_score(r, metric) is not None]
+        history = record.history  # a slice's inner reports have no score: they count, but add no point to the curve
+        scored = [r for r in history if report_score(r, metric) is not None]
         strategy = record.strategy or trial.params.get("strategy")
         label = record.warm_start or strategy or ""
-        if not history:
+        if not scored:
             return Candidate(
                 trial.number, strategy, queued=True, retry="failed_trial" in trial.system_attrs, label=label
             )
-        epochs = [r.epoch or 0.0 for r in history]
-        seconds = [r.seconds for r in history[-3:] if r.seconds]
+        epochs = history[-1].epoch or 0.0
         return Candidate(
             trial.number,
             strategy,
-            curve=[(e, report_score(r, metric)) for e, r in zip(epochs, history)],
-            seconds_per_report=statistics.median(seconds) if seconds else None,
-            epochs_per_report=epochs[-1] / len(history) if epochs[-1] else 1.0,
+            curve=[(r.epoch or 0.0, report_score(r, metric)) for r in scored],
+            seconds_per_report=_seconds_per_report(history),
+            epochs_per_report=epochs / len(history) if epochs else 1.0,
             reports=len(history),
             last_report=self._last_report(record),
             label=label,
@@ -268,6 +266,16 @@ def finer_reports(config: TrialConfig, n_train: int) -> TrialConfig:
     an epoch: slices that long leave the scheduler few choices)."""
     every = max(config.batch_size, -(-n_train // REPORTS_PER_EPOCH))
     return dataclasses.replace(config, report_every_images=min(config.report_every_images, every))
+
+
+def _seconds_per_report(history) -> float | None:
+    """A report's time, training and check, from the last reports: a slice checks only its last, so its unchecked
+    reports are charged the last check's time (the scheduler's cost of a report stays that of a checked one)."""
+    recent = [r for r in history[-3:] if r.seconds]
+    checks = [r.seconds - r.train_seconds for r in history if r.val_loss is not None and r.seconds and r.train_seconds]
+    check = checks[-1] if checks else 0.0
+    seconds = [r.seconds + (check if r.val_loss is None else 0.0) for r in recent]
+    return statistics.median(seconds) if seconds else None
 
 
 def _best_check(trial, metric: str) -> float:

@@ -4,7 +4,9 @@
 (``_state``), then repeats: train one report's steps, check the model on the validation
 check, decide (keep the best report, report to the trial, prune, shorten the schedule to
 the time left) and save the state; until the schedule ends, the time does, the pruner
-stops it, or it is paused. ``finish`` scores the kept weights on all of validation.
+stops it, or it is paused (a scheduler's slice of several reports checks only its last:
+the scheduler reads no other, and each check is time taken from training). ``finish``
+scores the kept weights on all of validation.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .. import backbones
 from ..data import ImageDataset, augment, mixup
-from ..records import Metrics, Report, TrialRecord, report_score
+from ..records import METRICS, Metrics, Report, TrialRecord, report_score
 from ..space import TrialConfig
 from ..trials import Standing, best
 from ._build import Run, Setup, build
@@ -147,7 +149,8 @@ def fit(
                 stop_pruned(run, state, duty, str(stop))
             if trained is None:
                 return finish(run, state, duty, _out_of_time(run, state, duty))
-            decide(run, state, check(run, state, trained), duty)
+            scored = budget.more is None or state.report + 1 >= min(pause_at, run.plan.last_report)
+            decide(run, state, check(run, state, trained, scored), duty)
             pause = state.report == pause_at and state.report < run.plan.last_report
             saves.after_report(run, dataclasses.replace(state, wall_seconds=clock.wall()), always=pause)
             if pause:
@@ -217,7 +220,7 @@ class _Duty:
                 self.trial
             )
         for entry in state.history:
-            if self.reporting:
+            if self.reporting and entry.val_loss is not None:
                 with warnings.catch_warnings():  # a trial continued after a pause has these reports already
                     warnings.filterwarnings("ignore", "The reported value is ignored")
                     self.trial.report(report_score(entry, self.metric), entry.report)
@@ -337,11 +340,16 @@ def score(run: Run, index, rows, progress: bool = False, probabilities: bool = F
     )
 
 
-def check(run: Run, state: TrainState, trained) -> Report:
-    """Score the report's weights on the validation check: the curve's next point."""
+def check(run: Run, state: TrainState, trained, scored: bool = True) -> Report:
+    """Score the report's weights on the validation check: the curve's next point. Not ``scored``: a report inside
+    a slice, which the scheduler does not read (it decides on the slice's last); its training fields alone."""
     train_loss, train_seconds, started, features = trained
     check_features, checks_cached = run.inputs.seconds_on("val"), "val" in run.inputs.features
-    val = score(run, run.split.check, run.split.check_rows, run.setup.progress)
+    val = (
+        score(run, run.split.check, run.split.check_rows, run.setup.progress)
+        if scored
+        else dict.fromkeys(("loss", *METRICS))
+    )
     state.report += 1
     entry = Report(
         report=state.report,
@@ -355,16 +363,23 @@ def check(run: Run, state: TrainState, trained) -> Report:
         seconds=round(time.time() - started, 3),
         train_seconds=round(train_seconds, 3),
         feature_seconds=round(features, 3) if run.inputs.cached else None,
-        check_feature_seconds=round(run.inputs.seconds_on("val") - check_features, 3) if checks_cached else None,
+        check_feature_seconds=round(run.inputs.seconds_on("val") - check_features, 3)
+        if checks_cached and scored
+        else None,
     )
     state.history.append(entry)
     return entry
 
 
 def decide(run: Run, state: TrainState, entry: Report, duty: _Duty) -> None:
-    """After a report: keep its weights if best, report it, prune, and shorten the schedule to the time left."""
+    """After a report: keep its weights if best, report it, prune, and shorten the schedule to the time left (a
+    report without a score is only seen)."""
     if state.first_report_seconds is None:
         state.first_report_seconds = round(duty.clock.wall(), 3)
+    if entry.val_loss is None:
+        if duty.on_report is not None:
+            duty.on_report(entry, state.best, False)
+        return
     val = dict(
         accuracy=entry.val_accuracy,
         macro_f1=entry.val_macro_f1,
