@@ -171,22 +171,25 @@ def test_a_paused_run_ended_now_keeps_its_best_report_without_training_more(phot
         fit(config, photos, state_file=tmp_path / "none.safetensors", budget=Budget(end_now=True))
 
 
-def test_a_slice_checks_only_its_last_report_and_trains_as_a_run_that_checks_all(photos, tmp_path):
-    """A scheduler's slice of two reports scores and reports to its trial only the second (the scheduler reads no
-    other): the first keeps its training fields, the kept weights are the second's, and the trial has one
-    intermediate value. Skipping a check changes nothing in training: the run ends with a whole run's weights."""
+def test_a_slice_checks_its_last_report_and_each_epochs_end_and_trains_as_a_run_that_checks_all(photos, tmp_path):
+    """A scheduler's slice of four reports, three to an epoch, scores only report 3 (an epoch's end: the kept weights
+    are picked from at least an epoch's reports) and report 4 (its last, what the scheduler reads); the others keep
+    their training fields, and the trial sees only the checked ones. Skipping a check changes nothing in training:
+    the run ends with a whole run's weights."""
     import optuna
 
-    config = TrialConfig(**{**BASE, "strategy": "frozen_prefix", "frozen_depth": 0.5})
+    changes = dict(strategy="frozen_prefix", frozen_depth=0.5, max_epochs=2, report_every_images=16)
+    config = TrialConfig(**{**BASE, **changes})  # 36 training images in batches of 16: 3 reports an epoch
     whole = fit(config, photos)
     trial = optuna.create_study(direction="maximize").ask()
     state = tmp_path / "state.safetensors"
-    sliced = fit(config, photos, trial, state_file=state, budget=Budget(more=2))
-    first, second = sliced.record.history
-    assert first.val_accuracy is None and first.val_loss is None and first.train_loss is not None
-    assert second.val_accuracy is not None and sliced.record.best_report == 2
-    assert list(trial.storage.get_trial(trial._trial_id).intermediate_values) == [2]
+    sliced = fit(config, photos, trial, state_file=state, budget=Budget(more=4))
+    history = sliced.record.history
+    assert [r.epoch for r in history] == [pytest.approx(e, abs=1e-3) for e in (1 / 3, 2 / 3, 1, 4 / 3)]
+    assert [r.val_accuracy is not None for r in history] == [False, False, True, True]
+    assert all(r.train_loss is not None for r in history) and sliced.record.best_report in (3, 4)
+    assert list(trial.storage.get_trial(trial._trial_id).intermediate_values) == [3, 4]
     ended = fit(config, photos, state_file=state)  # the rest of the schedule, as a cool-down is: every report checked
-    assert [r.val_accuracy is not None for r in ended.record.history] == [False, True, True]
+    assert [r.val_accuracy is not None for r in ended.record.history] == [False, False, True, True, True, True]
     for name, value in whole.model.state_dict().items():
         assert torch.equal(value, ended.model.state_dict()[name]), name

@@ -32,7 +32,7 @@ class Progress:
         scores = (
             f"val acc {entry.val_accuracy:.3f}  f1 {entry.val_macro_f1:.3f}  loss {entry.val_loss:.3f}"
             if entry.val_loss is not None
-            else f"train loss {entry.train_loss:.3f}, checked at the slice's end"
+            else f"train loss {entry.train_loss:.3f}, not checked (inside a slice)"
         )
         self.say(
             f"    {where}  {scores}  "

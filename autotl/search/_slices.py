@@ -269,8 +269,8 @@ def finer_reports(config: TrialConfig, n_train: int) -> TrialConfig:
 
 
 def _seconds_per_report(history) -> float | None:
-    """A report's time, training and check, from the last reports: a slice checks only its last, so its unchecked
-    reports are charged the last check's time (the scheduler's cost of a report stays that of a checked one)."""
+    """A report's time, training and check, from the last reports: a slice checks only its last and each epoch's end,
+    so its unchecked reports are charged the last check's time (a report's cost stays that of a checked one)."""
     recent = [r for r in history[-3:] if r.seconds]
     checks = [r.seconds - r.train_seconds for r in history if r.val_loss is not None and r.seconds and r.train_seconds]
     check = checks[-1] if checks else 0.0

@@ -4,8 +4,8 @@
 (``_state``), then repeats: train one report's steps, check the model on the validation
 check, decide (keep the best report, report to the trial, prune, shorten the schedule to
 the time left) and save the state; until the schedule ends, the time does, the pruner
-stops it, or it is paused (a scheduler's slice of several reports checks only its last:
-the scheduler reads no other, and each check is time taken from training). ``finish``
+stops it, or it is paused (a scheduler's slice of several reports checks its last and each epoch's end:
+the scheduler reads only its last, and each check is time taken from training). ``finish``
 scores the kept weights on all of validation.
 """
 
@@ -149,8 +149,7 @@ def fit(
                 stop_pruned(run, state, duty, str(stop))
             if trained is None:
                 return finish(run, state, duty, _out_of_time(run, state, duty))
-            scored = budget.more is None or state.report + 1 >= min(pause_at, run.plan.last_report)
-            decide(run, state, check(run, state, trained, scored), duty)
+            decide(run, state, check(run, state, trained, _checked(run, state, budget, pause_at)), duty)
             pause = state.report == pause_at and state.report < run.plan.last_report
             saves.after_report(run, dataclasses.replace(state, wall_seconds=clock.wall()), always=pause)
             if pause:
@@ -159,6 +158,15 @@ def fit(
         duty.record(run, state, f"interrupted during report {state.report + 1}")
         raise
     return finish(run, state, duty)
+
+
+def _checked(run: Run, state: TrainState, budget: Budget, pause_at: int) -> bool:
+    """Whether the report just trained is scored on the validation check: always outside a scheduler's slice; inside
+    one, its last report (what the scheduler reads) and each epoch's end, so that the kept weights are picked from
+    at least the reports a run with a report an epoch checks."""
+    if budget.more is None:
+        return True
+    return state.report + 1 >= min(pause_at, run.plan.last_report) or state.step % run.plan.steps_per_epoch == 0
 
 
 @dataclass
