@@ -101,7 +101,7 @@ def finish_seconds(candidate: Candidate, more: int = 0) -> float:
     return (max(1, math.ceil(steps_share)) + 1) * (candidate.seconds_per_report or 0.0)
 
 
-def slice_reports(c: Candidate, seconds_left: float = math.inf, kept_back: float = 0.0) -> int:
+def _slice_reports(c: Candidate, seconds_left: float = math.inf, kept_back: float = 0.0) -> int:
     """How many reports the next slice of ``c`` trains: SLICE_S worth, or SLICE_SHARE of its training so far when
     that is longer (a trial that keeps winning slices pays a slice's start and check less often), at most SLICE_SHARE
     of the time left; at least one (one, while its cost is unknown). Fewer when that is all that fits: after the
@@ -143,7 +143,7 @@ def decide(
     if first is not None and start_seconds < usable:
         return Decision(first, "start", "a first slice: " + first.name)
     kept_back = finish_seconds(leader) if ahead else 0.0
-    lengths = {c.number: slice_reports(c, seconds_left, kept_back) for c in paused}
+    lengths = {c.number: _slice_reports(c, seconds_left, kept_back) for c in paused}
     fits = [c for c in paused if lengths[c.number]]
     new = can_start and start_seconds < usable
     if policy == "top-k":
