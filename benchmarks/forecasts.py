@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from pathlib import Path
 
 import optuna
 
@@ -23,7 +24,10 @@ from autotl.report._records import slice_records
 def forecasts(db: str) -> list[dict]:
     """One row per slice given on a forecast: strategy, forecast, std, best by its report (None if not reached),
     and the trial's final best."""
-    study = optuna.load_study(study_name="autotl", storage=f"sqlite:///{db}")
+    try:
+        study = optuna.load_study(study_name="autotl", storage=f"sqlite:///{db}")
+    except KeyError:
+        sys.exit(f"{db} holds no autotl study: name the study.db of an autotl search")
     slices = slice_records(study)
     rows = []
     for trial in study.trials:
@@ -47,7 +51,12 @@ def forecasts(db: str) -> list[dict]:
 
 
 def main() -> None:
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        sys.exit(__doc__)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    missing = [db for db in sys.argv[1:] if not Path(db).is_file()]
+    if not sys.argv[1:] or missing:
+        sys.exit(f"no study database at {missing[0]!r}" if missing else "name one or more study.db files (see --help)")
     rows = [row for db in sys.argv[1:] for row in forecasts(db)]
     reached = [r for r in rows if r["reached"] is not None]
     print(f"{len(rows)} forecasts in {len(sys.argv) - 1} studies, {len(reached)} of them at a report the trial reached")
