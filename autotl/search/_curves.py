@@ -220,14 +220,25 @@ def forecast(
         return _unstarted(strategy_prior, max(horizon, 1e-3))
     t_k, b_k = float(xs[-1]), float(best[-1])
     horizon = max(float(horizon), t_k)
-    beta, beta_var = _shrunk_beta(xs, best, strategy_prior, prior.drift_for(1.0 - b_k, check_images))
+    floor = error_floor(xs, best, strategy_prior.beta_mean) if len(xs) >= MIN_POINTS else 0.0
+    falling = np.minimum(best + floor, 1.0)  # the curve of the error above the floor, whose slope beta is
+    beta, beta_var = _shrunk_beta(xs, falling, strategy_prior, prior.drift_for(1.0 - b_k, check_images))
     err_k = max(1.0 - b_k, ERR_FLOOR)
     stretch = math.log(horizon / t_k)
-    err_h = err_k * math.exp(-beta * stretch)
+    err_h = floor + (err_k - floor) * math.exp(-beta * stretch)
     mean = min(1.0, max(b_k, 1.0 - err_h))
     noise_var = prior.noise**2 * (1.0 - t_k / horizon)
-    std = STD_WIDEN * err_h * math.sqrt(stretch**2 * beta_var + noise_var)
+    std = STD_WIDEN * err_h * math.sqrt(stretch**2 * beta_var + noise_var)  # the floor is uncertain too
     return Forecast(mean, max(STD_FLOOR, min(std, 1.0 - b_k + STD_FLOOR)))
+
+
+def error_floor(xs: np.ndarray, best: np.ndarray, beta: float) -> float:
+    """The error the curve flattens towards: least squares of err = floor + a * epochs ** -beta over its best-so-far
+    points, between 0 and its last error (a curve still falling as a power law has none)."""
+    err = np.maximum(1.0 - best, ERR_FLOOR)
+    design = np.stack([np.ones_like(xs), xs**-beta], axis=1)
+    (floor, _), *_ = np.linalg.lstsq(design, err, rcond=None)
+    return float(min(max(floor, 0.0), err[-1]))
 
 
 def _shrunk_beta(xs, best, strategy_prior: StrategyPrior, drift: float) -> tuple[float, float]:
