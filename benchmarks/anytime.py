@@ -338,7 +338,7 @@ def fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def write_results(summary: dict, budget: float, seeds: int, parallel: int, command: str) -> None:
+def write_results(summary: dict, budget: float, seeds: int, parallel: int, command: str, raw: Path) -> None:
     """The RESULTS.md section: the setup, the figure and one table row per (dataset, arm)."""
     lines = [
         f"Command: `{command}`. Machine: {platform.processor() or platform.machine()}, "
@@ -347,7 +347,7 @@ def write_results(summary: dict, budget: float, seeds: int, parallel: int, comma
         "",
         "![best validation accuracy against wall time](anytime.png)",
         "",
-        "Interactive: [anytime.html](anytime.html); raw numbers: anytime.json. Every arm ranks the backbones "
+        f"Interactive: [anytime.html](anytime.html); raw numbers: {raw.name}. Every arm ranks the backbones "
         "by LogME and starts from the space's warm-start recipes, with TPE after them; each seed also draws its "
         "own data subset and validation split. Test accuracy is the exported model's (`result.model_dir`), "
         "measured after the search as `autotl evaluate` does: Fashion-MNIST's official test split capped at "
@@ -466,7 +466,9 @@ def main() -> None:
         saved = json.loads(args.out_json.read_text())
         figure(saved["runs"], saved["budget"], HERE / "anytime.html")
         seeds = len({r["seed"] for r in saved["runs"]})
-        write_results(saved["summary"], saved["budget"], seeds, saved.get("parallel", 2), saved["command"])
+        write_results(
+            saved["summary"], saved["budget"], seeds, saved.get("parallel", 2), saved["command"], args.out_json
+        )
         return
     stamp = commit()  # read first: the checkout may move on while the runs go
     work = args.keep or Path(tempfile.mkdtemp(prefix="autotl-anytime-"))
@@ -489,7 +491,7 @@ def main() -> None:
     )
     if not args.no_results:
         figure(runs, args.budget, HERE / "anytime.html")
-        write_results(summary, args.budget, args.seeds, args.parallel, command)
+        write_results(summary, args.budget, args.seeds, args.parallel, command, args.out_json)
     print(json.dumps(summary))
     if any("error" in r for r in runs):
         sys.exit(1)

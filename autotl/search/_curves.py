@@ -1,10 +1,13 @@
-"""Where a trial's validation-accuracy curve will end: a power law in the error, shrunk towards its strategy's prior.
+"""Where a trial's validation-accuracy curve will end: a power law in the error, down to an error floor, shrunk
+towards its strategy's prior.
 
 The model is the error power law of Hestness et al. (2017), the "pow" family of Domhan
-et al. (2015): the error of the best-so-far accuracy, err = 1 - best, falls as
-``err(t) = err(t_k) * (t / t_k) ** -beta`` from the last report (t_k epochs) to the
-horizon. A trial's own beta is the least-squares slope of log err against log epochs over
-its best-so-far points; it is shrunk towards its strategy's prior beta by precision. The own
+et al. (2015), with a floor: the error of the best-so-far accuracy, err = 1 - best, falls as
+``err(t) = floor + (err(t_k) - floor) * (t / t_k) ** -beta`` from the last report (t_k epochs) to the
+horizon. The floor is where a curve that flattens is heading (a probe on a hard task stops well short of
+1): with 3 or more points, least squares of err = floor + a * t ** -beta with the prior's beta, kept between
+0 and the last error; with fewer, 0. A trial's own beta is the least-squares slope of log (err - floor) against
+log epochs over its best-so-far points; it is shrunk towards its strategy's prior beta by precision. The own
 estimate's variance is (drift + the trial's residual variance) over the spread of its log
 epochs, so it weighs more as points accumulate and span more epochs; the drift, learned
 from the recorded curves, is how far the beta of a curve's first points strayed from the
@@ -208,11 +211,13 @@ def forecast(
     prior: Prior | None = None,
     check_images: int | None = None,
     train_images: int | None = None,
+    floor: bool = True,
 ) -> Forecast:
     """The best validation accuracy a trial will have reached at ``horizon`` epochs, from its curve so far
     ([(epochs, accuracy)], possibly empty: then from its strategy's prior alone). A horizon before the
     curve's last point is taken as that point. ``check_images``: how many validation images its reports score
-    (more: its own slope is trusted sooner); ``train_images``: its dataset's, to weigh the recorded curves by."""
+    (more: its own slope is trusted sooner); ``train_images``: its dataset's, to weigh the recorded curves by;
+    ``floor=False``: no error floor, the error falls as a power law to zero (the benchmarks' ablation)."""
     prior = prior or load_prior()
     strategy_prior = prior.of(strategy, train_images)
     xs, best = best_so_far(curve)
@@ -220,7 +225,7 @@ def forecast(
         return _unstarted(strategy_prior, max(horizon, 1e-3))
     t_k, b_k = float(xs[-1]), float(best[-1])
     horizon = max(float(horizon), t_k)
-    floor = error_floor(xs, best, strategy_prior.beta_mean) if len(xs) >= MIN_POINTS else 0.0
+    floor = error_floor(xs, best, strategy_prior.beta_mean) if floor and len(xs) >= MIN_POINTS else 0.0
     falling = np.minimum(best + floor, 1.0)  # the curve of the error above the floor, whose slope beta is
     beta, beta_var = _shrunk_beta(xs, falling, strategy_prior, prior.drift_for(1.0 - b_k, check_images))
     err_k = max(1.0 - b_k, ERR_FLOOR)
@@ -228,7 +233,7 @@ def forecast(
     err_h = floor + (err_k - floor) * math.exp(-beta * stretch)
     mean = min(1.0, max(b_k, 1.0 - err_h))
     noise_var = prior.noise**2 * (1.0 - t_k / horizon)
-    std = STD_WIDEN * err_h * math.sqrt(stretch**2 * beta_var + noise_var)  # the floor is uncertain too
+    std = STD_WIDEN * err_h * math.sqrt(stretch**2 * beta_var + noise_var)  # the floor is an estimate too
     return Forecast(mean, max(STD_FLOOR, min(std, 1.0 - b_k + STD_FLOOR)))
 
 
