@@ -241,7 +241,7 @@ def predictors(prior) -> dict:
 
     return {
         MODEL: lambda p, h, s, n, size: forecast(p, h, s, prior, n, size).mean,
-        "model without the error floor": lambda p, h, s, n, size: forecast(p, h, s, prior, n, size, floor=False).mean,
+        "model without the error floor": lambda p, h, s, n, z: forecast(p, h, s, prior, n, z, with_floor=False).mean,
         "model, prior not weighed by size": lambda p, h, s, n, size: forecast(p, h, s, prior, n).mean,
         "prior beta alone": pow_with(lambda xs, best, s, size: prior.of(s, size).beta_mean),
         "own beta alone": pow_with(own_beta),

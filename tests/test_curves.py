@@ -54,7 +54,7 @@ def test_a_curve_flattening_towards_an_error_floor_is_forecast_near_it():
     curve = [(t, 1.0 - (0.15 + 0.3 * t**-0.5)) for t in epochs]
     found = forecast(curve, horizon, "full", a_prior(0.5, drift=1e-4))
     assert found.mean == pytest.approx(1.0 - (0.15 + 0.3 * horizon**-0.5), abs=0.005)
-    assert forecast(curve, horizon, "full", a_prior(0.5, drift=1e-4), floor=False).mean > found.mean + 0.02
+    assert forecast(curve, horizon, "full", a_prior(0.5, drift=1e-4), with_floor=False).mean > found.mean + 0.02
 
 
 def test_more_points_weigh_more_against_the_prior():

@@ -211,13 +211,13 @@ def forecast(
     prior: Prior | None = None,
     check_images: int | None = None,
     train_images: int | None = None,
-    floor: bool = True,
+    with_floor: bool = True,
 ) -> Forecast:
     """The best validation accuracy a trial will have reached at ``horizon`` epochs, from its curve so far
     ([(epochs, accuracy)], possibly empty: then from its strategy's prior alone). A horizon before the
     curve's last point is taken as that point. ``check_images``: how many validation images its reports score
     (more: its own slope is trusted sooner); ``train_images``: its dataset's, to weigh the recorded curves by;
-    ``floor=False``: no error floor, the error falls as a power law to zero (the benchmarks' ablation)."""
+    ``with_floor=False``: no error floor, the error falls as a power law to zero (the benchmarks' ablation)."""
     prior = prior or load_prior()
     strategy_prior = prior.of(strategy, train_images)
     xs, best = best_so_far(curve)
@@ -225,7 +225,7 @@ def forecast(
         return _unstarted(strategy_prior, max(horizon, 1e-3))
     t_k, b_k = float(xs[-1]), float(best[-1])
     horizon = max(float(horizon), t_k)
-    floor = error_floor(xs, best, strategy_prior.beta_mean) if floor and len(xs) >= MIN_POINTS else 0.0
+    floor = error_floor(xs, best, strategy_prior.beta_mean) if with_floor and len(xs) >= MIN_POINTS else 0.0
     falling = np.minimum(best + floor, 1.0)  # the curve of the error above the floor, whose slope beta is
     beta, beta_var = _shrunk_beta(xs, falling, strategy_prior, prior.drift_for(1.0 - b_k, check_images))
     err_k = max(1.0 - b_k, ERR_FLOOR)
