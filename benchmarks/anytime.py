@@ -403,6 +403,8 @@ def parse_args() -> argparse.Namespace:
     unknown = [a for a in args.arms if a not in ALL_ARMS]
     if unknown:
         parser.error(f"unknown arm {unknown[0]!r}: use {', '.join(ALL_ARMS)}")
+    if args.from_json and not args.out_json.is_file():
+        parser.error(f"--from-json redraws from {args.out_json}, which does not exist: name a json anytime.py wrote")
     if args.merge and not args.out_json.is_file():
         parser.error(f"--merge keeps the runs stored in {args.out_json}, which does not exist: rerun without --merge")
     return args
