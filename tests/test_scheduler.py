@@ -117,6 +117,24 @@ def test_the_leader_ends_with_its_cool_down_when_the_time_left_needs_it():
     assert decide([leader, other], needed + 100.0, None, model, can_start=False).action == "continue"
 
 
+def test_a_leader_whose_cool_down_does_not_fit_ends_at_its_best_report():
+    """On a large validation set the final scoring takes more than a report: a leader with 10-s reports whose
+    scoring of all of val takes 100 s needs 2 reports and that scoring to end with a cool-down (120 s). With less
+    time left it ends at its best report (scoring only, 100 s), not with a cool-down that would overrun the time;
+    with not even that left, a complete trial is exported instead, and without one the leader still ends."""
+    leader = paused(0, "full", 0.90, 10.0, reports=10)
+    leader.score_seconds = 100.0
+    flat = fake_forecast({"full": (0.90, 0.0001)})  # nothing left to gain: the leader ends
+    assert finish_seconds(leader) == 2 * 10.0 + 100.0
+    assert decide([leader], 125.0, None, flat, can_start=False).action == "finish"
+    ends = decide([leader], 110.0, None, flat, can_start=False)
+    assert ends.candidate.number == 0 and ends.action == "end" and "best report" in ends.why
+    assert decide([leader], 110.0, 0.85, flat, can_start=False).action == "end"  # ahead of the complete trial
+    assert decide([leader], 50.0, 0.85, flat, can_start=False) is None  # the complete trial is the model
+    assert decide([leader], 50.0, None, flat, can_start=False).action == "end"  # no other model: it still ends
+    assert decide([leader], -1.0, None, flat, can_start=False).action == "end"  # the time is up
+
+
 def test_a_slice_that_would_leave_no_time_for_its_own_cool_down_is_not_given():
     """A trial of 15 reports may become the leader with its next slice; its cool-down (4 reports, then the final
     scoring: 50 s) must then fit too, not only the present leader's (20 s)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -88,6 +89,30 @@ def test_trials_pause_continue_and_end_with_the_best_exported(tmp_path, photo_fo
     assert best.state == TrialState.COMPLETE and autotl.load_model(result.model_dir).config["trial"] == best.number
     assert "How the time was spent" in (result.run_dir / "report.html").read_text()
     assert not list((result.run_dir / "trials").glob("*/state.safetensors"))  # no paused trial left
+
+
+def test_a_leader_with_no_time_for_its_cool_down_ends_at_its_best_report_and_is_exported(
+    tmp_path, photo_folder, space, monkeypatch
+):
+    """Where the leader's cool-down would overrun the time, the scheduler ends it at its best report instead: that
+    slice trains nothing, scores the kept weights, and the trial is the exported model."""
+    decide = _slices.decide
+
+    def no_time_to_cool_down(*args, **kwargs):
+        decision = decide(*args, **kwargs)
+        return dataclasses.replace(decision, action="end") if decision and decision.action == "finish" else decision
+
+    monkeypatch.setattr(_slices, "decide", no_time_to_cool_down)
+    flat = lambda curve, horizon, strategy, **_: _slices.Forecast(max(y for _, y in curve), 1e-4)  # noqa: E731
+    monkeypatch.setattr(_slices, "_forecast", flat)  # no trial is worth another slice: the leader ends mid-schedule
+    result = _search(photo_folder, space, tmp_path / "run")
+    _assert_ended(result.study)
+    best = result.best_trial
+    record = TrialRecord.of(best)
+    assert best.state == TrialState.COMPLETE and record.slices[-1].action == "end", [s.action for s in record.slices]
+    assert "ended where it stood" in record.end_reason
+    assert len(record.history) == record.slices[-1].after_report  # the ending slice trained no report
+    assert autotl.load_model(result.model_dir).config["trial"] == best.number
 
 
 def test_ctrl_c_in_a_slice_leaves_the_trial_paused_and_the_rerun_continues_it(

@@ -166,7 +166,7 @@ def test_a_paused_run_ended_now_keeps_its_best_report_without_training_more(phot
     ended = fit(config, photos, state_file=state, budget=Budget(end_now=True))
     assert not ended.paused and ended.model is not None
     assert ended.record.history == paused.record.history and ended.record.best_report == paused.record.best_report
-    assert "kept for an ensemble" in ended.record.end_reason and ended.record.val_images == photos.count("val")
+    assert "its best weights kept" in ended.record.end_reason and ended.record.val_images == photos.count("val")
     with pytest.raises(StateError):
         fit(config, photos, state_file=tmp_path / "none.safetensors", budget=Budget(end_now=True))
 

@@ -178,7 +178,7 @@ def curves_figure(curves: pd.DataFrame, best_trial: int | None = None, metric: s
     return fig
 
 
-_ACTION_COLORS = {"start": "#1f77b4", "continue": "#2ca02c", "finish": _BEST_COLOR}
+_ACTION_COLORS = {"start": "#1f77b4", "continue": "#2ca02c", "finish": _BEST_COLOR, "end": _BEST_COLOR}
 
 
 def slices_figure(slices: pd.DataFrame) -> go.Figure | None:

@@ -258,7 +258,8 @@ def _slices_section(slices: pd.DataFrame, metric: str) -> tuple[str, str, str, s
         "Trials train a slice (one report) at a time and wait in between; after each slice the scheduler gives "
         f"the next to the trial whose predicted best validation {_records.metric_title(metric)} (with the time "
         "left) improves most on the best so far per second of training, or starts a new recipe, and ends the best "
-        "trial with a short cool-down of its learning rate before the time is up. 'Predicted best' is what the "
+        "trial with a short cool-down of its learning rate before the time is up (where no cool-down fits, at its "
+        "best report). 'Predicted best' is what the "
         "learning-curve model expected when the slice began; 'reached' is the trial's best by the end.",
         f'<p class="sub">Share of the slices\' time by recipe: {html.escape(shares)}.</p>',
         _figure_block(

@@ -11,7 +11,8 @@ fewer reports it has time for, and is not charged its cost a second time. The wa
 first, as long as that slice ends within the first quarter of the time (WARM_START_SHARE); a recipe still queued
 after that stands for the next new configuration, or when nothing else is worth a slice, so that on a short budget
 the time goes to the recipes that started. Before the time runs out, the best trial gets its cool-down
-(``Budget.end_soon``) and is exported; the others end where they are ("not worth another slice").
+(``Budget.end_soon``) and is exported, or, when its cool-down would not end in time, ends at its best report
+(``Budget.end_now``); the others end where they are ("not worth another slice").
 
 ``top-k`` is the simple baseline any smarter policy must beat: every candidate one
 slice while a third of the time lasts, then only the best ``TOP_K``, in turn.
@@ -53,6 +54,7 @@ class Candidate:
     epochs_per_report: float = 1.0
     reports: int = 0
     last_report: int = 1  # where its schedule ends
+    score_seconds: float = 0.0  # scoring its kept weights on all of val when it ends (its checks' time, scaled)
     queued: bool = False  # waits for its first slice in this run: a warm-start recipe, or a retry
     retry: bool = False  # queued to continue a trial that failed or was lost: it runs whatever --n-trials says
     label: str = ""
@@ -76,7 +78,7 @@ class Decision:
     """One slice: which candidate, what to do with it, and why (stored with the trial, shown in the report)."""
 
     candidate: Candidate
-    action: str  # "start" (a first slice), "continue", or "finish" (its cool-down, then the export)
+    action: str  # "start" (a first slice), "continue", "finish" (its cool-down, then the export), "end" (no cool-down)
     why: str
     predicted: Forecast | None = None
     horizon: int | None = None  # the report the prediction is for
@@ -95,10 +97,15 @@ def expected_improvement(forecast: Forecast, best: float) -> float:
 
 
 def finish_seconds(candidate: Candidate, more: int = 0) -> float:
-    """The time to end ``candidate`` (after ``more`` reports): its cool-down's reports and the final scoring (about
-    one report)."""
+    """The time to end ``candidate`` (after ``more`` reports): its cool-down's reports and the final scoring."""
     steps_share = COOL_DOWN_SHARE * max(candidate.reports + more, 1)
-    return (max(1, math.ceil(steps_share)) + 1) * (candidate.seconds_per_report or 0.0)
+    return max(1, math.ceil(steps_share)) * (candidate.seconds_per_report or 0.0) + end_seconds(candidate)
+
+
+def end_seconds(candidate: Candidate) -> float:
+    """The time to score ``candidate``'s kept weights on all of val and end it: at least a report's (on a large
+    validation set the checks score only part of it)."""
+    return max(candidate.seconds_per_report or 0.0, candidate.score_seconds)
 
 
 def _slice_reports(c: Candidate, seconds_left: float = math.inf, kept_back: float = 0.0) -> int:
@@ -133,9 +140,7 @@ def decide(
     leader = max(paused, key=lambda c: c.best, default=None)
     ahead = leader is not None and (best is None or leader.best >= best)  # the leader would be the model
     if seconds_left <= 0:  # the time is up: a search without a complete trial ends its leader at its best report
-        return (
-            Decision(leader, "finish", "the time is up: it ends at its best report") if best is None and ahead else None
-        )
+        return Decision(leader, "end", "the time is up: it ends at its best report") if best is None and ahead else None
     usable = seconds_left - (finish_seconds(leader) if ahead else 0.0)  # the leader's cool-down is kept back
     warm_start = _within_warm_start(used_share, seconds_left, start_seconds)
     in_time = [c for c in queued if c.retry or warm_start]  # a retry comes first at any time
@@ -162,11 +167,27 @@ def decide(
     if chosen is None and queued and start_seconds < usable:  # the time left is not given up while recipes wait
         chosen = Decision(queued[0], "start", "nothing else is worth a slice: " + queued[0].name)
     if chosen is None and ahead:
-        why = "no trial is worth another slice" if fits or new else f"only its cool-down fits in {seconds_left:.0f} s"
-        return Decision(leader, "finish", why + ": the best trial ends")
+        return _ending(leader, seconds_left, best, "no trial is worth another slice" if fits or new else None)
     if chosen is not None and chosen.action == "continue":
         chosen.reports = lengths[chosen.candidate.number]
     return chosen
+
+
+def _ending(leader: Candidate, seconds_left: float, best: float | None, why: str | None) -> Decision | None:
+    """The leader ends: with its cool-down when that fits in the time left, else at its best report (when that
+    scoring fits, or when there is no complete trial to export instead)."""
+    if finish_seconds(leader) <= seconds_left:
+        return Decision(
+            leader, "finish", (why or f"only its cool-down fits in {seconds_left:.0f} s") + ": the best trial ends"
+        )
+    if best is None or end_seconds(leader) <= seconds_left:
+        return Decision(
+            leader,
+            "end",
+            f"its cool-down ({finish_seconds(leader):.0f} s) does not fit in {seconds_left:.0f} s: "
+            "it ends at its best report",
+        )
+    return None
 
 
 def _within_warm_start(used_share: float, seconds_left: float, start_seconds: float) -> bool:

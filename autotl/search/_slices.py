@@ -41,6 +41,7 @@ class Slices:
         self.n_trials, self.deadline, self.policy, self.room = n_trials, deadline, policy, room
         check_images = min(VAL_CHECK_IMAGES, ctx.dataset.count("val")) or None
         train_images = ctx.dataset.count("train")
+        self.val_per_check = ctx.dataset.count("val") / check_images if check_images else 1.0
         self.forecast = forecast or functools.partial(_forecast, check_images=check_images, train_images=train_images)
         self.started, self.slices = time.time(), 0
 
@@ -128,8 +129,9 @@ class Slices:
             config = finer_reports(self.ctx.suggest(trial), self.ctx.dataset.count("train"))
             if decision.action == "start" and self.ctx.progress is not None:
                 self.ctx.progress.say(f"    {config.describe()}")
-            finish = decision.action == "finish"
-            result = self.ctx.fit(trial, config, more=None if finish else decision.reports, end_soon=finish)
+            finish, end = decision.action == "finish", decision.action == "end"
+            more = None if finish or end else decision.reports
+            result = self.ctx.fit(trial, config, more=more, end_soon=finish, end_now=end)
         except optuna.TrialPruned:
             self._end(trial, record, started, TrialState.PRUNED)
             return
@@ -223,6 +225,7 @@ class Slices:
             epochs_per_report=epochs / len(history) if epochs else 1.0,
             reports=len(history),
             last_report=self._last_report(record),
+            score_seconds=_check_seconds(history) * self.val_per_check,
             label=label,
         )
 
@@ -257,7 +260,8 @@ class Slices:
             return
         left = self._seconds_left()
         when = f", {left:.0f} s left" if left != float("inf") else ""
-        verb = {"start": "starts", "continue": "continues", "finish": "ends with a cool-down"}[decision.action]
+        verbs = {"start": "starts", "continue": "continues", "finish": "ends with a cool-down", "end": "ends"}
+        verb = verbs[decision.action]
         show.say(f"[slice {self.slices}{when}] trial #{number} {verb}: {decision.why}")
 
 
@@ -272,10 +276,20 @@ def _seconds_per_report(history) -> float | None:
     """A report's time, training and check, from the last reports: a slice checks only its last and each epoch's end,
     so its unchecked reports are charged the last check's time (a report's cost stays that of a checked one)."""
     recent = [r for r in history[-3:] if r.seconds]
-    checks = [r.seconds - r.train_seconds for r in history if r.val_loss is not None and r.seconds and r.train_seconds]
+    checks = _checks(history)
     check = checks[-1] if checks else 0.0
     seconds = [r.seconds + (check if r.val_loss is None else 0.0) for r in recent]
     return statistics.median(seconds) if seconds else None
+
+
+def _checks(history) -> list[float]:
+    """The seconds of each check (a report's time less its training), in order."""
+    return [r.seconds - r.train_seconds for r in history if r.val_loss is not None and r.seconds and r.train_seconds]
+
+
+def _check_seconds(history) -> float:
+    """A check's time, its slowest (the first also computes a frozen prefix's outputs, as scoring all of val will)."""
+    return max(_checks(history), default=0.0)
 
 
 def _best_check(trial, metric: str) -> float:

@@ -53,7 +53,8 @@ class Budget:
     pause_after: int | None = None  # save the state and return, unfinished, after this report
     more: int | None = None  # a slice: save the state and return, unfinished, after this many more reports
     end_soon: bool = False  # end the run after a cool-down (a search's scheduler finishing a trial it paused)
-    end_now: bool = False  # end a saved run where it stands: its kept weights scored, no more training
+    end_now: bool = False  # end a saved run where it stands: its kept weights scored, no more training (an ensemble's
+    # member, or a search's best trial with no time for a cool-down)
     interrupt: threading.Event | None = None  # set by a Ctrl-C handler: the run stops at its next step
 
 
@@ -140,7 +141,7 @@ def fit(
     if budget.end_now:
         if not state.report:
             raise StateError("no saved report to end the run at")
-        return finish(run, state, duty, f"ended at report {state.report}, its weights kept for an ensemble")
+        return finish(run, state, duty, f"ended where it stood after report {state.report}, its best weights kept")
     try:
         while state.report < run.plan.last_report:
             try:
