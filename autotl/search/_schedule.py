@@ -176,17 +176,14 @@ def decide(
 def _ending(leader: Candidate, seconds_left: float, best: float | None, why: str | None) -> Decision | None:
     """The leader ends: with its cool-down when that fits in the time left, else at its best report (when that
     scoring fits, or when there is no complete trial to export instead)."""
-    if finish_seconds(leader) <= seconds_left:
+    needed = finish_seconds(leader)
+    if needed <= seconds_left:
         return Decision(
             leader, "finish", (why or f"only its cool-down fits in {seconds_left:.0f} s") + ": the best trial ends"
         )
     if best is None or end_seconds(leader) <= seconds_left:
-        return Decision(
-            leader,
-            "end",
-            f"its cool-down ({finish_seconds(leader):.0f} s) does not fit in {seconds_left:.0f} s: "
-            "it ends at its best report",
-        )
+        why = f"its cool-down ({needed:.0f} s) does not fit in {seconds_left:.0f} s: it ends at its best report"
+        return Decision(leader, "end", why)
     return None
 
 
