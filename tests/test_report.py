@@ -4,6 +4,7 @@ import base64
 import io
 import os
 import shutil
+import time
 import uuid
 
 import numpy as np
@@ -17,7 +18,16 @@ from plotly.offline import get_plotlyjs
 
 from autotl import report
 from autotl.cli import main
-from autotl.records import DatasetInfo, EnsembleRecord, Metrics, Report, StudyRecord, TrialRecord, report_score
+from autotl.records import (
+    DatasetInfo,
+    EnsembleRecord,
+    Metrics,
+    Report,
+    Slice,
+    StudyRecord,
+    TrialRecord,
+    report_score,
+)
 from autotl.report import _figures, _html, _records
 from autotl.space import STRATEGIES, TrialConfig
 
@@ -267,6 +277,27 @@ def test_best_model_records_check_thumbnails():
     assert all(t.startswith("data:image/png;base64,") for t in thumbnails[:3])
     assert not _records.safe_thumbnail('data:image/png;base64,AA"><script>')
     assert report.best_model_records(optuna.create_study()) is None
+
+
+def test_a_sliced_search_is_timed_by_its_slices_not_by_optunas_last_continuation():
+    """A sliced trial's Optuna start is its last continuation, and a paused one's end the search's end: the summary
+    and the best-so-far line use the slices, or a 10-minute search would read as seconds."""
+    study = optuna.create_study(direction="maximize")
+    began = time.time() - 600  # the search began 10 minutes ago; the trials below are asked and told now
+    for number, (slices, state) in enumerate(
+        [([(0, 20), (400, 30)], TrialState.PRUNED), ([(20, 40), (450, 90)], None)]
+    ):
+        trial = study.ask()
+        TrialRecord(slices=[Slice(at=began + at, seconds=seconds) for at, seconds in slices]).write(trial)
+        trial.report(0.8 + number / 10, 1)
+        study.tell(trial, 0.8 + number / 10) if state is None else study.tell(trial, state=state)
+    info = _records.summary(study)
+    assert info["wall_seconds"] == pytest.approx(540, abs=1)  # first slice's start to the last slice's end
+    assert info["trial_seconds"] == pytest.approx(180)  # the slices' own seconds: 20 + 30 + 40 + 90
+    times = report.time_records(study)
+    assert times["number"].tolist() == [0, 1]
+    assert times["elapsed_seconds"].tolist() == pytest.approx([430, 540], abs=1)
+    assert times["best_so_far"].iloc[-1] == pytest.approx(0.9)
 
 
 def test_summary_counts_best_recipe_and_model():

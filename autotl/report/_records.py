@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -295,10 +296,11 @@ def time_records(study: optuna.Study) -> pd.DataFrame:
 
     ``best_so_far`` is NaN before the first complete trial.
     """
-    origin = min((t.datetime_start for t in study.trials if t.datetime_start is not None), default=None)
+    spans = {t.number: _span(t) for t in study.trials}
+    origin = min((start for start, _ in spans.values() if start is not None), default=None)
     finished = study.get_trials(deepcopy=False, states=_FINISHED) if origin is not None else []
     ended = sorted(
-        (t for t in finished if t.datetime_complete is not None), key=lambda t: (t.datetime_complete, t.number)
+        (t for t in finished if spans[t.number][1] is not None), key=lambda t: (spans[t.number][1], t.number)
     )
     minimize = direction_word(study) == "minimize"
     index = score_index(study)
@@ -308,7 +310,7 @@ def time_records(study: optuna.Study) -> pd.DataFrame:
         if trial.state == TrialState.COMPLETE and value is not None:
             if best is None or (value < best if minimize else value > best):
                 best = value
-        elapsed = (trial.datetime_complete - origin).total_seconds()
+        elapsed = (spans[trial.number][1] - origin).total_seconds()
         rows.append(TimePoint(trial.number, state_word(trial), value, elapsed, best))
     return records.frame([asdict(row) for row in rows], TimePoint, TIME_COLUMNS)
 
@@ -533,8 +535,9 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     best = best_trial(study)
     record = TrialRecord.of(best) if best is not None else TrialRecord()
     stored = StudyRecord.of(study)
-    starts = [t.datetime_start for t in study.trials if t.datetime_start is not None]
-    ends = [t.datetime_complete for t in study.trials if t.datetime_complete is not None]
+    spans = [_span(t) for t in study.trials]
+    starts = [start for start, _ in spans if start is not None]
+    ends = [end for _, end in spans if end is not None]
     durations = [d for d in (_duration(t) for t in study.trials) if d is not None]
     return {
         "study_name": study.study_name,
@@ -652,7 +655,20 @@ def param_importances(study: optuna.Study) -> tuple[pd.DataFrame, str]:
     return frame, ""
 
 
+def _span(trial: FrozenTrial) -> tuple[datetime | None, datetime | None]:
+    """When a trial began and ended. A sliced trial runs from its first slice to the end of its last: Optuna's own
+    times are those of its last continuation and, for a trial left paused, of the search's end."""
+    slices = TrialRecord.of(trial, "slices").slices
+    if slices and slices[0].at is not None and slices[-1].at is not None:
+        return datetime.fromtimestamp(slices[0].at), datetime.fromtimestamp(slices[-1].at + (slices[-1].seconds or 0))
+    return trial.datetime_start, trial.datetime_complete
+
+
 def _duration(trial: FrozenTrial) -> float | None:
+    """Seconds a trial ran: the sum of its slices, or Optuna's start to end."""
+    slices = TrialRecord.of(trial, "slices").slices
+    if slices:
+        return sum(s.seconds or 0 for s in slices)
     if trial.datetime_start is None or trial.datetime_complete is None:
         return None
     return (trial.datetime_complete - trial.datetime_start).total_seconds()
