@@ -298,6 +298,9 @@ def test_a_sliced_search_is_timed_by_its_slices_not_by_optunas_last_continuation
     assert times["number"].tolist() == [0, 1]
     assert times["elapsed_seconds"].tolist() == pytest.approx([430, 540], abs=1)
     assert times["best_so_far"].iloc[-1] == pytest.approx(0.9)
+    ends = {trace.name: trace.x for trace in _figures.time_figure(times).data}  # the pruned one before any complete
+    assert ends["pruned trial ends"] == pytest.approx([430 / 60], abs=0.05)
+    assert ends["complete trial ends"] == pytest.approx([540 / 60], abs=0.05)
 
 
 def test_summary_counts_best_recipe_and_model():

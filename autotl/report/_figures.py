@@ -77,17 +77,18 @@ def history_figure(trials: pd.DataFrame, direction: str = "maximize") -> go.Figu
 
 
 def time_figure(times: pd.DataFrame) -> go.Figure | None:
-    """Best score so far against wall time since the first trial began (minutes or hours)."""
-    times = times[times["best_so_far"].notna()]
-    if times.empty:
+    """Best score so far against wall time since the first trial began (minutes or hours), and each trial's end:
+    those that ended before the first complete one too (in a sliced search, every trial but the last leader)."""
+    best = times[times["best_so_far"].notna()]
+    if best.empty:
         return None
     hours = times["elapsed_seconds"].max() / 3600 > 2
     scale, unit = (3600.0, "hours") if hours else (60.0, "minutes")
-    x = (times["elapsed_seconds"] / scale).round(4).tolist()
+    x = (best["elapsed_seconds"] / scale).round(4).tolist()
     fig = go.Figure(
         go.Scatter(
             x=[0.0] + x,
-            y=[None] + times["best_so_far"].tolist(),
+            y=[None] + best["best_so_far"].tolist(),
             mode="lines",
             line={"shape": "hv", "color": _BEST_COLOR, "width": 2},
             name="best so far",
