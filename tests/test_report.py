@@ -291,7 +291,9 @@ def test_a_sliced_search_is_timed_by_its_slices_not_by_optunas_last_continuation
         TrialRecord(slices=[Slice(at=began + at, seconds=seconds) for at, seconds in slices]).write(trial)
         trial.report(0.8 + number / 10, 1)
         study.tell(trial, 0.8 + number / 10) if state is None else study.tell(trial, state=state)
+    study.enqueue_trial({})  # a warm-start recipe the time did not reach
     info = _records.summary(study)
+    assert info["waiting"] == 1
     assert info["wall_seconds"] == pytest.approx(540, abs=1)  # first slice's start to the last slice's end
     assert info["trial_seconds"] == pytest.approx(180)  # the slices' own seconds: 20 + 30 + 40 + 90
     times = report.time_records(study)

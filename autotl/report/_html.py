@@ -404,6 +404,7 @@ def _summary_section(
             "Trials",
             f"{info['complete']} completed, {info['pruned']} pruned, {info['failed']} failed"
             + (f", {info['running']} running" if info["running"] else "")
+            + (f", {info['waiting']} queued and not started" if info["waiting"] else "")
             + f" ({info['n_trials']} in total)",
         ),
         ("Best configuration", recipe),

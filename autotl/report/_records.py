@@ -548,6 +548,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         "pruned": states.count(TrialState.PRUNED),
         "failed": states.count(TrialState.FAIL),
         "running": states.count(TrialState.RUNNING),
+        "waiting": states.count(TrialState.WAITING),  # queued (a warm-start recipe) and never started
         "best_value": trial_value(best, score_index(study)) if best is not None else None,
         "best_trial": best.number if best is not None else None,
         "best_params": dict(best.params) if best is not None else {},
