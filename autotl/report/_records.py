@@ -173,7 +173,7 @@ def trial_records(study: optuna.Study) -> pd.DataFrame:
             state=state_word(trial),
             value=trial_value(trial, index),
             val_loss=record.metrics.loss if record.metrics is not None else None,
-            wall_seconds=record.wall_seconds if record.wall_seconds is not None else _duration(trial),
+            wall_seconds=record.wall_seconds if record.wall_seconds is not None else _times(trial)[2],
             backbone=trial_backbone(trial, record),
             strategy=trial_strategy(trial, record),
         )
@@ -296,7 +296,7 @@ def time_records(study: optuna.Study) -> pd.DataFrame:
 
     ``best_so_far`` is NaN before the first complete trial.
     """
-    spans = {t.number: _span(t) for t in study.trials}
+    spans = {t.number: _times(t)[:2] for t in study.trials}
     origin = min((start for start, _ in spans.values() if start is not None), default=None)
     finished = study.get_trials(deepcopy=False, states=_FINISHED) if origin is not None else []
     ended = sorted(
@@ -535,10 +535,10 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     best = best_trial(study)
     record = TrialRecord.of(best) if best is not None else TrialRecord()
     stored = StudyRecord.of(study)
-    spans = [_span(t) for t in study.trials]
-    starts = [start for start, _ in spans if start is not None]
-    ends = [end for _, end in spans if end is not None]
-    durations = [d for d in (_duration(t) for t in study.trials) if d is not None]
+    times = [_times(t) for t in study.trials]
+    starts = [start for start, _, _ in times if start is not None]
+    ends = [end for _, end, _ in times if end is not None]
+    durations = [seconds for _, _, seconds in times if seconds is not None]
     return {
         "study_name": study.study_name,
         "metric": study_metric(study),
@@ -656,20 +656,14 @@ def param_importances(study: optuna.Study) -> tuple[pd.DataFrame, str]:
     return frame, ""
 
 
-def _span(trial: FrozenTrial) -> tuple[datetime | None, datetime | None]:
-    """When a trial began and ended. A sliced trial runs from its first slice to the end of its last: Optuna's own
-    times are those of its last continuation and, for a trial left paused, of the search's end."""
-    slices = TrialRecord.of(trial, "slices").slices
-    if slices and slices[0].at is not None and slices[-1].at is not None:
-        return datetime.fromtimestamp(slices[0].at), datetime.fromtimestamp(slices[-1].at + (slices[-1].seconds or 0))
-    return trial.datetime_start, trial.datetime_complete
-
-
-def _duration(trial: FrozenTrial) -> float | None:
-    """Seconds a trial ran: the sum of its slices, or Optuna's start to end."""
-    slices = TrialRecord.of(trial, "slices").slices
+def _times(trial: FrozenTrial) -> tuple[datetime | None, datetime | None, float | None]:
+    """When a trial began and ended, and the seconds it ran. A sliced trial runs from its first slice to the end of
+    its last, for its slices' seconds: Optuna's own times are those of its last continuation and, for a trial left
+    paused, of the search's end."""
+    slices = [entry for entry in TrialRecord.of(trial, "slices").slices if entry.at is not None]
     if slices:
-        return sum(s.seconds or 0 for s in slices)
-    if trial.datetime_start is None or trial.datetime_complete is None:
-        return None
-    return (trial.datetime_complete - trial.datetime_start).total_seconds()
+        first, last = slices[0], slices[-1]
+        seconds = sum(entry.seconds or 0 for entry in slices)
+        return datetime.fromtimestamp(first.at), datetime.fromtimestamp(last.at + (last.seconds or 0)), seconds
+    start, end = trial.datetime_start, trial.datetime_complete
+    return start, end, (end - start).total_seconds() if start is not None and end is not None else None
